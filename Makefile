@@ -1,0 +1,37 @@
+# poplar: `make run` serves demo mail on 127.0.0.1:1110; `make test` runs every check.
+SHELL := /bin/bash
+CARGO ?= cargo
+DEMO := target/demo
+
+.PHONY: run test deps fmt clippy unit
+
+run:
+	$(CARGO) build --release
+	rm -rf $(DEMO) && mkdir -p $(DEMO)/mail
+	cp examples/demo/users $(DEMO)/users
+	cp examples/demo/alice.mbox $(DEMO)/mail/alice
+	cp examples/demo/bob.mbox $(DEMO)/mail/bob
+	@echo
+	@echo "poplar demo on 127.0.0.1:1110 (mail in $(DEMO)/mail, reset by every 'make run')"
+	@echo "  users: alice (password alice, 3 messages), bob (password bob, 1 message)"
+	@echo "  try:   telnet 127.0.0.1 1110    then USER alice / PASS alice / STAT / LIST / RETR 1 / DELE 1 / QUIT"
+	@echo "  stop:  Ctrl-C"
+	@echo
+	exec ./target/release/poplar --listen 127.0.0.1:1110 --users $(DEMO)/users --mail '$(DEMO)/mail/%n'
+
+# Tools the tests drive: python3 with poplib, and curl (installed from Debian if missing).
+deps:
+	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3; }
+	@python3 -c 'import poplib' || { echo "python3 lacks poplib" >&2; exit 1; }
+	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+unit: deps
+	$(CARGO) test
+
+test: deps fmt clippy unit

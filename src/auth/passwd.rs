@@ -1,0 +1,122 @@
+//! Dovecot-style passwd-files: `name:{SCHEME}secret[:uid:gid:gecos:home:shell:extra]`.
+
+use std::fmt;
+use std::path::Path;
+
+use super::{Secret, Users};
+use crate::mailbox::UserName;
+
+/// A line that could not be used; that user cannot log in, the others can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineProblem {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for LineProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.reason)
+    }
+}
+
+/// Reads a passwd-file. An unreadable file is an error; unusable lines are returned beside
+/// the users that could be loaded.
+pub fn load(path: &Path) -> std::io::Result<(Users, Vec<LineProblem>)> {
+    let bytes = std::fs::read(path)?;
+    Ok(parse(&bytes))
+}
+
+/// Parses passwd-file text: `#` comments and blank lines are skipped.
+pub fn parse(text: &[u8]) -> (Users, Vec<LineProblem>) {
+    let mut entries: Vec<(UserName, Secret)> = Vec::new();
+    let mut problems = Vec::new();
+    for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if line.iter().all(u8::is_ascii_whitespace) || line.first() == Some(&b'#') {
+            continue;
+        }
+        match parse_line(line) {
+            Ok(entry) => {
+                if entries.iter().any(|(n, _)| n == &entry.0) {
+                    problems.push(LineProblem {
+                        line: i + 1,
+                        reason: format!("user {} appears again; the first line wins", entry.0),
+                    });
+                } else {
+                    entries.push(entry);
+                }
+            }
+            Err(reason) => problems.push(LineProblem {
+                line: i + 1,
+                reason,
+            }),
+        }
+    }
+    (Users::new(entries), problems)
+}
+
+fn parse_line(line: &[u8]) -> Result<(UserName, Secret), String> {
+    let mut fields = line.splitn(3, |&b| b == b':');
+    let name = fields.next().unwrap_or_default();
+    let secret = fields
+        .next()
+        .ok_or_else(|| "no ':' after the user name".to_owned())?;
+    let user = UserName::new(name).map_err(|e| e.to_string())?;
+    let secret = parse_secret(secret)?;
+    Ok((user, secret))
+}
+
+fn parse_secret(field: &[u8]) -> Result<Secret, String> {
+    let Some(rest) = field.strip_prefix(b"{") else {
+        return Err("no {SCHEME} prefix (only {PLAIN} is supported)".into());
+    };
+    let close = rest
+        .iter()
+        .position(|&b| b == b'}')
+        .ok_or_else(|| "unterminated {SCHEME}".to_owned())?;
+    let scheme = String::from_utf8_lossy(&rest[..close]).to_ascii_uppercase();
+    let value = &rest[close + 1..];
+    match scheme.as_str() {
+        "PLAIN" | "CLEAR" | "CLEARTEXT" => Ok(Secret::Plain(value.to_vec())),
+        other => Err(format!(
+            "password scheme {{{}}} is not supported",
+            crate::logsafe::escape(other.as_bytes())
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dovecot_lines_load_and_bad_lines_are_reported_by_number() {
+        let text = b"# users\n\
+            alice:{PLAIN}wonder:1000:1000::/home/alice::\n\
+            \n\
+            bob:{plain}pass with spaces\r\n\
+            carol\n\
+            dave:{SHA1}abc\n\
+            ../evil:{PLAIN}x\n\
+            erin:nobrace\n\
+            alice:{PLAIN}second\n";
+        let (users, problems) = parse(text);
+        assert_eq!(users.len(), 2);
+        assert!(users.verify_password(b"alice", b"wonder").is_some());
+        assert!(users.verify_password(b"alice", b"second").is_none());
+        assert!(users.verify_password(b"bob", b"pass with spaces").is_some());
+        let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![5, 6, 7, 8, 9]);
+        assert!(problems[1].reason.contains("SHA1"), "{}", problems[1]);
+    }
+
+    #[test]
+    fn empty_plain_password_is_allowed_but_only_matches_empty() {
+        let (users, problems) = parse(b"x:{PLAIN}\n");
+        assert!(problems.is_empty());
+        assert!(users.verify_password(b"x", b"").is_some());
+        assert!(users.verify_password(b"x", b"a").is_none());
+    }
+}

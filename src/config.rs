@@ -1,0 +1,61 @@
+//! The server's configuration, with defaults from `limits`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::limits;
+use crate::mailbox::template::MailTemplate;
+
+/// The default listening address: loopback only, an unprivileged port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:1110";
+
+/// Everything `poplar` needs to serve.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Addresses to listen on (`--listen`).
+    pub listen: Vec<SocketAddr>,
+    /// The passwd-file (`--users`).
+    pub users_file: PathBuf,
+    /// Where each user's mbox is (`--mail`).
+    pub mail: MailTemplate,
+    /// Inactivity timeout (`--idle-timeout`).
+    pub idle_timeout: Duration,
+    /// Cap on simultaneous sessions (`--max-connections`).
+    pub max_connections: usize,
+    /// Delay before a failed login is answered (`--auth-delay`).
+    pub auth_failure_delay: Duration,
+    /// How long sessions may go on after SIGTERM/SIGINT (`--shutdown-grace`).
+    pub shutdown_grace: Duration,
+    /// Host name for the APOP timestamp (`--hostname`).
+    pub hostname: String,
+}
+
+impl Config {
+    /// A configuration with every default, for the given users file and mail template.
+    pub fn new(users_file: PathBuf, mail: MailTemplate) -> Config {
+        Config {
+            listen: vec![DEFAULT_LISTEN.parse().expect("the default address parses")],
+            users_file,
+            mail,
+            idle_timeout: limits::DEFAULT_IDLE_TIMEOUT,
+            max_connections: limits::DEFAULT_MAX_CONNECTIONS,
+            auth_failure_delay: limits::DEFAULT_AUTH_FAILURE_DELAY,
+            shutdown_grace: limits::DEFAULT_SHUTDOWN_GRACE,
+            hostname: system_hostname(),
+        }
+    }
+}
+
+/// This host's name, for the APOP timestamp; `localhost` if it cannot be read.
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'>' && b != b'<')
+        })
+        .unwrap_or_else(|| "localhost".into())
+}

@@ -1,0 +1,53 @@
+//! Every limit poplar enforces, in one place: what it bounds, and why it has its value.
+
+use std::time::Duration;
+
+/// Longest command line accepted, CRLF included (RFC 2449 §4: at least 255 octets).
+pub const MAX_COMMAND_LINE: usize = 255;
+
+/// Longest first line of any response, CRLF included (RFC 2449 §4).
+pub const MAX_RESPONSE_LINE: usize = 512;
+
+/// Longest user name, and so the longest path component a name can produce.
+pub const MAX_USER_NAME: usize = 255;
+
+/// Default inactivity timeout. RFC 1939 §3 says an autologout timer, if any, MUST be at least
+/// 10 minutes.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Default cap on simultaneous sessions; each costs one thread and its buffers.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Default delay before a failed login is answered, the same for unknown users and wrong
+/// passwords, so that guessing is slow and timing reveals nothing.
+pub const DEFAULT_AUTH_FAILURE_DELAY: Duration = Duration::from_secs(2);
+
+/// How long open sessions may go on after SIGTERM/SIGINT before they are cut off.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// After the grace period, how long to wait for cut-off sessions (and any commit under way).
+pub const SHUTDOWN_JOIN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Stack of a session thread. Sessions hold no deep recursion; a small stack keeps a thousand
+/// idle sessions cheap.
+pub const SESSION_STACK_SIZE: usize = 128 * 1024;
+
+/// Read buffer per session: commands are short, and a message body never passes through it.
+pub const SESSION_READ_BUFFER: usize = 1024;
+
+/// Write buffer per session: large enough that a RETR streams in few, large writes.
+pub const SESSION_WRITE_BUFFER: usize = 64 * 1024;
+
+/// Chunk size for reading message bytes from the mailbox file.
+pub const FILE_CHUNK: usize = 64 * 1024;
+
+/// Most connections accepted per readiness event before the accept loop looks at its other
+/// sources (the stop waker, signals) again.
+pub const MAX_ACCEPTS_PER_POLL: usize = 64;
+
+/// Pause after an accept error such as EMFILE, so the loop does not spin.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Most header bytes of one message that feed its UID: enough for any real MTA's headers, and
+/// a bound on work for a hostile one.
+pub const MAX_UID_HEADER_BYTES: usize = 64 * 1024;

@@ -1,0 +1,297 @@
+//! Storage behind the session: the `MailStore` and `Maildrop` traits, user names as a path
+//! boundary, and the in-process lock table that makes sessions exclusive.
+
+pub mod mbox;
+pub mod memory;
+pub mod template;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// A user name that is safe to put into a path: not empty, at most 255 octets, valid UTF-8,
+/// no `/`, no NUL or control bytes, not starting with `.`, and with non-empty parts around
+/// an `@` whose domain does not start with `.` either.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct UserName(String);
+
+/// Why a user name was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserNameError {
+    /// The name is empty.
+    Empty,
+    /// The name is longer than `limits::MAX_USER_NAME`.
+    TooLong,
+    /// The name is not valid UTF-8.
+    NotUtf8,
+    /// The name holds a byte that could escape or confuse a path.
+    BadCharacter,
+    /// The name (or its domain part) starts with a dot.
+    LeadingDot,
+    /// The name has an empty local part (`@example.com`).
+    EmptyLocalPart,
+}
+
+impl fmt::Display for UserNameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UserNameError::Empty => "empty user name",
+            UserNameError::TooLong => "user name too long",
+            UserNameError::NotUtf8 => "user name is not UTF-8",
+            UserNameError::BadCharacter => "user name has a character not allowed in a path",
+            UserNameError::LeadingDot => "user name or domain starts with a dot",
+            UserNameError::EmptyLocalPart => "user name has nothing before '@'",
+        })
+    }
+}
+
+impl std::error::Error for UserNameError {}
+
+impl UserName {
+    /// Checks a user name before it can reach any path.
+    pub fn new(raw: &[u8]) -> Result<UserName, UserNameError> {
+        if raw.is_empty() {
+            return Err(UserNameError::Empty);
+        }
+        if raw.len() > crate::limits::MAX_USER_NAME {
+            return Err(UserNameError::TooLong);
+        }
+        let s = std::str::from_utf8(raw).map_err(|_| UserNameError::NotUtf8)?;
+        if s.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
+            return Err(UserNameError::BadCharacter);
+        }
+        if s.starts_with('.') {
+            return Err(UserNameError::LeadingDot);
+        }
+        let name = UserName(s.to_owned());
+        if name.local_part().is_empty() {
+            return Err(UserNameError::EmptyLocalPart);
+        }
+        if name.domain().starts_with('.') {
+            return Err(UserNameError::LeadingDot);
+        }
+        Ok(name)
+    }
+
+    /// The whole name (`%u`).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part before the first `@`, or the whole name (`%n`).
+    pub fn local_part(&self) -> &str {
+        self.0.split_once('@').map_or(&self.0, |(n, _)| n)
+    }
+
+    /// The part after the first `@`, or empty (`%d`).
+    pub fn domain(&self) -> &str {
+        self.0.split_once('@').map_or("", |(_, d)| d)
+    }
+}
+
+impl fmt::Display for UserName {
+    /// Shows the name escaped for logs: it came from a client or a file.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::logsafe::escape(self.0.as_bytes()))
+    }
+}
+
+impl fmt::Debug for UserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// What a session knows of one message: its size as sent and its unique id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// Octets as sent by RETR: CRLF line ends, before dot-stuffing (RFC 1939 §11).
+    pub size: u64,
+    /// The UIDL unique-id: 1 to 70 characters in 0x21..0x7E.
+    pub uid: String,
+}
+
+/// What a commit removed and left.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitSummary {
+    /// Messages removed.
+    pub deleted: usize,
+    /// Bytes of the mailbox file before the commit.
+    pub bytes_before: u64,
+    /// Bytes of the mailbox file after the commit.
+    pub bytes_after: u64,
+}
+
+/// Storage failures, each mapped by the session to one reply.
+#[derive(Debug)]
+pub enum MailboxError {
+    /// Another session holds this maildrop.
+    InUse,
+    /// A lock toward delivery agents could not be had in time.
+    Busy,
+    /// Someone else changed the part of the mailbox this session saw.
+    Changed,
+    /// The mailbox exists but may not be read or written by poplar.
+    Permission(io::Error),
+    /// Any other I/O failure.
+    Io(io::Error),
+}
+
+impl fmt::Display for MailboxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MailboxError::InUse => f.write_str("mailbox in use by another session"),
+            MailboxError::Busy => f.write_str("mailbox locked by a delivery"),
+            MailboxError::Changed => f.write_str("mailbox changed by another program"),
+            MailboxError::Permission(e) => write!(f, "mailbox not accessible: {e}"),
+            MailboxError::Io(e) => write!(f, "mailbox I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for MailboxError {}
+
+impl From<io::Error> for MailboxError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            MailboxError::Permission(e)
+        } else {
+            MailboxError::Io(e)
+        }
+    }
+}
+
+/// Where maildrops come from.
+pub trait MailStore: Send + Sync {
+    /// Locks and scans the user's maildrop for one session. A missing mailbox is empty.
+    fn open(&self, user: &UserName) -> Result<Box<dyn Maildrop>, MailboxError>;
+}
+
+/// One session's exclusive view of a maildrop, fixed at login. Dropping it without
+/// [`commit`](Maildrop::commit) changes nothing.
+pub trait Maildrop: Send {
+    /// The messages as numbered for this session (index 0 is message 1).
+    fn messages(&self) -> &[MessageInfo];
+
+    /// The stored bytes of message `index` (line ends as stored; the session's writer adds CR
+    /// and dot-stuffing). Fails if the mailbox was changed under the session.
+    fn reader(&mut self, index: usize) -> Result<Box<dyn Read + '_>, MailboxError>;
+
+    /// Removes the messages whose flag in `deleted` is set, keeping every other message and
+    /// any mail that arrived since login. Either everything is written and synced, or the
+    /// maildrop is left as it was.
+    fn commit(self: Box<Self>, deleted: &[bool]) -> Result<CommitSummary, MailboxError>;
+}
+
+/// In-process exclusivity: one session per mailbox key (the mailbox file's canonical path).
+#[derive(Clone, Default)]
+pub struct LockTable {
+    held: Arc<Mutex<HashSet<PathBuf>>>,
+}
+
+/// Holds a [`LockTable`] entry; releases it on drop, panics included.
+pub struct LockGuard {
+    table: LockTable,
+    key: PathBuf,
+}
+
+impl LockTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes `key`, or `MailboxError::InUse` if a session holds it.
+    pub fn acquire(&self, key: PathBuf) -> Result<LockGuard, MailboxError> {
+        // A panic elsewhere while holding this mutex cannot leave the set half-updated.
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if !held.insert(key.clone()) {
+            return Err(MailboxError::InUse);
+        }
+        Ok(LockGuard {
+            table: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let mut held = self
+            .table
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        held.remove(&self.key);
+    }
+}
+
+/// Renders a 16-byte digest as 32 lowercase hex digits.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_that_could_escape_a_path_are_refused() {
+        use UserNameError::*;
+        let bad: &[(&[u8], UserNameError)] = &[
+            (b"", Empty),
+            (b"..", LeadingDot),
+            (b".hidden", LeadingDot),
+            (b"a/b", BadCharacter),
+            (b"../etc/passwd", BadCharacter),
+            (b"a\\b", BadCharacter),
+            (b"a\0b", BadCharacter),
+            (b"a\nb", BadCharacter),
+            (b"\xff", NotUtf8),
+            (b"@example.com", EmptyLocalPart),
+            (b"bob@..", LeadingDot),
+            (b"bob@.example", LeadingDot),
+        ];
+        for (raw, want) in bad {
+            assert_eq!(UserName::new(raw), Err(*want), "{:?}", raw);
+        }
+        assert_eq!(UserName::new(&[b'a'; 256]), Err(TooLong));
+        assert!(UserName::new(&[b'a'; 255]).is_ok());
+    }
+
+    #[test]
+    fn user_name_parts() {
+        let u = UserName::new(b"alice@example.com").unwrap();
+        assert_eq!(
+            (u.as_str(), u.local_part(), u.domain()),
+            ("alice@example.com", "alice", "example.com")
+        );
+        let u = UserName::new(b"bob").unwrap();
+        assert_eq!((u.local_part(), u.domain()), ("bob", ""));
+        let u = UserName::new(b"a@b@c").unwrap();
+        assert_eq!((u.local_part(), u.domain()), ("a", "b@c"));
+    }
+
+    #[test]
+    fn lock_table_is_exclusive_and_released_on_drop() {
+        let t = LockTable::new();
+        let g = t.acquire("/m/a".into()).unwrap();
+        assert!(matches!(t.acquire("/m/a".into()), Err(MailboxError::InUse)));
+        let _other = t.acquire("/m/b".into()).unwrap();
+        drop(g);
+        assert!(t.acquire("/m/a".into()).is_ok());
+    }
+
+    #[test]
+    fn hex_is_lowercase() {
+        assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
+    }
+}

@@ -1,0 +1,176 @@
+//! The TRANSACTION state: STAT, LIST, UIDL, RETR, TOP, DELE, RSET, NOOP, CAPA and QUIT. It
+//! owns the deletion marks; only QUIT hands them to the maildrop.
+
+use std::fmt::Write as _;
+
+use crate::command::{Command, MsgNum};
+use crate::mailbox::{MailboxError, Maildrop, UserName};
+use crate::wire::{Extent, Reply};
+
+use super::{Stats, capabilities, wrong_state};
+
+/// A logged-in session: the locked maildrop and the marks set by DELE.
+pub(super) struct Transaction {
+    user: UserName,
+    maildrop: Box<dyn Maildrop>,
+    deleted: Vec<bool>,
+}
+
+/// What a command in TRANSACTION leads to.
+pub(super) enum TxStep {
+    /// A reply with no message body.
+    Reply(Reply),
+    /// `+OK status`, then the message at `index` as far as `extent` says.
+    Send {
+        index: usize,
+        extent: Extent,
+        status: String,
+    },
+    /// QUIT: enter UPDATE.
+    Quit,
+}
+
+impl Transaction {
+    pub(super) fn new(user: UserName, maildrop: Box<dyn Maildrop>) -> Self {
+        let n = maildrop.messages().len();
+        Transaction {
+            user,
+            maildrop,
+            deleted: vec![false; n],
+        }
+    }
+
+    pub(super) fn user(&self) -> &UserName {
+        &self.user
+    }
+
+    pub(super) fn maildrop(&mut self) -> &mut dyn Maildrop {
+        self.maildrop.as_mut()
+    }
+
+    /// Count and octets of the messages not marked deleted.
+    pub(super) fn totals(&self) -> (usize, u64) {
+        self.visible()
+            .fold((0, 0), |(n, s), (_, m)| (n + 1, s + m.size))
+    }
+
+    fn visible(&self) -> impl Iterator<Item = (usize, &crate::mailbox::MessageInfo)> {
+        self.maildrop
+            .messages()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.deleted[*i])
+    }
+
+    /// The index of message `n`, if it exists and is not marked deleted.
+    fn live(&self, n: MsgNum) -> Result<usize, Reply> {
+        let i = n.index();
+        match self.deleted.get(i) {
+            None => Err(Reply::err(format!("no message {n}"))),
+            Some(true) => Err(Reply::err(format!("message {n} is deleted"))),
+            Some(false) => Ok(i),
+        }
+    }
+
+    pub(super) fn handle(&mut self, cmd: Command) -> TxStep {
+        let reply = match cmd {
+            Command::Stat => {
+                let (n, size) = self.totals();
+                Reply::ok(format!("{n} {size}"))
+            }
+            Command::List(None) => self.listing(|m| m.size.to_string(), {
+                let (n, size) = self.totals();
+                format!("{n} messages ({size} octets)")
+            }),
+            Command::Uidl(None) => {
+                self.listing(|m| m.uid.clone(), "unique-id listing follows".into())
+            }
+            Command::List(Some(n)) => match self.live(n) {
+                Ok(i) => Reply::ok(format!("{n} {}", self.maildrop.messages()[i].size)),
+                Err(r) => r,
+            },
+            Command::Uidl(Some(n)) => match self.live(n) {
+                Ok(i) => Reply::ok(format!("{n} {}", self.maildrop.messages()[i].uid)),
+                Err(r) => r,
+            },
+            Command::Retr(n) => match self.live(n) {
+                Ok(index) => {
+                    let size = self.maildrop.messages()[index].size;
+                    return TxStep::Send {
+                        index,
+                        extent: Extent::Whole,
+                        status: format!("{size} octets"),
+                    };
+                }
+                Err(r) => r,
+            },
+            Command::Top(n, lines) => match self.live(n) {
+                Ok(index) => {
+                    return TxStep::Send {
+                        index,
+                        extent: Extent::Top(lines),
+                        status: "top of message follows".into(),
+                    };
+                }
+                Err(r) => r,
+            },
+            Command::Dele(n) => match self.live(n) {
+                Ok(i) => {
+                    self.deleted[i] = true;
+                    Reply::ok(format!("message {n} deleted"))
+                }
+                Err(r) => r,
+            },
+            Command::Rset => {
+                self.deleted.iter_mut().for_each(|d| *d = false);
+                let (n, size) = self.totals();
+                Reply::ok(format!("{n} messages ({size} octets)"))
+            }
+            Command::Noop => Reply::ok(""),
+            Command::Capa => capabilities(),
+            Command::Quit => return TxStep::Quit,
+            other => wrong_state(&other),
+        };
+        TxStep::Reply(reply)
+    }
+
+    fn listing(
+        &self,
+        field: impl Fn(&crate::mailbox::MessageInfo) -> String,
+        first: String,
+    ) -> Reply {
+        let mut lines = String::new();
+        for (i, m) in self.visible() {
+            let _ = write!(lines, "{} {}\r\n", i + 1, field(m));
+        }
+        Reply::Multi { first, lines }
+    }
+
+    /// Counts a message sent by RETR or TOP for the end-of-session line.
+    pub(super) fn count_sent(&self, index: usize, extent: Extent, stats: &mut Stats) {
+        match extent {
+            Extent::Whole => {
+                stats.retr += 1;
+                stats.retr_octets += self.maildrop.messages()[index].size;
+            }
+            Extent::Top(_) => stats.top += 1,
+        }
+    }
+
+    /// UPDATE: removes the marked messages and returns how many are left.
+    pub(super) fn commit(self, stats: &mut Stats) -> Result<usize, MailboxError> {
+        let (left, _) = self.totals();
+        let deleted_octets: u64 = self
+            .maildrop
+            .messages()
+            .iter()
+            .zip(&self.deleted)
+            .filter(|(_, d)| **d)
+            .map(|(m, _)| m.size)
+            .sum();
+        let summary = self.maildrop.commit(&self.deleted)?;
+        stats.deleted = summary.deleted as u64;
+        stats.deleted_octets = deleted_octets;
+        Ok(left)
+    }
+}
