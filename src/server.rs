@@ -277,7 +277,7 @@ impl Server {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let tag = Tag {
             id,
-            peer: peer.to_string(),
+            peer: Some(peer),
         };
         if let Err(e) = self.prepare(&stream) {
             log::warn!("{tag} cannot set up connection: {e}");

@@ -93,17 +93,21 @@ pub struct Stats {
     pub deleted_octets: u64,
 }
 
-/// A session's identity for logs: `[id peer]`.
+/// A session's identity: its number and the client's address (for logs, limits and policy).
 pub struct Tag {
     /// Connection number, unique in this process.
     pub id: u64,
-    /// The client's address.
-    pub peer: String,
+    /// The client's real address, when known (not for a session on stdin/stdout).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Display for Tag {
+    /// `[id peer]`, the prefix of every log line about the session.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "[{} {}]", self.id, self.peer)
+        match self.peer {
+            Some(p) => write!(f, "[{} {p}]", self.id),
+            None => write!(f, "[{} -]", self.id),
+        }
     }
 }
 
