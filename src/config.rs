@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::limits;
+use crate::mailbox::mbox::MboxOptions;
 use crate::mailbox::template::MailTemplate;
 
 /// The default listening address: loopback only, an unprivileged port.
@@ -29,6 +30,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Host name for the APOP timestamp (`--hostname`).
     pub hostname: String,
+    /// How mbox files are read, locked and shown (`--mbox-unquote`, `--uidl-from-header`,
+    /// `--mbox-locks`, `--lock-timeout`, `--stale-lock-age`).
+    pub mbox: MboxOptions,
 }
 
 impl Config {
@@ -43,6 +47,7 @@ impl Config {
             auth_failure_delay: limits::DEFAULT_AUTH_FAILURE_DELAY,
             shutdown_grace: limits::DEFAULT_SHUTDOWN_GRACE,
             hostname: system_hostname(),
+            mbox: MboxOptions::default(),
         }
     }
 }

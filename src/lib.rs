@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod deliver;
 pub mod limits;
 pub mod logsafe;
 pub mod mailbox;

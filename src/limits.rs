@@ -51,3 +51,11 @@ pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Most header bytes of one message that feed its UID: enough for any real MTA's headers, and
 /// a bound on work for a hostile one.
 pub const MAX_UID_HEADER_BYTES: usize = 64 * 1024;
+
+/// Default longest wait for the locks toward delivery agents (dotlock, fcntl) at login, at
+/// QUIT and in `poplar deliver`; a timeout answers "mailbox busy" (or EX_TEMPFAIL).
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default age after which a dotlock is stale when neither it nor the mbox changed: a few
+/// minutes, like Postfix's `stale_lock_time`, far above any scan or commit poplar holds it for.
+pub const DEFAULT_STALE_LOCK_AGE: Duration = Duration::from_secs(300);

@@ -19,12 +19,20 @@ fn main() -> ExitCode {
             println!("poplar {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        Ok(Action::Deliver(d)) => {
+            init_logging();
+            return poplar::deliver::run(&d);
+        }
+        Err(e) if args.first().is_some_and(|a| a == "deliver") => {
+            eprintln!("poplar deliver: {e}\n\n{}", poplar::deliver::usage());
+            return ExitCode::from(poplar::deliver::EX_USAGE);
+        }
         Err(e) => {
             eprintln!("poplar: {e}\n\n{}", cli::usage());
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::new().filter_or("POPLAR_LOG", "info")).init();
+    init_logging();
     match serve(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -33,6 +41,10 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("POPLAR_LOG", "info")).init();
 }
 
 fn serve(config: &Config) -> Result<(), String> {

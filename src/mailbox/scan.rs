@@ -1,0 +1,440 @@
+//! The one-pass mbox scanner (RFC 4155): message boundaries, sizes as sent, the digest that
+//! identifies a message across rewrites, and the `>From ` quoting rules shared with delivery.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+
+use md5::{Digest, Md5};
+use memchr::memchr;
+
+use crate::limits::{FILE_CHUNK, MAX_UID_HEADER_BYTES};
+
+/// One message found by the scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Offset of the `From ` line.
+    pub start: u64,
+    /// Offset of the first byte after the `From ` line.
+    pub data: u64,
+    /// Offset just past the message data (the separating blank line is not included).
+    pub end: u64,
+    /// Octets as sent with the bytes as stored: CRLF line ends, before dot-stuffing.
+    pub size: u64,
+    /// Octets as sent with `--mbox-unquote`: one `>` fewer on each `>+From ` line.
+    pub unquoted_size: u64,
+    /// MD5 over the `From ` line and the headers that mail readers do not rewrite.
+    pub digest: [u8; 16],
+    /// A well-formed `X-UIDL:` value, if the headers hold one (used only on request).
+    pub header_uid: Option<String>,
+}
+
+/// What one scan found.
+#[derive(Debug, Default)]
+pub struct ScanResult {
+    /// Messages in file order.
+    pub messages: Vec<Found>,
+    /// Offset where the scan stopped: the file's length when it was read.
+    pub len: u64,
+}
+
+/// Scans `file` from `from` to its end. `from` must be 0 or the offset of a message's `From `
+/// line (a point where the scanner may start a message without a blank line before it).
+/// Memory stays at one chunk plus one `Found` per message, whatever the file holds.
+pub fn scan(file: &File, from: u64) -> io::Result<ScanResult> {
+    let mut s = Scanner::new(from);
+    let mut buf = vec![0u8; FILE_CHUNK];
+    let mut pos = from;
+    loop {
+        let n = match file.read_at(&mut buf, pos) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        s.feed(&buf[..n]);
+        pos += n as u64;
+    }
+    s.finish();
+    Ok(ScanResult {
+        messages: s.found,
+        len: pos,
+    })
+}
+
+/// Headers that local mail readers add or rewrite; they must not change a digest.
+const VOLATILE_HEADERS: [&[u8]; 6] = [
+    b"status:",
+    b"x-status:",
+    b"x-keywords:",
+    b"x-uid:",
+    b"content-length:",
+    b"lines:",
+];
+
+/// Bytes of a body line kept to recognise `From `.
+const FROM_PREFIX: usize = 5;
+
+/// The message being scanned.
+struct Open {
+    start: u64,
+    data: u64,
+    size: u64,
+    quoted_lines: u64,
+    in_headers: bool,
+    header_bytes: usize,
+    hasher: Md5,
+    header_uid: Option<String>,
+}
+
+/// The scanner, fed the file line by line (a long line arrives in pieces).
+struct Scanner {
+    found: Vec<Found>,
+    open: Option<Open>,
+    /// Offset of the current line's first byte.
+    line_start: u64,
+    /// The current line's first bytes: enough to see `From `, or a whole header line up to
+    /// the digest cap.
+    line: Vec<u8>,
+    line_len: u64,
+    /// The current line's octets as sent (CRLF line end).
+    line_sent: u64,
+    /// Whether the current line is `>+From ` (decided within its first bytes).
+    quote: FromQuote,
+    quoted: Option<bool>,
+    prev_byte_cr: bool,
+    /// The previous complete line was empty (`\n` or `\r\n`).
+    prev_blank: bool,
+    /// The stored length of the previous complete line.
+    prev_len: u64,
+}
+
+impl Scanner {
+    fn new(from: u64) -> Scanner {
+        Scanner {
+            found: Vec::new(),
+            open: None,
+            line_start: from,
+            line: Vec::new(),
+            line_len: 0,
+            line_sent: 0,
+            quote: FromQuote::default(),
+            quoted: None,
+            prev_byte_cr: false,
+            prev_blank: false,
+            prev_len: 0,
+        }
+    }
+
+    fn feed(&mut self, mut chunk: &[u8]) {
+        while !chunk.is_empty() {
+            let (piece, complete) = match memchr(b'\n', chunk) {
+                Some(i) => (&chunk[..=i], true),
+                None => (chunk, false),
+            };
+            self.add_piece(piece);
+            if complete {
+                self.end_line();
+            }
+            chunk = &chunk[piece.len()..];
+        }
+    }
+
+    fn keep_limit(&self) -> usize {
+        match &self.open {
+            Some(o) if o.in_headers => MAX_UID_HEADER_BYTES
+                .saturating_sub(o.header_bytes)
+                .max(FROM_PREFIX),
+            _ => FROM_PREFIX,
+        }
+    }
+
+    fn add_piece(&mut self, piece: &[u8]) {
+        let keep = self
+            .keep_limit()
+            .saturating_sub(self.line.len())
+            .min(piece.len());
+        self.line.extend_from_slice(&piece[..keep]);
+        let mut i = 0;
+        while self.quoted.is_none() && i < piece.len() {
+            match self.quote.step(piece[i]) {
+                Step::Pending => i += 1,
+                Step::Matched { gts } => self.quoted = Some(gts > 0),
+                Step::Mismatch => self.quoted = Some(false),
+            }
+        }
+        self.line_len += piece.len() as u64;
+        // Size as sent: every LF not preceded by CR becomes CRLF.
+        self.line_sent += piece.len() as u64;
+        if piece.last() == Some(&b'\n') {
+            let cr = if piece.len() >= 2 {
+                piece[piece.len() - 2] == b'\r'
+            } else {
+                self.prev_byte_cr
+            };
+            if !cr {
+                self.line_sent += 1;
+            }
+        }
+        self.prev_byte_cr = piece.last() == Some(&b'\r');
+    }
+
+    fn end_line(&mut self) {
+        let blank = self.line == b"\n" || self.line == b"\r\n";
+        // A From_ line starts a message at the start of the scan, after a blank line, or
+        // wherever no message is open yet (text before the first From_ line is no message).
+        let is_from = self.line.starts_with(b"From ") && (self.open.is_none() || self.prev_blank);
+        let line_end = self.line_start + self.line_len;
+        if is_from {
+            // The blank line before this From_ line belongs to neither message.
+            let sep = if self.prev_blank { self.prev_len } else { 0 };
+            self.close(self.line_start - sep, self.prev_blank);
+            let mut hasher = Md5::new();
+            hasher.update(&self.line);
+            self.open = Some(Open {
+                start: self.line_start,
+                data: line_end,
+                size: 0,
+                quoted_lines: 0,
+                in_headers: true,
+                header_bytes: self.line.len(),
+                hasher,
+                header_uid: None,
+            });
+        } else if let Some(o) = self.open.as_mut() {
+            o.size += self.line_sent;
+            if self.quoted == Some(true) {
+                o.quoted_lines += 1;
+            }
+            if o.in_headers && blank {
+                o.in_headers = false;
+            } else if o.in_headers && o.header_bytes < MAX_UID_HEADER_BYTES {
+                o.header_bytes += self.line.len();
+                if o.header_uid.is_none() {
+                    o.header_uid = header_uid(&self.line);
+                }
+                if !is_volatile(&self.line) {
+                    o.hasher.update(&self.line);
+                }
+            }
+        }
+        self.prev_blank = blank;
+        self.prev_len = self.line_len;
+        self.line_start = line_end;
+        self.line.clear();
+        self.line_len = 0;
+        self.line_sent = 0;
+        self.quote = FromQuote::default();
+        self.quoted = None;
+    }
+
+    /// Closes the open message at `end`; `blank_sep` says a blank separator line (two octets
+    /// as sent) came off its end.
+    fn close(&mut self, end: u64, blank_sep: bool) {
+        let Some(o) = self.open.take() else { return };
+        let size = o.size.saturating_sub(if blank_sep { 2 } else { 0 });
+        self.found.push(Found {
+            start: o.start,
+            data: o.data,
+            end: end.max(o.data),
+            size,
+            unquoted_size: size - o.quoted_lines.min(size),
+            digest: o.hasher.finalize().into(),
+            header_uid: o.header_uid,
+        });
+    }
+
+    fn finish(&mut self) {
+        if self.line_len > 0 {
+            // An unterminated last line is sent with a CRLF (or just LF after a stored CR).
+            if let Some(o) = self.open.as_mut() {
+                o.size += self.line_sent + if self.prev_byte_cr { 1 } else { 2 };
+                if self.quoted == Some(true) {
+                    o.quoted_lines += 1;
+                }
+            }
+            self.prev_blank = false;
+            self.line_start += self.line_len;
+        }
+        let end = if self.prev_blank {
+            self.line_start - self.prev_len
+        } else {
+            self.line_start
+        };
+        self.close(end, self.prev_blank);
+    }
+}
+
+fn is_volatile(line: &[u8]) -> bool {
+    VOLATILE_HEADERS
+        .iter()
+        .any(|h| line.len() >= h.len() && line[..h.len()].eq_ignore_ascii_case(h))
+}
+
+/// The value of an `X-UIDL:` header line if it is a valid unique-id (RFC 1939 §7: 1 to 70
+/// characters in 0x21..0x7E).
+fn header_uid(line: &[u8]) -> Option<String> {
+    const NAME: &[u8] = b"x-uidl:";
+    if line.len() < NAME.len() || !line[..NAME.len()].eq_ignore_ascii_case(NAME) {
+        return None;
+    }
+    let value = line[NAME.len()..].trim_ascii();
+    let ok = (1..=70).contains(&value.len()) && value.iter().all(|b| (0x21..=0x7e).contains(b));
+    ok.then(|| String::from_utf8_lossy(value).into_owned())
+}
+
+/// One step of [`FromQuote`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The byte was taken; not decided yet.
+    Pending,
+    /// The byte completed `>{gts}From ` and was taken.
+    Matched {
+        /// How many `>` came before `From `.
+        gts: u64,
+    },
+    /// The line is no `>*From ` line; the byte was NOT taken. What was taken before is
+    /// `gts` times `>` followed by the first `from` bytes of `From `.
+    Mismatch,
+}
+
+/// Recognises `>*From ` at the start of a line, one byte at a time, in constant memory (a
+/// line of a billion `>` is only a counter). Shared by the scanner, the `--mbox-unquote`
+/// reader and delivery's quoting, so sizes and bytes always agree.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FromQuote {
+    /// `>` bytes taken.
+    pub gts: u64,
+    /// Bytes of `From ` taken after them.
+    pub from: usize,
+}
+
+impl FromQuote {
+    /// Feeds the next byte of the line.
+    pub fn step(&mut self, b: u8) -> Step {
+        const FROM: &[u8; 5] = b"From ";
+        if self.from == 0 && b == b'>' {
+            self.gts += 1;
+            return Step::Pending;
+        }
+        if b != FROM[self.from] {
+            return Step::Mismatch;
+        }
+        self.from += 1;
+        if self.from == FROM.len() {
+            Step::Matched { gts: self.gts }
+        } else {
+            Step::Pending
+        }
+    }
+}
+
+/// Undoes mboxrd quoting while reading a message: one `>` fewer on every `>+From ` line.
+/// Line ends and every other byte pass unchanged; memory is one chunk.
+pub struct Unquote<R> {
+    inner: R,
+    buf: Vec<u8>,
+    pos: usize,
+    len: usize,
+    at_line_start: bool,
+    quote: FromQuote,
+    /// Bytes owed to the reader after a decision: `>` count, then `From `[from_done..from_end].
+    owed_gts: u64,
+    owed_from: (usize, usize),
+    eof: bool,
+}
+
+impl<R: Read> Unquote<R> {
+    /// Wraps the stored bytes of one message.
+    pub fn new(inner: R) -> Unquote<R> {
+        Unquote {
+            inner,
+            buf: vec![0u8; FILE_CHUNK],
+            pos: 0,
+            len: 0,
+            at_line_start: true,
+            quote: FromQuote::default(),
+            owed_gts: 0,
+            owed_from: (0, 0),
+            eof: false,
+        }
+    }
+
+    fn pay(&mut self, out: &mut [u8]) -> usize {
+        let mut n = 0;
+        while self.owed_gts > 0 && n < out.len() {
+            out[n] = b'>';
+            self.owed_gts -= 1;
+            n += 1;
+        }
+        while self.owed_gts == 0 && self.owed_from.0 < self.owed_from.1 && n < out.len() {
+            out[n] = b"From "[self.owed_from.0];
+            self.owed_from.0 += 1;
+            n += 1;
+        }
+        n
+    }
+
+    /// Turns what the detector took into owed bytes, less `drop_gt` of the `>`.
+    fn owe(&mut self, drop_gt: u64) {
+        self.owed_gts = self.quote.gts - drop_gt;
+        self.owed_from = (0, self.quote.from);
+        self.quote = FromQuote::default();
+    }
+}
+
+impl<R: Read> Read for Unquote<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let mut n = self.pay(out);
+        while n < out.len() {
+            if self.pos == self.len {
+                if self.eof || n > 0 {
+                    break;
+                }
+                self.len = self.inner.read(&mut self.buf)?;
+                self.pos = 0;
+                if self.len == 0 {
+                    self.eof = true;
+                    // The message ended inside an undecided `>*From` prefix: no quote.
+                    self.owe(0);
+                    n += self.pay(&mut out[n..]);
+                    break;
+                }
+            }
+            let b = self.buf[self.pos];
+            if self.at_line_start {
+                match self.quote.step(b) {
+                    Step::Pending => {
+                        self.pos += 1;
+                        continue;
+                    }
+                    Step::Matched { gts } => {
+                        self.pos += 1;
+                        self.owe(u64::from(gts > 0));
+                    }
+                    Step::Mismatch => self.owe(0),
+                }
+                self.at_line_start = false;
+                n += self.pay(&mut out[n..]);
+                continue;
+            }
+            // Inside a line: copy up to and including the next newline.
+            let rest = &self.buf[self.pos..self.len];
+            let take = match memchr(b'\n', rest) {
+                Some(i) => i + 1,
+                None => rest.len(),
+            }
+            .min(out.len() - n);
+            out[n..n + take].copy_from_slice(&rest[..take]);
+            if rest[take - 1] == b'\n' {
+                self.at_line_start = true;
+            }
+            self.pos += take;
+            n += take;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests;
