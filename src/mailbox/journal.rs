@@ -294,7 +294,7 @@ fn apply(mbox: &Path, file: &File, path: &Path, journal: File, head: Head) -> io
         // appended after a crash; after it, its bytes at new_len are no longer the old ones.
         let truncated = cur < head.old_len
             || (head.new_len < head.old_len
-                && tail_fingerprint(file, head.new_len, cur)? != head.tail_fp);
+                && tail_fingerprint(file, head.new_len, head.old_len)? != head.tail_fp);
         if !truncated && cur > head.old_len {
             return rejournal(mbox, file, path, &journal, &head, cur);
         }
