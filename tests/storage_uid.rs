@@ -16,8 +16,21 @@ fn msg(subject: &str) -> Vec<u8> {
 }
 
 fn session_uids(server: &ServerProcess, quit: bool) -> Vec<String> {
-    let mut c = server.connect();
-    c.login("alice", "pw");
+    // A session dropped without QUIT ends when its thread sees the EOF: retry until then.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut c = loop {
+        let mut c = server.connect();
+        assert!(c.cmd("USER alice").starts_with("+OK"));
+        let r = c.cmd("PASS pw");
+        if r.starts_with("+OK") {
+            break c;
+        }
+        assert!(
+            r.starts_with("-ERR [IN-USE]") && std::time::Instant::now() < deadline,
+            "{r}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let u = uidl(&mut c);
     if quit {
         assert!(c.cmd("QUIT").starts_with("+OK"));

@@ -141,6 +141,7 @@ impl JournalWriter {
             .create(true)
             .truncate(true)
             .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(path)?;
         Ok(JournalWriter {
             file,
@@ -234,7 +235,12 @@ pub enum Replay {
 /// locks toward delivery agents. Safe to interrupt at any point and run again.
 pub fn replay(mbox: &Path, file: &File) -> io::Result<Replay> {
     let path = sidecar(mbox, ".poplar-journal");
-    let journal = match OpenOptions::new().read(true).write(true).open(&path) {
+    let journal = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replay::Clean),
         Err(e) => return Err(e),

@@ -97,6 +97,7 @@ impl SessionLock {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(sidecar(mbox, ".poplar-lock"))?;
         match file.try_lock() {
             Ok(()) => Ok(SessionLock { _file: file }),

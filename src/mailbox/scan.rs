@@ -29,19 +29,16 @@ pub struct Found {
     pub header_uid: Option<String>,
 }
 
-/// What one scan found.
-#[derive(Debug, Default)]
-pub struct ScanResult {
-    /// Messages in file order.
-    pub messages: Vec<Found>,
-    /// Offset where the scan stopped: the file's length when it was read.
-    pub len: u64,
-}
-
-/// Scans `file` from `from` to its end. `from` must be 0 or the offset of a message's `From `
-/// line (a point where the scanner may start a message without a blank line before it).
-/// Memory stays at one chunk plus one `Found` per message, whatever the file holds.
-pub fn scan(file: &File, from: u64) -> io::Result<ScanResult> {
+/// Scans `file` from `from` to its end, handing each message to `each` in file order, and
+/// returns the offset where it stopped (the file's length when it was read). `from` must be
+/// 0 or the offset of a message's `From ` line (where a message may start without a blank
+/// line before it). Memory stays at one chunk plus the messages found in one chunk,
+/// whatever the file holds.
+pub fn scan(
+    file: &File,
+    from: u64,
+    mut each: impl FnMut(Found) -> io::Result<()>,
+) -> io::Result<u64> {
     let mut s = Scanner::new(from);
     let mut buf = vec![0u8; FILE_CHUNK];
     let mut pos = from;
@@ -54,12 +51,11 @@ pub fn scan(file: &File, from: u64) -> io::Result<ScanResult> {
         };
         s.feed(&buf[..n]);
         pos += n as u64;
+        s.found.drain(..).try_for_each(&mut each)?;
     }
     s.finish();
-    Ok(ScanResult {
-        messages: s.found,
-        len: pos,
-    })
+    s.found.drain(..).try_for_each(&mut each)?;
+    Ok(pos)
 }
 
 /// Headers that local mail readers add or rewrite; they must not change a digest.
@@ -89,6 +85,7 @@ struct Open {
 
 /// The scanner, fed the file line by line (a long line arrives in pieces).
 struct Scanner {
+    /// Messages closed since they were last handed out.
     found: Vec<Found>,
     open: Option<Open>,
     /// Offset of the current line's first byte.

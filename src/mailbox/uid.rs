@@ -105,6 +105,7 @@ pub fn open_index(mbox: &Path) -> io::Result<File> {
         .create(true)
         .truncate(false)
         .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(sidecar(mbox, ".poplar-index"))
 }
 
@@ -172,10 +173,9 @@ fn grow(index: &File, h: &Header, file: &File, opts: ViewOptions) -> io::Result<
         (last.extent.start, Some(last.serial))
     };
     let first_new = b.view.extents.len() as u64;
-    let found = scan::scan(file, resume)?;
     let mut next = h.next_serial;
     let mut w = RecordWriter::new(index, first_new);
-    for f in found.messages {
+    let len = scan::scan(file, resume, |f| {
         let serial = match keep {
             Some(s) if f.start == resume => s,
             _ => {
@@ -184,13 +184,13 @@ fn grow(index: &File, h: &Header, file: &File, opts: ViewOptions) -> io::Result<
             }
         };
         let r = record(f, serial);
-        w.push(&r)?;
         b.push(&r);
-    }
+        w.push(&r)
+    })?;
     w.finish(true)?;
-    b.view.len = found.len;
-    b.view.bytes_scanned = found.len - resume;
-    write_header(index, file, h.epoch, next, found.len)?;
+    b.view.len = len;
+    b.view.bytes_scanned = len - resume;
+    write_header(index, file, h.epoch, next, len)?;
     index.sync_data()?;
     Ok(Some(b.finish()))
 }
@@ -236,7 +236,6 @@ fn rebuild(mbox: &Path, old: &File, file: &File, opts: ViewOptions) -> io::Resul
             }
         }
     }
-    let found = scan::scan(file, 0)?;
     let tmp_path = sidecar(mbox, ".poplar-index.tmp");
     let tmp = OpenOptions::new()
         .read(true)
@@ -244,6 +243,7 @@ fn rebuild(mbox: &Path, old: &File, file: &File, opts: ViewOptions) -> io::Resul
         .create(true)
         .truncate(true)
         .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&tmp_path)?;
     let mut b = Builder {
         opts,
@@ -252,7 +252,7 @@ fn rebuild(mbox: &Path, old: &File, file: &File, opts: ViewOptions) -> io::Resul
         header_uids: Vec::new(),
     };
     let mut w = RecordWriter::new(&tmp, 0);
-    for f in found.messages {
+    let len = scan::scan(file, 0, |f| {
         let serial = match serials.get_mut(&f.digest).and_then(VecDeque::pop_front) {
             Some(s) => s,
             None => {
@@ -261,16 +261,16 @@ fn rebuild(mbox: &Path, old: &File, file: &File, opts: ViewOptions) -> io::Resul
             }
         };
         let r = record(f, serial);
-        w.push(&r)?;
         b.push(&r);
-    }
+        w.push(&r)
+    })?;
     w.finish(true)?;
-    write_header(&tmp, file, epoch, next, found.len)?;
+    write_header(&tmp, file, epoch, next, len)?;
     tmp.sync_all()?;
     std::fs::rename(&tmp_path, sidecar(mbox, ".poplar-index"))?;
     sync_dir(mbox)?;
-    b.view.len = found.len;
-    b.view.bytes_scanned = found.len;
+    b.view.len = len;
+    b.view.bytes_scanned = len;
     Ok(b.finish())
 }
 

@@ -1,15 +1,50 @@
 use super::*;
 
+/// What one scan of `bytes` fed `chunk` bytes at a time found.
+struct ScanResult {
+    messages: Vec<Found>,
+}
+
 fn scan_bytes(bytes: &[u8], chunk: usize) -> ScanResult {
     let mut s = Scanner::new(0);
     for c in bytes.chunks(chunk.max(1)) {
         s.feed(c);
     }
     s.finish();
-    ScanResult {
-        messages: s.found,
-        len: bytes.len() as u64,
+    ScanResult { messages: s.found }
+}
+
+#[test]
+fn scanning_a_file_hands_out_every_message_and_stops_at_its_end() {
+    let mut f = tempfile::tempfile().unwrap();
+    let mut mbox = Vec::new();
+    for i in 0..5000 {
+        mbox.extend_from_slice(format!("From a\nS: {i}\n\nbody\n\n").as_bytes());
     }
+    std::io::Write::write_all(&mut f, &mbox).unwrap();
+    let mut starts = Vec::new();
+    let len = scan(&f, 0, |m| {
+        starts.push(m.start);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(len, mbox.len() as u64);
+    assert_eq!(
+        starts,
+        scan_bytes(&mbox, 4096)
+            .messages
+            .iter()
+            .map(|m| m.start)
+            .collect::<Vec<_>>()
+    );
+    let from = starts[4000];
+    let mut n = 0;
+    scan(&f, from, |_| {
+        n += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(n, 1000);
 }
 
 fn bodies(bytes: &[u8]) -> Vec<&[u8]> {
