@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use memchr::memchr;
 
 use super::lock::{LockOptions, lock_for_delivery};
-use super::scan::{FromQuote, Step};
+use super::quote::Quoter;
 use super::{MailboxError, fault, journal};
 use crate::limits::FILE_CHUNK;
 
@@ -190,66 +190,6 @@ impl Write for At<'_> {
     }
 }
 
-/// mboxrd quoting: a `>` before every line that matches `>*From `, streamed.
-#[derive(Default)]
-struct Quoter {
-    inside: bool,
-    q: FromQuote,
-    last: u8,
-}
-
-impl Quoter {
-    fn write(&mut self, mut bytes: &[u8], out: &mut impl Write) -> io::Result<()> {
-        while let Some(&b) = bytes.first() {
-            if !self.inside {
-                match self.q.step(b) {
-                    Step::Pending => {
-                        bytes = &bytes[1..];
-                        self.last = b;
-                        continue;
-                    }
-                    Step::Matched { .. } => {
-                        out.write_all(b">")?;
-                        self.release(out)?;
-                        bytes = &bytes[1..];
-                        self.last = b;
-                        continue;
-                    }
-                    Step::Mismatch => self.release(out)?,
-                }
-            }
-            let take = memchr(b'\n', bytes).map_or(bytes.len(), |i| i + 1);
-            out.write_all(&bytes[..take])?;
-            self.last = bytes[take - 1];
-            self.inside = self.last != b'\n';
-            bytes = &bytes[take..];
-        }
-        Ok(())
-    }
-
-    /// Writes what the detector held back and goes inside the line.
-    fn release(&mut self, out: &mut impl Write) -> io::Result<()> {
-        let gts = [b'>'; 256];
-        let mut left = self.q.gts;
-        while left > 0 {
-            let n = left.min(256);
-            out.write_all(&gts[..n as usize])?;
-            left -= n;
-        }
-        out.write_all(&b"From "[..self.q.from])?;
-        self.q = FromQuote::default();
-        self.inside = true;
-        Ok(())
-    }
-
-    fn finish(&mut self, out: &mut impl Write) -> io::Result<()> {
-        if !self.inside && (self.q.gts > 0 || self.q.from > 0) {
-            self.release(out)?;
-        }
-        Ok(())
-    }
-}
-
 /// `Thu Nov 26 09:00:00 2026` in UTC, the date of a From_ line (asctime format).
 pub fn asctime(when: SystemTime) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
@@ -292,25 +232,6 @@ mod tests {
         assert_eq!(at(0), "Thu Jan  1 00:00:00 1970");
         assert_eq!(at(1_795_683_600), "Thu Nov 26 09:00:00 2026");
         assert_eq!(at(951_782_400), "Tue Feb 29 00:00:00 2000");
-    }
-
-    fn quote(input: &[u8], chunk: usize) -> Vec<u8> {
-        let mut q = Quoter::default();
-        let mut out = Vec::new();
-        for c in input.chunks(chunk) {
-            q.write(c, &mut out).unwrap();
-        }
-        q.finish(&mut out).unwrap();
-        out
-    }
-
-    #[test]
-    fn quoting_adds_one_gt_to_every_gt_from_line_in_any_chunking() {
-        let input = b"From a\n>From b\nx From c\n>>From d\n>Fro\nFrom";
-        let want = b">From a\n>>From b\nx From c\n>>>From d\n>Fro\nFrom";
-        for chunk in 1..9 {
-            assert_eq!(quote(input, chunk), want, "chunk {chunk}");
-        }
     }
 
     fn append_to(dir: &Path, existing: &[u8], msg: &[u8], sender: Option<&str>) -> Vec<u8> {

@@ -237,16 +237,6 @@ pub fn record_count(index: &File) -> io::Result<u64> {
     Ok(index.metadata()?.len().saturating_sub(HEADER_LEN) / RECORD_LEN)
 }
 
-/// Reads record `i`; `None` if it is missing or damaged.
-pub fn read_record(index: &File, i: u64) -> io::Result<Option<Record>> {
-    let mut b = [0u8; RECORD_LEN as usize];
-    match index.read_exact_at(&mut b, HEADER_LEN + i * RECORD_LEN) {
-        Ok(()) => Ok(Record::decode(&b)),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 /// Streams the records of an index file from record `from` on, in order, one read buffer
 /// at a time. A damaged record comes out as `None`.
 pub fn records(index: &File, from: u64) -> impl Iterator<Item = io::Result<Option<Record>>> {
@@ -396,7 +386,8 @@ mod tests {
             back,
             vec![record(998 * 200, 999, None), record(999 * 200, 1000, None)]
         );
-        assert_eq!(read_record(&f, 5).unwrap(), Some(record(1000, 6, None)));
+        let fifth = records(&f, 5).next().unwrap().unwrap();
+        assert_eq!(fifth, Some(record(1000, 6, None)));
         let mut w = RecordWriter::new(&f, 2);
         w.push(&record(1, 1, None)).unwrap();
         w.finish(true).unwrap();

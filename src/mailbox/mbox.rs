@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::index::Extent;
 use super::lock::{LockOptions, SessionLock, lock_for_delivery};
-use super::scan::Unquote;
+use super::quote::Unquote;
 use super::template::MailTemplate;
 use super::uid::{self, ViewOptions};
 use super::{
@@ -246,17 +246,10 @@ impl Maildrop for MboxDrop {
 }
 
 /// Reads `pos..end` of a file with positional reads (no shared cursor to disturb).
-pub struct RangeReader<'f> {
+struct RangeReader<'f> {
     file: &'f File,
     pos: u64,
     end: u64,
-}
-
-impl<'f> RangeReader<'f> {
-    /// A reader of `file[pos..end]`.
-    pub fn new(file: &'f File, pos: u64, end: u64) -> Self {
-        RangeReader { file, pos, end }
-    }
 }
 
 impl Read for RangeReader<'_> {

@@ -9,6 +9,7 @@ pub mod journal;
 pub mod lock;
 pub mod mbox;
 pub mod memory;
+pub mod quote;
 pub mod scan;
 pub mod template;
 pub mod uid;

@@ -1,13 +1,14 @@
-//! The one-pass mbox scanner (RFC 4155): message boundaries, sizes as sent, the digest that
-//! identifies a message across rewrites, and the `>From ` quoting rules shared with delivery.
+//! The one-pass mbox scanner (RFC 4155): message boundaries, sizes as sent (stored and
+//! unquoted), and the digest that identifies a message across rewrites.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 
 use md5::{Digest, Md5};
 use memchr::memchr;
 
+use super::quote::{FromQuote, Step};
 use crate::limits::{FILE_CHUNK, MAX_UID_HEADER_BYTES};
 
 /// One message found by the scan.
@@ -278,159 +279,6 @@ fn header_uid(line: &[u8]) -> Option<String> {
     let value = line[NAME.len()..].trim_ascii();
     let ok = (1..=70).contains(&value.len()) && value.iter().all(|b| (0x21..=0x7e).contains(b));
     ok.then(|| String::from_utf8_lossy(value).into_owned())
-}
-
-/// One step of [`FromQuote`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// The byte was taken; not decided yet.
-    Pending,
-    /// The byte completed `>{gts}From ` and was taken.
-    Matched {
-        /// How many `>` came before `From `.
-        gts: u64,
-    },
-    /// The line is no `>*From ` line; the byte was NOT taken. What was taken before is
-    /// `gts` times `>` followed by the first `from` bytes of `From `.
-    Mismatch,
-}
-
-/// Recognises `>*From ` at the start of a line, one byte at a time, in constant memory (a
-/// line of a billion `>` is only a counter). Shared by the scanner, the `--mbox-unquote`
-/// reader and delivery's quoting, so sizes and bytes always agree.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FromQuote {
-    /// `>` bytes taken.
-    pub gts: u64,
-    /// Bytes of `From ` taken after them.
-    pub from: usize,
-}
-
-impl FromQuote {
-    /// Feeds the next byte of the line.
-    pub fn step(&mut self, b: u8) -> Step {
-        const FROM: &[u8; 5] = b"From ";
-        if self.from == 0 && b == b'>' {
-            self.gts += 1;
-            return Step::Pending;
-        }
-        if b != FROM[self.from] {
-            return Step::Mismatch;
-        }
-        self.from += 1;
-        if self.from == FROM.len() {
-            Step::Matched { gts: self.gts }
-        } else {
-            Step::Pending
-        }
-    }
-}
-
-/// Undoes mboxrd quoting while reading a message: one `>` fewer on every `>+From ` line.
-/// Line ends and every other byte pass unchanged; memory is one chunk.
-pub struct Unquote<R> {
-    inner: R,
-    buf: Vec<u8>,
-    pos: usize,
-    len: usize,
-    at_line_start: bool,
-    quote: FromQuote,
-    /// Bytes owed to the reader after a decision: `>` count, then `From `[from_done..from_end].
-    owed_gts: u64,
-    owed_from: (usize, usize),
-    eof: bool,
-}
-
-impl<R: Read> Unquote<R> {
-    /// Wraps the stored bytes of one message.
-    pub fn new(inner: R) -> Unquote<R> {
-        Unquote {
-            inner,
-            buf: vec![0u8; FILE_CHUNK],
-            pos: 0,
-            len: 0,
-            at_line_start: true,
-            quote: FromQuote::default(),
-            owed_gts: 0,
-            owed_from: (0, 0),
-            eof: false,
-        }
-    }
-
-    fn pay(&mut self, out: &mut [u8]) -> usize {
-        let mut n = 0;
-        while self.owed_gts > 0 && n < out.len() {
-            out[n] = b'>';
-            self.owed_gts -= 1;
-            n += 1;
-        }
-        while self.owed_gts == 0 && self.owed_from.0 < self.owed_from.1 && n < out.len() {
-            out[n] = b"From "[self.owed_from.0];
-            self.owed_from.0 += 1;
-            n += 1;
-        }
-        n
-    }
-
-    /// Turns what the detector took into owed bytes, less `drop_gt` of the `>`.
-    fn owe(&mut self, drop_gt: u64) {
-        self.owed_gts = self.quote.gts - drop_gt;
-        self.owed_from = (0, self.quote.from);
-        self.quote = FromQuote::default();
-    }
-}
-
-impl<R: Read> Read for Unquote<R> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let mut n = self.pay(out);
-        while n < out.len() {
-            if self.pos == self.len {
-                if self.eof || n > 0 {
-                    break;
-                }
-                self.len = self.inner.read(&mut self.buf)?;
-                self.pos = 0;
-                if self.len == 0 {
-                    self.eof = true;
-                    // The message ended inside an undecided `>*From` prefix: no quote.
-                    self.owe(0);
-                    n += self.pay(&mut out[n..]);
-                    break;
-                }
-            }
-            let b = self.buf[self.pos];
-            if self.at_line_start {
-                match self.quote.step(b) {
-                    Step::Pending => {
-                        self.pos += 1;
-                        continue;
-                    }
-                    Step::Matched { gts } => {
-                        self.pos += 1;
-                        self.owe(u64::from(gts > 0));
-                    }
-                    Step::Mismatch => self.owe(0),
-                }
-                self.at_line_start = false;
-                n += self.pay(&mut out[n..]);
-                continue;
-            }
-            // Inside a line: copy up to and including the next newline.
-            let rest = &self.buf[self.pos..self.len];
-            let take = match memchr(b'\n', rest) {
-                Some(i) => i + 1,
-                None => rest.len(),
-            }
-            .min(out.len() - n);
-            out[n..n + take].copy_from_slice(&rest[..take]);
-            if rest[take - 1] == b'\n' {
-                self.at_line_start = true;
-            }
-            self.pos += take;
-            n += take;
-        }
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
 use super::*;
+use crate::mailbox::quote::{FromQuote, Step, Unquote};
+use std::io::Read;
 
 /// What one scan of `bytes` fed `chunk` bytes at a time found.
 struct ScanResult {
