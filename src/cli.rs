@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use getopts::Options;
 
-use crate::config::{Config, DEFAULT_LISTEN};
+use crate::config::{Config, DEFAULT_LISTEN, TlsFiles};
 use crate::mailbox::template::MailTemplate;
 
 /// What the command line asks for.
@@ -78,6 +78,24 @@ fn options() -> Options {
         "host name in the APOP timestamp (default: this host's)",
         "NAME",
     );
+    o.optopt(
+        "",
+        "tls-cert",
+        "PEM certificate chain, leaf first; with --tls-key, enables STLS (reloaded on SIGHUP)",
+        "FILE",
+    );
+    o.optopt("", "tls-key", "PEM private key of --tls-cert", "FILE");
+    o.optmulti(
+        "",
+        "listen-tls",
+        "address to listen on with implicit TLS (POP3S, usually port 995), repeatable",
+        "ADDR",
+    );
+    o.optflag(
+        "",
+        "allow-cleartext",
+        "allow USER/PASS and other cleartext logins without TLS from non-loopback clients",
+    );
     o.optflag("h", "help", "print this help and exit");
     o.optflag("V", "version", "print the version and exit");
     o
@@ -111,19 +129,25 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
         .ok_or_else(|| CliError("--mail TEMPLATE is required".into()))?;
     let mail = MailTemplate::parse(&mail).map_err(|e| CliError(format!("--mail: {e}")))?;
     let mut config = Config::new(PathBuf::from(users), mail);
-    let listen = m.opt_strs("listen");
+    let listen = addresses(&m, "listen")?;
     if !listen.is_empty() {
-        config.listen = listen
-            .iter()
-            .map(|a| {
-                a.parse::<SocketAddr>().map_err(|_| {
-                    CliError(format!(
-                        "--listen: '{a}' is not an address such as 127.0.0.1:110 or [::1]:110"
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        config.listen = listen;
     }
+    config.tls = match (m.opt_str("tls-cert"), m.opt_str("tls-key")) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+        }),
+        (None, None) => None,
+        _ => return Err(CliError("--tls-cert and --tls-key go together".into())),
+    };
+    config.listen_tls = addresses(&m, "listen-tls")?;
+    if !config.listen_tls.is_empty() && config.tls.is_none() {
+        return Err(CliError(
+            "--listen-tls needs --tls-cert and --tls-key".into(),
+        ));
+    }
+    config.allow_cleartext = m.opt_present("allow-cleartext");
     if let Some(d) = seconds(&m, "idle-timeout")? {
         if d.is_zero() {
             return Err(CliError("--idle-timeout must be more than 0".into()));
@@ -153,6 +177,20 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
         config.hostname = h;
     }
     Ok(Action::Run(Box::new(config)))
+}
+
+/// Every value of a repeatable address option.
+fn addresses(m: &getopts::Matches, name: &str) -> Result<Vec<SocketAddr>, CliError> {
+    m.opt_strs(name)
+        .iter()
+        .map(|a| {
+            a.parse::<SocketAddr>().map_err(|_| {
+                CliError(format!(
+                    "--{name}: '{a}' is not an address such as 127.0.0.1:110 or [::1]:110"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// A non-negative number of seconds, fractions allowed.
@@ -188,6 +226,26 @@ mod tests {
         assert_eq!(c.listen, vec!["127.0.0.1:1110".parse().unwrap()]);
         assert_eq!(c.idle_timeout, Duration::from_secs(600));
         assert_eq!(c.users_file, PathBuf::from("u"));
+        assert_eq!(c.tls, None);
+        assert!(c.listen_tls.is_empty());
+        assert!(!c.allow_cleartext);
+    }
+
+    #[test]
+    fn tls_flags() {
+        let c = run(
+            "-u u -m /m/%n --tls-cert c.pem --tls-key k.pem --listen-tls 127.0.0.1:995 \
+             --listen-tls [::1]:995 --allow-cleartext",
+        );
+        let files = c.tls.unwrap();
+        assert_eq!(files.cert, PathBuf::from("c.pem"));
+        assert_eq!(files.key, PathBuf::from("k.pem"));
+        assert_eq!(c.listen_tls.len(), 2);
+        assert!(c.listen_tls[1].is_ipv6());
+        assert!(c.allow_cleartext);
+        // STLS alone, on the plain listeners.
+        let c = run("-u u -m /m/%n --tls-cert c.pem --tls-key k.pem");
+        assert!(c.tls.is_some() && c.listen_tls.is_empty());
     }
 
     #[test]
@@ -232,6 +290,10 @@ mod tests {
             "--users u --mail /m/%n --auth-delay x",
             "--users u --mail /m/%n --hostname a<b",
             "--users u --mail /m/%n --listen",
+            "--users u --mail /m/%n --tls-cert c.pem",
+            "--users u --mail /m/%n --tls-key k.pem",
+            "--users u --mail /m/%n --listen-tls 127.0.0.1:995",
+            "--users u --mail /m/%n --tls-cert c --tls-key k --listen-tls 127.0.0.1",
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad:?} should fail");
         }

@@ -17,4 +17,6 @@ pub mod logsafe;
 pub mod mailbox;
 pub mod server;
 pub mod session;
+pub mod tls;
+pub mod transport;
 pub mod wire;
