@@ -362,3 +362,27 @@ fn a_missing_mbox_is_an_empty_mailbox() {
     assert_eq!(c.cmd("QUIT"), "+OK bye, 0 messages left");
     assert!(!s.mbox("bob").exists(), "QUIT creates no file");
 }
+
+#[test]
+fn the_demo_files_serve_the_rfc_1939_session() {
+    // What `make run` serves, straight from examples/demo.
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo");
+    let users = std::fs::read_to_string(demo.join("users")).unwrap();
+    let alice = std::fs::read(demo.join("alice.mbox")).unwrap();
+    let bob = std::fs::read(demo.join("bob.mbox")).unwrap();
+    let s = TestServer::start(&users, &[("alice", &alice), ("bob", &bob)]);
+    let mut c = s.connect();
+    c.login("alice", "alice");
+    assert!(c.cmd("STAT").starts_with("+OK 3 "));
+    assert_eq!(c.multi("LIST").split(|&b| b == b'\n').count(), 4);
+    let first = c.multi("RETR 1");
+    let shown = String::from_utf8_lossy(&first);
+    assert!(shown.contains("\r\n.\r\n"), "{shown}");
+    assert!(shown.ends_with("below:\r\n.hidden\r\n"), "{shown}");
+    assert_eq!(c.cmd("DELE 1"), "+OK message 1 deleted");
+    assert_eq!(c.cmd("QUIT"), "+OK bye, 2 messages left");
+    let mut c = s.connect();
+    c.login("alice", "alice");
+    assert!(c.cmd("STAT").starts_with("+OK 2 "));
+    assert_eq!(c.cmd("QUIT"), "+OK bye, 2 messages left");
+}
