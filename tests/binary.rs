@@ -36,6 +36,11 @@ struct Running {
 impl Running {
     /// Starts poplar on 127.0.0.1:0 and waits for its `listening on ADDR` line.
     fn start(extra: &[&str]) -> Running {
+        Self::start_logging("info", extra)
+    }
+
+    /// Like `start`, with `POPLAR_LOG` set to `filter`.
+    fn start_logging(filter: &str, extra: &[&str]) -> Running {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("users"), "alice:{PLAIN}secret\n").unwrap();
         std::fs::create_dir(dir.path().join("mail")).unwrap();
@@ -51,7 +56,7 @@ impl Running {
             .arg(&users)
             .args(["--mail", &mail, "--auth-delay", "0"])
             .args(extra)
-            .env("POPLAR_LOG", "info")
+            .env("POPLAR_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -90,6 +95,16 @@ impl Running {
                 Err(e) => panic!("no log line with {needle:?}: {e}"),
             }
         }
+    }
+
+    /// Every stderr line not yet read, once the process has ended.
+    fn rest_of_log(&mut self) -> Vec<String> {
+        self.wait();
+        let mut lines = Vec::new();
+        while let Ok(line) = self.log.recv_timeout(Duration::from_secs(20)) {
+            lines.push(line);
+        }
+        lines
     }
 
     fn connect(&self) -> Client {
@@ -312,5 +327,61 @@ fn version_and_help_go_to_stdout_with_exit_0() {
         ] {
             assert!(help.contains(f), "{f} missing from {help}");
         }
+    }
+}
+
+#[test]
+fn sessions_are_logged_at_start_and_end_and_no_secret_is_ever_logged() {
+    let mut p = Running::start_logging("debug", &[]);
+    let mut c = p.connect();
+    let peer = c.writer.local_addr().unwrap().to_string();
+    let digest = poplar::auth::apop_digest("<not-this-greeting@x>", b"secret");
+    for line in [
+        "PASS secret",
+        "USER alice",
+        "PASS secret\x01",
+        "pass\tsecret",
+        "AUTH PLAIN AGFsaWNlAHNlY3JldA== extra",
+        "AUTH PLAIN AGFsaWNlAHNlY3JldA==",
+        &format!("APOP alice {digest} extra"),
+        &format!("APOP alice {digest}"),
+        "USER alice",
+        "PASS wrong-secret",
+    ] {
+        let want = if line.starts_with("USER") {
+            "+OK"
+        } else {
+            "-ERR"
+        };
+        assert!(c.cmd(line).starts_with(want), "{line:?}");
+    }
+    c.login("alice", "secret");
+    assert!(c.cmd("RETR 2").starts_with("+OK 19 octets"));
+    c.body();
+    assert_eq!(c.cmd("DELE 1"), "+OK message 1 deleted");
+    assert_eq!(c.cmd("QUIT"), "+OK bye, 1 messages left");
+    p.signal("-TERM");
+    let log = p.rest_of_log().join("\n");
+    assert!(log.contains(" C: PASS ***"), "the debug trace is on: {log}");
+    for secret in ["secret", "AGFsaWNlAHNlY3JldA==", &digest] {
+        assert!(!log.contains(secret), "{secret} logged:\n{log}");
+    }
+    let starts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("session start"))
+        .collect();
+    assert_eq!(starts.len(), 1, "{log}");
+    assert!(starts[0].contains(&peer), "{}", starts[0]);
+    let ends: Vec<&str> = log.lines().filter(|l| l.contains("session end")).collect();
+    assert_eq!(ends.len(), 1, "{log}");
+    for field in [
+        "user=alice",
+        "reason=quit",
+        "retr=1",
+        "retr_octets=19",
+        "dele=1",
+        "dele_octets=19",
+    ] {
+        assert!(ends[0].contains(field), "{field} missing: {}", ends[0]);
     }
 }

@@ -4,7 +4,7 @@ use std::io::{self, BufReader, Cursor, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Context, Ending, Settings, Tag, run};
+use super::{Context, Ending, Settings, Tag, run, unparsed_trace};
 use crate::auth::{Secret, Users, UsersHandle};
 use crate::mailbox::memory::MemoryStore;
 use crate::mailbox::{CommitSummary, MailStore, MailboxError, Maildrop, MessageInfo, UserName};
@@ -825,4 +825,19 @@ fn a_mailbox_failing_midway_through_a_message_ends_the_session_without_a_termina
     // The client must not mistake a cut message for a whole one, and QUIT never ran.
     assert!(text.ends_with("+OK 26 octets\r\nSubj"), "{text:?}");
     alice_untouched(&s);
+}
+
+#[test]
+fn malformed_lines_that_may_hold_a_secret_are_masked_in_the_trace() {
+    for (line, want) in [
+        (&b"PASS secret\x01"[..], "PASS ***"),
+        (b"pass\tsecret", "pass ***"),
+        (b"APOP alice 0123 extra", "APOP ***"),
+        (b"AUTH PLAIN AGFsaWNlAHNlY3JldA== extra", "AUTH ***"),
+        (b"PASS", "PASS"),
+        (b"STAT 1", "STAT 1"),
+        (b"USER a\x1bb", "USER a\\x1bb"),
+    ] {
+        assert_eq!(unparsed_trace(line), want);
+    }
 }
