@@ -385,3 +385,61 @@ fn sessions_are_logged_at_start_and_end_and_no_secret_is_ever_logged() {
         assert!(ends[0].contains(field), "{field} missing: {}", ends[0]);
     }
 }
+
+#[test]
+fn every_listen_address_is_served_ipv4_and_ipv6() {
+    let mut p = Running::start(&["--listen", "[::1]:0"]);
+    let line = p.wait_for("listening on [::1]:");
+    let v6: SocketAddr = line.split("listening on ").nth(1).unwrap().parse().unwrap();
+    for addr in [p.addr, v6] {
+        let mut c = Client::connect(addr);
+        assert!(c.line().starts_with("+OK"), "{addr}");
+        c.login("alice", "secret");
+        assert_eq!(c.cmd("QUIT"), "+OK bye, 2 messages left");
+    }
+}
+
+#[test]
+fn max_connections_refuses_the_one_too_many_with_sys_temp() {
+    let p = Running::start(&["--max-connections", "1"]);
+    let mut first = p.connect();
+    let mut second = Client::connect(p.addr);
+    assert_eq!(
+        second.line(),
+        "-ERR [SYS/TEMP] too many connections, try again later"
+    );
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut second.reader, &mut rest).unwrap();
+    assert_eq!(rest, b"", "closed after the refusal");
+    assert_eq!(first.cmd("QUIT"), "+OK bye");
+    // The slot is freed when the first session's thread ends, just after its reply.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut c = Client::connect(p.addr);
+        let greeting = c.line();
+        if greeting.starts_with("+OK") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed: {greeting}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_reloads_the_users_file_and_a_broken_one_keeps_the_old_users() {
+    let mut p = Running::start(&[]);
+    let users = p.dir.path().join("users");
+    std::fs::write(&users, "alice:{PLAIN}secret\nbob:{PLAIN}hunter2\n").unwrap();
+    p.signal("-HUP");
+    p.wait_for("reloaded");
+    let mut c = p.connect();
+    c.login("bob", "hunter2");
+    assert_eq!(c.cmd("STAT"), "+OK 0 0");
+    assert_eq!(c.cmd("QUIT"), "+OK bye, 0 messages left");
+    std::fs::remove_file(&users).unwrap();
+    p.signal("-HUP");
+    p.wait_for("keeping the users loaded before");
+    let mut c = p.connect();
+    c.login("bob", "hunter2");
+    assert_eq!(c.cmd("QUIT"), "+OK bye, 0 messages left");
+}
