@@ -386,3 +386,49 @@ fn the_demo_files_serve_the_rfc_1939_session() {
     assert!(c.cmd("STAT").starts_with("+OK 2 "));
     assert_eq!(c.cmd("QUIT"), "+OK bye, 2 messages left");
 }
+
+#[test]
+fn mail_delivered_during_a_session_survives_its_commit() {
+    let s = server();
+    let mut c = s.connect();
+    c.login("alice", "secret");
+    assert_eq!(c.cmd("DELE 1"), "+OK message 1 deleted");
+    let new: &[u8] = b"Subject: new\n\narrived meanwhile\n";
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(s.mbox("alice"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, &mbox(&[new])).unwrap();
+    drop(f);
+    // The session still sees the mailbox as it was at login.
+    assert_eq!(c.cmd("STAT"), "+OK 2 59");
+    assert_eq!(c.multi("RETR 3"), b"Subject: three\r\n\r\n.dot\r\n");
+    assert_eq!(c.cmd("QUIT"), "+OK bye, 2 messages left");
+    assert_eq!(
+        std::fs::read(s.mbox("alice")).unwrap(),
+        mbox(&[M2, M3, new])
+    );
+    let mut c = login_when_free(&s, "alice", "secret");
+    assert_eq!(c.cmd("STAT"), "+OK 3 94");
+    assert_eq!(c.cmd("QUIT"), "+OK bye, 3 messages left");
+}
+
+#[test]
+fn a_mailbox_rewritten_by_another_program_is_left_alone() {
+    let s = server();
+    let mut c = s.connect();
+    c.login("alice", "secret");
+    assert_eq!(c.cmd("DELE 1"), "+OK message 1 deleted");
+    let rewritten = mbox(&[M3]);
+    std::fs::write(s.mbox("alice"), &rewritten).unwrap();
+    assert_eq!(
+        c.cmd("RETR 2"),
+        "-ERR [SYS/TEMP] mailbox changed by another program, log in again"
+    );
+    assert_eq!(
+        c.cmd("QUIT"),
+        "-ERR [SYS/TEMP] could not remove deleted messages; mailbox unchanged"
+    );
+    assert_eq!(closed(&mut c), b"");
+    assert_eq!(std::fs::read(s.mbox("alice")).unwrap(), rewritten);
+}
