@@ -432,3 +432,22 @@ fn a_mailbox_rewritten_by_another_program_is_left_alone() {
     assert_eq!(closed(&mut c), b"");
     assert_eq!(std::fs::read(s.mbox("alice")).unwrap(), rewritten);
 }
+
+#[test]
+fn a_mailbox_reached_through_a_symlink_is_the_same_mailbox() {
+    let s = server();
+    std::fs::remove_file(s.mbox("bob")).unwrap();
+    std::os::unix::fs::symlink(s.mbox("alice"), s.mbox("bob")).unwrap();
+    let mut alice = s.connect();
+    alice.login("alice", "secret");
+    let mut bob = s.connect();
+    assert_eq!(bob.cmd("USER bob"), "+OK send PASS");
+    assert_eq!(
+        bob.cmd("PASS hunter2"),
+        "-ERR [IN-USE] mailbox is locked by another POP3 session"
+    );
+    assert_eq!(alice.cmd("QUIT"), "+OK bye, 3 messages left");
+    let mut bob = login_when_free(&s, "bob", "hunter2");
+    assert_eq!(bob.cmd("STAT"), "+OK 3 87");
+    assert_eq!(bob.cmd("QUIT"), "+OK bye, 3 messages left");
+}
