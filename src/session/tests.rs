@@ -841,3 +841,145 @@ fn malformed_lines_that_may_hold_a_secret_are_masked_in_the_trace() {
         assert_eq!(unparsed_trace(line), want);
     }
 }
+
+/// A small deterministic generator for the random sessions below.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// A random command line: real and made-up keywords in any case, good and bad arguments,
+/// control bytes, overlong lines. Never an LF, which would end the line.
+fn random_line(rng: &mut XorShift) -> Vec<u8> {
+    const KEYWORDS: [&str; 20] = [
+        "USER", "PASS", "APOP", "AUTH", "CAPA", "STLS", "QUIT", "STAT", "LIST", "RETR", "DELE",
+        "NOOP", "RSET", "TOP", "UIDL", "XTND", "", "LISTS", "TO", "\u{1}",
+    ];
+    const ARGS: [&str; 16] = [
+        "1",
+        "2",
+        "3",
+        "4",
+        "0",
+        "00",
+        "-1",
+        "4294967295",
+        "4294967296",
+        "99999999999999999999",
+        "alice",
+        "secret",
+        "bob",
+        "x y",
+        "\r",
+        "\u{7f}",
+    ];
+    let mut line: Vec<u8> = KEYWORDS[rng.below(KEYWORDS.len())]
+        .bytes()
+        .map(|b| {
+            if rng.below(2) == 0 {
+                b.to_ascii_lowercase()
+            } else {
+                b
+            }
+        })
+        .collect();
+    for _ in 0..rng.below(4) {
+        line.extend_from_slice(if rng.below(8) == 0 { b"  " } else { b" " });
+        line.extend_from_slice(ARGS[rng.below(ARGS.len())].as_bytes());
+    }
+    if rng.below(25) == 0 {
+        line.resize(200 + rng.below(200), b'z');
+    }
+    line
+}
+
+#[test]
+fn random_sessions_get_exactly_one_reply_per_line_and_change_nothing_without_quit() {
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    for round in 0..300 {
+        let s = store();
+        let mut lines: Vec<Vec<u8>> = (0..rng.below(40)).map(|_| random_line(&mut rng)).collect();
+        // Log in part of the time, so that TRANSACTION gets its share of noise.
+        if rng.below(2) == 0 {
+            let at = rng.below(lines.len() + 1);
+            lines.insert(at, b"PASS secret".to_vec());
+            lines.insert(at, b"USER alice".to_vec());
+        }
+        let mut input = Vec::new();
+        // What the server should parse for each line: None if it is too long.
+        let mut parsed = Vec::new();
+        for l in &lines {
+            let end: &[u8] = if rng.below(3) == 0 { b"\n" } else { b"\r\n" };
+            input.extend_from_slice(l);
+            input.extend_from_slice(end);
+            let fits = l.len() + end.len() <= crate::limits::MAX_COMMAND_LINE;
+            // One CR before the LF belongs to the line end, whichever end was sent.
+            let seen = if end == b"\n" {
+                l.strip_suffix(b"\r").unwrap_or(l)
+            } else {
+                l
+            };
+            parsed.push(fits.then(|| crate::command::parse(seen).ok()).flatten());
+        }
+        let mut out = Vec::new();
+        let ending = run(&ctx(&s), &tag(), Cursor::new(input), &mut out);
+        // Walk the output: after the greeting, one reply per line, multi-line ones whole.
+        assert!(
+            out.ends_with(b"\r\n") && out.windows(2).all(|w| w[1] != b'\n' || w[0] == b'\r'),
+            "round {round}: every line ends in CRLF"
+        );
+        let mut replies = out
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        assert!(replies.next().unwrap().starts_with(b"+OK poplar ready"));
+        let mut answered = 0;
+        let mut quit = false;
+        for cmd in parsed {
+            let status = replies.next().expect("a reply for every line");
+            assert!(
+                status.starts_with(b"+OK") || status.starts_with(b"-ERR"),
+                "round {round}: {:?}",
+                String::from_utf8_lossy(status)
+            );
+            answered += 1;
+            let multi = matches!(
+                cmd,
+                Some(
+                    crate::command::Command::List(None)
+                        | crate::command::Command::Uidl(None)
+                        | crate::command::Command::Retr(_)
+                        | crate::command::Command::Top(..)
+                        | crate::command::Command::Capa
+                )
+            );
+            if multi && status.starts_with(b"+OK") {
+                for body in replies.by_ref() {
+                    if body == b"." {
+                        break;
+                    }
+                }
+            }
+            if cmd == Some(crate::command::Command::Quit) && status.starts_with(b"+OK") {
+                quit = true;
+                break;
+            }
+        }
+        assert_eq!(
+            replies.next(),
+            Some(&b""[..]),
+            "round {round}: nothing after the replies"
+        );
+        assert_eq!(replies.next(), None, "round {round}");
+        assert!(answered > 0 || lines.is_empty());
+        if !quit {
+            assert_eq!(ending, Ending::Disconnected, "round {round}");
+            alice_untouched(&s);
+        }
+    }
+}
