@@ -983,3 +983,21 @@ fn random_sessions_get_exactly_one_reply_per_line_and_change_nothing_without_qui
         }
     }
 }
+
+#[test]
+fn the_greeting_keeps_its_timestamp_whole_with_the_longest_hostname() {
+    let s = store();
+    let mut c = ctx(&s);
+    c.settings.hostname = "h".repeat(255);
+    let mut out = Vec::new();
+    run(&c, &tag(), Cursor::new(Vec::new()), &mut out);
+    let greeting = String::from_utf8(out).unwrap();
+    assert!(
+        greeting.len() <= crate::limits::MAX_RESPONSE_LINE,
+        "{greeting}"
+    );
+    assert!(
+        greeting.ends_with(&format!("@{}>\r\n", c.settings.hostname)),
+        "{greeting}"
+    );
+}
