@@ -235,7 +235,7 @@ fn command_loop<L: Link>(
         let cmd = match command::parse(&line) {
             Ok(c) => c,
             Err(e) => {
-                log::debug!("{tag} C: ({e}) {}", crate::logsafe::escape(&line));
+                log::debug!("{tag} C: ({e}) {}", unparsed_trace(&line));
                 if let Err(e) = send(link, &Reply::err(e.to_string())) {
                     return io_ending(&e);
                 }
@@ -455,6 +455,21 @@ fn apop_timestamp(id: u64, hostname: &str) -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() % 1_000_000_000_000);
     format!("<{}.{id}.{seq}.{nanos}@{hostname}>", std::process::id())
+}
+
+/// A line that did not parse, for the debug trace: escaped, and masked after the keyword when
+/// it starts like a command that carries a secret, because a malformed `PASS` line (a tab, a
+/// stray control byte) still holds the password.
+fn unparsed_trace(line: &[u8]) -> String {
+    let carries_secret = line.len() > 4
+        && [&b"PASS"[..], b"APOP", b"AUTH"]
+            .iter()
+            .any(|k| line[..4].eq_ignore_ascii_case(k));
+    if carries_secret {
+        format!("{} ***", crate::logsafe::escape(&line[..4]))
+    } else {
+        crate::logsafe::escape(line)
+    }
 }
 
 /// The reply to a command that is valid in another phase.
