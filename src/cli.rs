@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use getopts::Options;
 
-use crate::config::{Config, DEFAULT_LISTEN};
+use crate::config::{Config, DEFAULT_LISTEN, TlsFiles};
 use crate::mailbox::lock::LockKind;
 use crate::mailbox::mbox::MboxOptions;
 use crate::mailbox::template::MailTemplate;
@@ -81,6 +81,24 @@ fn options() -> Options {
         "hostname",
         "host name in the APOP timestamp (default: this host's)",
         "NAME",
+    );
+    o.optopt(
+        "",
+        "tls-cert",
+        "PEM certificate chain, leaf first; with --tls-key, enables STLS (reloaded on SIGHUP)",
+        "FILE",
+    );
+    o.optopt("", "tls-key", "PEM private key of --tls-cert", "FILE");
+    o.optmulti(
+        "",
+        "listen-tls",
+        "address to listen on with implicit TLS (POP3S, usually port 995), repeatable",
+        "ADDR",
+    );
+    o.optflag(
+        "",
+        "allow-cleartext",
+        "allow USER/PASS and other cleartext logins without TLS from non-loopback clients",
     );
     mbox_options(&mut o);
     o.optflag("h", "help", "print this help and exit");
@@ -173,19 +191,25 @@ fn parse_server(args: &[String]) -> Result<Action, CliError> {
         .ok_or_else(|| CliError("--mail TEMPLATE is required".into()))?;
     let mail = MailTemplate::parse(&mail).map_err(|e| CliError(format!("--mail: {e}")))?;
     let mut config = Config::new(PathBuf::from(users), mail);
-    let listen = m.opt_strs("listen");
+    let listen = addresses(&m, "listen")?;
     if !listen.is_empty() {
-        config.listen = listen
-            .iter()
-            .map(|a| {
-                a.parse::<SocketAddr>().map_err(|_| {
-                    CliError(format!(
-                        "--listen: '{a}' is not an address such as 127.0.0.1:110 or [::1]:110"
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        config.listen = listen;
     }
+    config.tls = match (m.opt_str("tls-cert"), m.opt_str("tls-key")) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+        }),
+        (None, None) => None,
+        _ => return Err(CliError("--tls-cert and --tls-key go together".into())),
+    };
+    config.listen_tls = addresses(&m, "listen-tls")?;
+    if !config.listen_tls.is_empty() && config.tls.is_none() {
+        return Err(CliError(
+            "--listen-tls needs --tls-cert and --tls-key".into(),
+        ));
+    }
+    config.allow_cleartext = m.opt_present("allow-cleartext");
     if let Some(d) = seconds(&m, "idle-timeout")? {
         if d.is_zero() {
             return Err(CliError("--idle-timeout must be more than 0".into()));
@@ -205,7 +229,10 @@ fn parse_server(args: &[String]) -> Result<Action, CliError> {
         config.shutdown_grace = d;
     }
     if let Some(h) = m.opt_str("hostname") {
+        // A longer name would push the greeting past 512 octets (RFC 2449 §4), and cutting it
+        // there would cut off the APOP timestamp's closing '>'.
         if h.is_empty()
+            || h.len() > 255
             || !h
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
@@ -216,6 +243,20 @@ fn parse_server(args: &[String]) -> Result<Action, CliError> {
     }
     mbox_flags(&m, &mut config.mbox)?;
     Ok(Action::Run(Box::new(config)))
+}
+
+/// Every value of a repeatable address option.
+fn addresses(m: &getopts::Matches, name: &str) -> Result<Vec<SocketAddr>, CliError> {
+    m.opt_strs(name)
+        .iter()
+        .map(|a| {
+            a.parse::<SocketAddr>().map_err(|_| {
+                CliError(format!(
+                    "--{name}: '{a}' is not an address such as 127.0.0.1:110 or [::1]:110"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// A non-negative number of seconds, fractions allowed.
@@ -251,6 +292,26 @@ mod tests {
         assert_eq!(c.listen, vec!["127.0.0.1:1110".parse().unwrap()]);
         assert_eq!(c.idle_timeout, Duration::from_secs(600));
         assert_eq!(c.users_file, PathBuf::from("u"));
+        assert_eq!(c.tls, None);
+        assert!(c.listen_tls.is_empty());
+        assert!(!c.allow_cleartext);
+    }
+
+    #[test]
+    fn tls_flags() {
+        let c = run(
+            "-u u -m /m/%n --tls-cert c.pem --tls-key k.pem --listen-tls 127.0.0.1:995 \
+             --listen-tls [::1]:995 --allow-cleartext",
+        );
+        let files = c.tls.unwrap();
+        assert_eq!(files.cert, PathBuf::from("c.pem"));
+        assert_eq!(files.key, PathBuf::from("k.pem"));
+        assert_eq!(c.listen_tls.len(), 2);
+        assert!(c.listen_tls[1].is_ipv6());
+        assert!(c.allow_cleartext);
+        // STLS alone, on the plain listeners.
+        let c = run("-u u -m /m/%n --tls-cert c.pem --tls-key k.pem");
+        assert!(c.tls.is_some() && c.listen_tls.is_empty());
     }
 
     #[test]
@@ -277,6 +338,14 @@ mod tests {
     }
 
     #[test]
+    fn a_hostname_too_long_for_the_greeting_is_refused() {
+        let long = format!("--users u --mail /m/%n --hostname {}", "h".repeat(256));
+        assert!(parse(&args(&long)).is_err());
+        let longest = format!("--users u --mail /m/%n --hostname {}", "h".repeat(255));
+        assert_eq!(run(&longest).hostname.len(), 255);
+    }
+
+    #[test]
     fn mistakes_are_usage_errors() {
         for bad in [
             "",
@@ -295,6 +364,10 @@ mod tests {
             "--users u --mail /m/%n --auth-delay x",
             "--users u --mail /m/%n --hostname a<b",
             "--users u --mail /m/%n --listen",
+            "--users u --mail /m/%n --tls-cert c.pem",
+            "--users u --mail /m/%n --tls-key k.pem",
+            "--users u --mail /m/%n --listen-tls 127.0.0.1:995",
+            "--users u --mail /m/%n --tls-cert c --tls-key k --listen-tls 127.0.0.1",
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad:?} should fail");
         }

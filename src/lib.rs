@@ -18,4 +18,6 @@ pub mod logsafe;
 pub mod mailbox;
 pub mod server;
 pub mod session;
+pub mod tls;
+pub mod transport;
 pub mod wire;

@@ -59,3 +59,8 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default age after which a dotlock is stale when neither it nor the mbox changed: a few
 /// minutes, like Postfix's `stale_lock_time`, far above any scan or commit poplar holds it for.
 pub const DEFAULT_STALE_LOCK_AGE: Duration = Duration::from_secs(300);
+
+/// How long a client has for the whole TLS handshake (implicit or after STLS), however slowly
+/// it sends: a client that connects and says nothing holds only its own thread, and only this
+/// long.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);

@@ -1,8 +1,9 @@
 //! The accept loop: one mio Poll over every listener, the stop waker and the signals; one
-//! thread per session; admission; reload on SIGHUP; graceful shutdown.
+//! thread per session (TLS handshakes included); admission; reload on SIGHUP; graceful
+//! shutdown.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,7 +20,9 @@ use crate::auth::{UsersHandle, passwd};
 use crate::config::Config;
 use crate::limits;
 use crate::mailbox::mbox::MboxStore;
-use crate::session::{self, Context, Settings, Tag};
+use crate::session::{self, Context, Link, Settings, Tag};
+use crate::tls::Certificates;
+use crate::transport::{Connection, Timeouts};
 
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -88,12 +91,15 @@ impl Drop for Slot {
 pub struct Server {
     poll: Poll,
     listeners: Vec<TcpListener>,
+    /// Whether each listener speaks implicit TLS (`--listen-tls`).
+    implicit_tls: Vec<bool>,
+    certificates: Option<Arc<Certificates>>,
     signals: Option<Signals>,
     waker: Arc<Waker>,
     stopping: Arc<AtomicBool>,
     ctx: Arc<Context>,
     users_file: PathBuf,
-    idle_timeout: Duration,
+    timeouts: Timeouts,
     max_connections: usize,
     shutdown_grace: Duration,
     sessions: Arc<Sessions>,
@@ -125,32 +131,57 @@ impl Server {
             settings: Settings {
                 auth_failure_delay: config.auth_failure_delay,
                 hostname: config.hostname.clone(),
+                allow_cleartext: config.allow_cleartext,
+                treat_as_remote: config.treat_as_remote.clone(),
             },
         };
         Server::bind(config, ctx).map_err(|e| e.to_string())
     }
 
-    /// Binds every `--listen` address for sessions in `ctx`.
+    /// Loads the TLS certificate, if any, and binds every `--listen` and `--listen-tls`
+    /// address for sessions in `ctx`.
     pub fn bind(config: &Config, ctx: Context) -> io::Result<Server> {
+        let certificates = match &config.tls {
+            Some(files) => {
+                let c = Certificates::open(files.clone()).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("cannot load the TLS certificate: {e}"),
+                    )
+                })?;
+                log::info!("TLS certificate loaded from {}", files.cert.display());
+                Some(Arc::new(c))
+            }
+            None => None,
+        };
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
-        for (i, addr) in config.listen.iter().enumerate() {
+        let mut implicit_tls = Vec::new();
+        let plain = config.listen.iter().map(|a| (a, false));
+        let tls = config.listen_tls.iter().map(|a| (a, true));
+        for (i, (addr, implicit)) in plain.chain(tls).enumerate() {
             let mut l = TcpListener::bind(*addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             poll.registry()
                 .register(&mut l, Token(i), Interest::READABLE)?;
             listeners.push(l);
+            implicit_tls.push(implicit);
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         Ok(Server {
             poll,
             listeners,
+            implicit_tls,
+            certificates,
             signals: None,
             waker,
             stopping: Arc::new(AtomicBool::new(false)),
             ctx: Arc::new(ctx),
             users_file: config.users_file.clone(),
-            idle_timeout: config.idle_timeout,
+            timeouts: Timeouts {
+                handshake: config.tls_handshake_timeout,
+                idle: config.idle_timeout,
+            },
             max_connections: config.max_connections,
             shutdown_grace: config.shutdown_grace,
             sessions: Arc::default(),
@@ -158,7 +189,8 @@ impl Server {
         })
     }
 
-    /// The addresses actually bound (useful with port 0).
+    /// The addresses actually bound (useful with port 0): the `--listen` ones, then the
+    /// `--listen-tls` ones, each in the order given.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
@@ -174,7 +206,8 @@ impl Server {
         }
     }
 
-    /// Makes SIGTERM and SIGINT stop the server and SIGHUP reload the users file.
+    /// Makes SIGTERM and SIGINT stop the server and SIGHUP reload the users file and the TLS
+    /// certificate.
     pub fn handle_signals(&mut self) -> io::Result<()> {
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
         self.poll
@@ -224,7 +257,10 @@ impl Server {
         let pending: Vec<i32> = signals.pending().collect();
         for sig in pending {
             match sig {
-                SIGHUP => self.reload_users(),
+                SIGHUP => {
+                    self.reload_users();
+                    self.reload_certificates();
+                }
                 _ => {
                     log::info!("signal {sig}: stopping");
                     self.stopping.store(true, Ordering::SeqCst);
@@ -261,11 +297,25 @@ impl Server {
         }
     }
 
+    /// Reloads the TLS certificate and key; a broken pair keeps the one in force.
+    fn reload_certificates(&self) {
+        let Some(certificates) = &self.certificates else {
+            return;
+        };
+        let cert = certificates.files().cert.display();
+        match certificates.reload() {
+            Ok(()) => log::info!("reloaded the TLS certificate from {cert}"),
+            Err(e) => {
+                log::warn!("cannot reload the TLS certificate: {e}; keeping the one loaded before")
+            }
+        }
+    }
+
     /// Accepts up to a batch of connections on listener `i`; returns whether more may wait.
     fn accept_batch(&self, i: usize) -> bool {
         for _ in 0..limits::MAX_ACCEPTS_PER_POLL {
             match self.listeners[i].accept() {
-                Ok((stream, peer)) => self.admit(stream.into(), peer),
+                Ok((stream, peer)) => self.admit(stream.into(), peer, self.implicit_tls[i]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
@@ -280,7 +330,7 @@ impl Server {
         true
     }
 
-    fn admit(&self, stream: TcpStream, peer: SocketAddr) {
+    fn admit(&self, stream: TcpStream, peer: SocketAddr, implicit_tls: bool) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let tag = Tag {
             id,
@@ -310,19 +360,28 @@ impl Server {
         };
         let Some(slot) = registered else {
             log::warn!("{tag} refused: {} sessions open", self.max_connections);
-            let _ =
-                (&stream).write_all(b"-ERR [SYS/TEMP] too many connections, try again later\r\n");
+            // A TLS client could not read a cleartext reply: it just sees the close.
+            if !implicit_tls {
+                let _ = (&stream)
+                    .write_all(b"-ERR [SYS/TEMP] too many connections, try again later\r\n");
+            }
             return;
         };
         let ctx = self.ctx.clone();
+        let certificates = self.certificates.clone();
+        let timeouts = self.timeouts;
         let spawned = thread::Builder::new()
             .name(format!("pop3-{id}"))
             .stack_size(limits::SESSION_STACK_SIZE)
             .spawn(move || {
                 let _slot = slot;
-                let input = BufReader::with_capacity(limits::SESSION_READ_BUFFER, &stream);
-                let output = BufWriter::with_capacity(limits::SESSION_WRITE_BUFFER, &stream);
-                session::run(&ctx, &tag, input, output);
+                let mut link = Connection::new(stream, certificates, timeouts);
+                // Here, not in the accept loop: a slow client delays only itself.
+                if implicit_tls && let Err(e) = link.start_tls() {
+                    log::info!("{tag} TLS handshake failed: {e}");
+                    return;
+                }
+                session::serve(&ctx, &tag, &mut link);
             });
         if let Err(e) = spawned {
             log::error!("cannot start a session thread: {e}");
@@ -334,8 +393,8 @@ impl Server {
         stream.set_nonblocking(false)?;
         // Replies are buffered and flushed whole; Nagle would only add delay.
         stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(self.idle_timeout))?;
-        stream.set_write_timeout(Some(self.idle_timeout))
+        stream.set_read_timeout(Some(self.timeouts.idle))?;
+        stream.set_write_timeout(Some(self.timeouts.idle))
     }
 
     /// Stops accepting, lets sessions finish within the grace period, then cuts off the
