@@ -54,7 +54,8 @@ fn deliver_all(dir: std::path::PathBuf, tags: Vec<String>) -> Vec<std::thread::J
         .map(|t| {
             let dir = dir.clone();
             std::thread::spawn(move || {
-                let (code, err) = deliver(&dir, "alice", &["-f", "t@example"], &tagged(&t, 50));
+                let args = ["-f", "t@example", "--lock-timeout", "60"];
+                let (code, err) = deliver(&dir, "alice", &args, &tagged(&t, 50));
                 assert_eq!(code, 0, "{t}: {err}");
             })
         })

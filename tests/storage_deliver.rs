@@ -120,12 +120,9 @@ fn delivery_exit_codes_follow_sysexits_and_failures_leave_the_mbox_alone() {
 fn a_delivery_that_runs_out_of_space_is_truncated_away_with_75() {
     let dir = mail_dir(USERS, &[]);
     let mail = dir.path().join("mail");
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-        .arg(&mail)
-        .status()
-        .is_ok_and(|s| s.success());
-    let env: &[(&str, &str)] = if mounted {
+    let tmpfs = common::Tmpfs::mount(&mail, 256 * 1024);
+    // Where this process may not mount a tmpfs, the failure is injected instead.
+    let env: &[(&str, &str)] = if tmpfs.is_some() {
         &[]
     } else {
         &[("POPLAR_FAULT", "enospc:deliver")]
@@ -135,9 +132,7 @@ fn a_delivery_that_runs_out_of_space_is_truncated_away_with_75() {
     let big = vec![b'y'; 400 * 1024];
     let code = deliver_env(dir.path(), &big, env);
     let after = std::fs::read(&path).unwrap();
-    if mounted {
-        let _ = std::process::Command::new("umount").arg(&mail).status();
-    }
+    drop(tmpfs);
     assert_eq!(code, 75);
     assert_eq!(after, b"From x\n\nold\n\n");
 }

@@ -341,3 +341,25 @@ pub fn uidl(c: &mut Client) -> Vec<String> {
         .map(|l| l.split_whitespace().nth(1).unwrap().to_owned())
         .collect()
 }
+
+/// A small tmpfs mounted over a directory (for real ENOSPC), unmounted on drop.
+pub struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `bytes` over `dir`; `None` if this process may not mount (not root).
+    pub fn mount(dir: &std::path::Path, bytes: usize) -> Option<Tmpfs> {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(dir.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
