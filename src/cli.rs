@@ -8,7 +8,9 @@ use std::time::Duration;
 use getopts::Options;
 
 use crate::config::{Config, DEFAULT_LISTEN};
+use crate::dev::{DEV_PASSWORD, DevMode};
 use crate::mailbox::template::MailTemplate;
+use crate::proxy::Cidr;
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -78,6 +80,33 @@ fn options() -> Options {
         "host name in the APOP timestamp (default: this host's)",
         "NAME",
     );
+    o.optmulti(
+        "",
+        "proxy-protocol",
+        "listen on ADDR for connections that start with a PROXY v1/v2 header (repeatable)",
+        "ADDR",
+    );
+    o.optmulti(
+        "",
+        "trusted-proxy",
+        "address or range allowed to send PROXY headers, e.g. 10.0.0.0/8 (repeatable)",
+        "CIDR",
+    );
+    o.optflag(
+        "",
+        "inetd",
+        "serve one session on stdin/stdout (inetd, systemd Accept=yes)",
+    );
+    o.optflagopt(
+        "",
+        "dev",
+        &format!(
+            "development mode: 127.0.0.1 only, any user, password '{DEV_PASSWORD}', mailboxes \
+             in DIR (default: a new directory under the system temp dir)"
+        ),
+        "DIR",
+    );
+    o.optflag("", "dev-any-password", "with --dev: accept any password");
     o.optflag("h", "help", "print this help and exit");
     o.optflag("V", "version", "print the version and exit");
     o
@@ -86,7 +115,8 @@ fn options() -> Options {
 /// The usage text, for `--help` and after a usage error.
 pub fn usage() -> String {
     options().usage(
-        "Usage: poplar --users FILE --mail TEMPLATE [--listen ADDR ...] [options]\n\n\
+        "Usage: poplar --users FILE --mail TEMPLATE [--listen ADDR ...] [options]\n       \
+         poplar --dev [DIR] [--dev-any-password] [--listen 127.0.0.1:PORT]\n\n\
          A POP3 server for mbox mailboxes. POPLAR_LOG sets the log filter (default info).",
     )
 }
@@ -100,30 +130,40 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
     if m.opt_present("version") {
         return Ok(Action::Version);
     }
-    if let Some(extra) = m.free.first() {
-        return Err(CliError(format!("unexpected argument '{extra}'")));
-    }
-    let users = m
-        .opt_str("users")
-        .ok_or_else(|| CliError("--users FILE is required".into()))?;
-    let mail = m
-        .opt_str("mail")
-        .ok_or_else(|| CliError("--mail TEMPLATE is required".into()))?;
-    let mail = MailTemplate::parse(&mail).map_err(|e| CliError(format!("--mail: {e}")))?;
-    let mut config = Config::new(PathBuf::from(users), mail);
-    let listen = m.opt_strs("listen");
+    let mut config = if m.opt_present("dev") {
+        dev_config(&m)?
+    } else {
+        if m.opt_present("dev-any-password") {
+            return Err(CliError("--dev-any-password needs --dev".into()));
+        }
+        if let Some(extra) = m.free.first() {
+            return Err(CliError(format!("unexpected argument '{extra}'")));
+        }
+        let users = m
+            .opt_str("users")
+            .ok_or_else(|| CliError("--users FILE is required".into()))?;
+        let mail = m
+            .opt_str("mail")
+            .ok_or_else(|| CliError("--mail TEMPLATE is required".into()))?;
+        let mail = MailTemplate::parse(&mail).map_err(|e| CliError(format!("--mail: {e}")))?;
+        Config::new(PathBuf::from(users), mail)
+    };
+    config.proxy_listen = addresses(&m, "proxy-protocol")?;
+    config.trusted_proxies = m
+        .opt_strs("trusted-proxy")
+        .iter()
+        .map(|c| c.parse::<Cidr>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| CliError(format!("--trusted-proxy: {e}")))?;
+    let listen = addresses(&m, "listen")?;
     if !listen.is_empty() {
-        config.listen = listen
-            .iter()
-            .map(|a| {
-                a.parse::<SocketAddr>().map_err(|_| {
-                    CliError(format!(
-                        "--listen: '{a}' is not an address such as 127.0.0.1:110 or [::1]:110"
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        config.listen = listen;
+    } else if !config.proxy_listen.is_empty() {
+        // Only PROXY listeners asked for: no plain listener by default.
+        config.listen.clear();
     }
+    config.inetd = m.opt_present("inetd");
+    check_modes(&m, &config)?;
     if let Some(d) = seconds(&m, "idle-timeout")? {
         if d.is_zero() {
             return Err(CliError("--idle-timeout must be more than 0".into()));
@@ -153,6 +193,74 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
         config.hostname = h;
     }
     Ok(Action::Run(Box::new(config)))
+}
+
+/// The `--dev` configuration: its own users and mail, any DIR given as `--dev=DIR` or as the
+/// one free argument.
+fn dev_config(m: &getopts::Matches) -> Result<Config, CliError> {
+    for flag in ["users", "mail", "inetd", "proxy-protocol", "trusted-proxy"] {
+        if m.opt_present(flag) {
+            return Err(CliError(format!("--{flag} cannot be used with --dev")));
+        }
+    }
+    let dir = match (m.opt_str("dev"), m.free.as_slice()) {
+        (Some(d), []) => Some(d),
+        (None, [d]) => Some(d.clone()),
+        (None, []) => None,
+        (_, [.., extra]) => return Err(CliError(format!("unexpected argument '{extra}'"))),
+    };
+    if dir.as_deref() == Some("") {
+        return Err(CliError("--dev: the directory name is empty".into()));
+    }
+    let mode = DevMode::new(dir.map(PathBuf::from), m.opt_present("dev-any-password"));
+    Ok(Config::dev(mode))
+}
+
+/// Combinations that cannot work, refused before anything starts.
+fn check_modes(m: &getopts::Matches, config: &Config) -> Result<(), CliError> {
+    if config.dev.is_some()
+        && let Some(a) = config.listen.iter().find(|a| a.ip() != DEV_IP)
+    {
+        return Err(CliError(format!(
+            "--dev listens on {DEV_IP} only, not on {a}"
+        )));
+    }
+    if config.inetd && (m.opt_present("listen") || !config.proxy_listen.is_empty()) {
+        return Err(CliError(
+            "--inetd serves stdin/stdout: --listen and --proxy-protocol do not apply".into(),
+        ));
+    }
+    if config.inetd && !config.trusted_proxies.is_empty() {
+        return Err(CliError("--inetd does not read PROXY headers".into()));
+    }
+    if !config.proxy_listen.is_empty() && config.trusted_proxies.is_empty() {
+        return Err(CliError(
+            "--proxy-protocol needs at least one --trusted-proxy".into(),
+        ));
+    }
+    if config.proxy_listen.is_empty() && !config.trusted_proxies.is_empty() {
+        return Err(CliError(
+            "--trusted-proxy applies only to --proxy-protocol listeners".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The only address `--dev` listens on.
+const DEV_IP: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// Every value of a repeatable address option.
+fn addresses(m: &getopts::Matches, name: &str) -> Result<Vec<SocketAddr>, CliError> {
+    m.opt_strs(name)
+        .iter()
+        .map(|a| {
+            a.parse::<SocketAddr>().map_err(|_| {
+                CliError(format!(
+                    "--{name}: '{a}' is not an address such as 127.0.0.1:110 or [::1]:110"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// A non-negative number of seconds, fractions allowed.
@@ -187,7 +295,8 @@ mod tests {
         let c = run("--users u --mail /m/%n");
         assert_eq!(c.listen, vec!["127.0.0.1:1110".parse().unwrap()]);
         assert_eq!(c.idle_timeout, Duration::from_secs(600));
-        assert_eq!(c.users_file, PathBuf::from("u"));
+        assert_eq!(c.users_file, Some(PathBuf::from("u")));
+        assert!(c.proxy_listen.is_empty() && !c.inetd && c.dev.is_none());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The accept loop: one mio Poll over every listener, the stop waker and the signals; one
-//! thread per session; admission; reload on SIGHUP; graceful shutdown.
+//! thread per session; admission; reload on SIGHUP; graceful shutdown; listeners inherited
+//! from systemd; the real client address from a PROXY header.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,6 +20,7 @@ use crate::auth::{UsersHandle, passwd};
 use crate::config::Config;
 use crate::limits;
 use crate::mailbox::mbox::MboxStore;
+use crate::proxy::{self, Cidr, Progress};
 use crate::session::{self, Context, Settings, Tag};
 
 const WAKER: Token = Token(usize::MAX - 1);
@@ -88,11 +90,16 @@ impl Drop for Slot {
 pub struct Server {
     poll: Poll,
     listeners: Vec<TcpListener>,
+    /// Beside `listeners`: whether connections there start with a PROXY header.
+    proxied: Vec<bool>,
+    /// Who may send PROXY headers (`--trusted-proxy`).
+    trusted_proxies: Arc<[Cidr]>,
     signals: Option<Signals>,
     waker: Arc<Waker>,
     stopping: Arc<AtomicBool>,
     ctx: Arc<Context>,
-    users_file: PathBuf,
+    /// The passwd-file that SIGHUP reloads; `None` when the users came from elsewhere.
+    users_file: Option<PathBuf>,
     idle_timeout: Duration,
     max_connections: usize,
     shutdown_grace: Duration,
@@ -105,39 +112,60 @@ impl Server {
     /// that can fail at start-up fails here, before serving. Unusable lines in the users file
     /// are logged by number; those users cannot log in.
     pub fn from_config(config: &Config) -> Result<Server, String> {
-        let users_path = config.users_file.display();
-        let (users, problems) = passwd::load(&config.users_file)
-            .map_err(|e| format!("cannot read {users_path}: {e}"))?;
-        for p in &problems {
-            log::warn!("{users_path}: {p}; that user cannot log in");
-        }
-        log::info!("{} users loaded from {users_path}", users.len());
-        let ctx = Context {
-            users: UsersHandle::new(users),
-            store: Arc::new(MboxStore::new(config.mail.clone())),
-            settings: Settings {
-                auth_failure_delay: config.auth_failure_delay,
-                hostname: config.hostname.clone(),
-            },
-        };
-        Server::bind(config, ctx).map_err(|e| e.to_string())
+        Server::bind(config, context(config)?).map_err(|e| e.to_string())
     }
 
-    /// Binds every `--listen` address for sessions in `ctx`.
-    pub fn bind(config: &Config, ctx: Context) -> io::Result<Server> {
-        let poll = Poll::new()?;
-        let mut listeners = Vec::new();
-        for (i, addr) in config.listen.iter().enumerate() {
-            let mut l = TcpListener::bind(*addr)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-            poll.registry()
-                .register(&mut l, Token(i), Interest::READABLE)?;
-            listeners.push(l);
+    /// Like [`from_config`](Server::from_config), but serves the listening sockets systemd
+    /// handed over instead of binding `--listen`; one bound at a `--proxy-protocol` address
+    /// expects PROXY headers.
+    pub fn from_inherited(
+        config: &Config,
+        inherited: Vec<std::net::TcpListener>,
+    ) -> Result<Server, String> {
+        let mut server = Server::unbound(config, context(config)?).map_err(|e| e.to_string())?;
+        for l in inherited {
+            let addr = l.local_addr().map_err(|e| e.to_string())?;
+            let proxied = config.proxy_listen.contains(&addr);
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            server
+                .add_listener(TcpListener::from_std(l), proxied)
+                .map_err(|e| format!("cannot serve the socket on {addr}: {e}"))?;
         }
+        Ok(server)
+    }
+
+    /// Binds every `--listen` and `--proxy-protocol` address for sessions in `ctx`.
+    pub fn bind(config: &Config, ctx: Context) -> io::Result<Server> {
+        let mut server = Server::unbound(config, ctx)?;
+        let plain = config.listen.iter().map(|a| (a, false));
+        let proxied = config.proxy_listen.iter().map(|a| (a, true));
+        for (addr, proxied) in plain.chain(proxied) {
+            let l = TcpListener::bind(*addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            server.add_listener(l, proxied)?;
+        }
+        Ok(server)
+    }
+
+    fn add_listener(&mut self, mut l: TcpListener, proxied: bool) -> io::Result<()> {
+        let token = Token(self.listeners.len());
+        self.poll
+            .registry()
+            .register(&mut l, token, Interest::READABLE)?;
+        self.listeners.push(l);
+        self.proxied.push(proxied);
+        Ok(())
+    }
+
+    /// A server with no listener yet.
+    fn unbound(config: &Config, ctx: Context) -> io::Result<Server> {
+        let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         Ok(Server {
             poll,
-            listeners,
+            listeners: Vec::new(),
+            proxied: Vec::new(),
+            trusted_proxies: config.trusted_proxies.clone().into(),
             signals: None,
             waker,
             stopping: Arc::new(AtomicBool::new(false)),
@@ -151,7 +179,8 @@ impl Server {
         })
     }
 
-    /// The addresses actually bound (useful with port 0).
+    /// The addresses actually bound (useful with port 0), in `--listen` then
+    /// `--proxy-protocol` order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
@@ -228,28 +257,28 @@ impl Server {
 
     /// Reloads the users file; a file that cannot be read or has errors keeps the old table.
     fn reload_users(&self) {
-        match passwd::load(&self.users_file) {
+        let Some(users_file) = &self.users_file else {
+            log::info!("SIGHUP: no users file to reload");
+            return;
+        };
+        match passwd::load(users_file) {
             Ok((users, problems)) if problems.is_empty() => {
-                log::info!(
-                    "reloaded {} ({} users)",
-                    self.users_file.display(),
-                    users.len()
-                );
+                log::info!("reloaded {} ({} users)", users_file.display(), users.len());
                 self.ctx.users.replace(users);
             }
             Ok((_, problems)) => {
                 for p in &problems {
-                    log::warn!("{}: {p}", self.users_file.display());
+                    log::warn!("{}: {p}", users_file.display());
                 }
                 log::warn!(
                     "{} has {} bad lines; keeping the users loaded before",
-                    self.users_file.display(),
+                    users_file.display(),
                     problems.len()
                 );
             }
             Err(e) => log::warn!(
                 "cannot reload {}: {e}; keeping the users loaded before",
-                self.users_file.display()
+                users_file.display()
             ),
         }
     }
@@ -258,7 +287,7 @@ impl Server {
     fn accept_batch(&self, i: usize) -> bool {
         for _ in 0..limits::MAX_ACCEPTS_PER_POLL {
             match self.listeners[i].accept() {
-                Ok((stream, peer)) => self.admit(stream.into(), peer),
+                Ok((stream, peer)) => self.admit(stream.into(), peer, self.proxied[i]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
@@ -273,7 +302,7 @@ impl Server {
         true
     }
 
-    fn admit(&self, stream: TcpStream, peer: SocketAddr) {
+    fn admit(&self, stream: TcpStream, peer: SocketAddr, proxied: bool) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let tag = Tag {
             id,
@@ -308,11 +337,20 @@ impl Server {
             return;
         };
         let ctx = self.ctx.clone();
+        let trusted = proxied.then(|| self.trusted_proxies.clone());
+        let idle_timeout = self.idle_timeout;
         let spawned = thread::Builder::new()
             .name(format!("pop3-{id}"))
             .stack_size(limits::SESSION_STACK_SIZE)
             .spawn(move || {
                 let _slot = slot;
+                let tag = match trusted {
+                    None => tag,
+                    Some(trusted) => match real_peer(tag, &stream, &trusted, idle_timeout) {
+                        Some(tag) => tag,
+                        None => return,
+                    },
+                };
                 let input = BufReader::with_capacity(limits::SESSION_READ_BUFFER, &stream);
                 let output = BufWriter::with_capacity(limits::SESSION_WRITE_BUFFER, &stream);
                 session::run(&ctx, &tag, input, output);
@@ -357,4 +395,104 @@ impl Server {
         }
         log::info!("shut down");
     }
+}
+
+/// The sessions' context from the configuration: the users file loaded (unusable lines
+/// logged by number), the mbox store, the settings.
+pub fn context(config: &Config) -> Result<Context, String> {
+    let users_file = config
+        .users_file
+        .as_ref()
+        .ok_or_else(|| "no users file given".to_owned())?;
+    let users_path = users_file.display();
+    let (users, problems) =
+        passwd::load(users_file).map_err(|e| format!("cannot read {users_path}: {e}"))?;
+    for p in &problems {
+        log::warn!("{users_path}: {p}; that user cannot log in");
+    }
+    log::info!("{} users loaded from {users_path}", users.len());
+    Ok(Context {
+        users: UsersHandle::new(users),
+        store: Arc::new(MboxStore::new(config.mail.clone())),
+        settings: Settings {
+            auth_failure_delay: config.auth_failure_delay,
+            hostname: config.hostname.clone(),
+            trace_commands: false,
+        },
+    })
+}
+
+/// On a `--proxy-protocol` listener: the session's tag with the real client from the PROXY
+/// header, or `None` (connection closed) when the peer is not a trusted proxy or its header
+/// is malformed, truncated or late. Runs on the session's thread: a slow proxy holds up only
+/// its own connection.
+fn real_peer(tag: Tag, stream: &TcpStream, trusted: &[Cidr], idle: Duration) -> Option<Tag> {
+    let proxy = tag.peer?;
+    if !trusted.iter().any(|c| c.contains(proxy.ip())) {
+        log::warn!("{tag} closed: not a --trusted-proxy, but the listener expects PROXY headers");
+        return None;
+    }
+    let read = read_proxy_header(stream, Instant::now() + limits::PROXY_HEADER_TIMEOUT);
+    match read.and_then(|h| stream.set_read_timeout(Some(idle)).map(|()| h)) {
+        Ok(header) => {
+            let real = Tag {
+                id: tag.id,
+                peer: Some(header.source.unwrap_or(proxy)),
+            };
+            log::debug!("{real} via proxy {proxy}");
+            Some(real)
+        }
+        Err(e) => {
+            log::warn!("{tag} closed: bad PROXY header: {e}");
+            None
+        }
+    }
+}
+
+/// Reads exactly one PROXY header, never a byte of the POP3 stream after it, by `deadline`.
+fn read_proxy_header(mut stream: &TcpStream, deadline: Instant) -> io::Result<proxy::Header> {
+    let mut buf = Vec::with_capacity(proxy::V1_MAX);
+    loop {
+        let need = match proxy::parse(&buf) {
+            Ok(Progress::Done(h)) => return Ok(h),
+            Ok(Progress::Need(n)) => n,
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        let have = buf.len();
+        buf.resize(have + need, 0);
+        let mut got = have;
+        while got < buf.len() {
+            match stream.read(&mut buf[got..]) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// The listening sockets systemd passed by socket activation (`LISTEN_FDS`, `LISTEN_PID`):
+/// empty when this process was not socket-activated. Reads and clears the variables, so call
+/// it once, early, before any thread starts.
+pub fn inherited_listeners() -> io::Result<Vec<std::net::TcpListener>> {
+    let mut fds = listenfd::ListenFd::from_env();
+    (0..fds.len())
+        .map(|i| {
+            fds.take_tcp_listener(i)?.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("LISTEN_FDS: socket {} was already taken", i + 3),
+                )
+            })
+        })
+        .collect()
 }
