@@ -7,17 +7,16 @@ DEMO := target/demo
 
 run:
 	$(CARGO) build --release
-	rm -rf $(DEMO) && mkdir -p $(DEMO)/mail
-	cp examples/demo/users $(DEMO)/users
-	cp examples/demo/alice.mbox $(DEMO)/mail/alice
-	cp examples/demo/bob.mbox $(DEMO)/mail/bob
+	rm -rf $(DEMO) && mkdir -p $(DEMO)
+	cp examples/demo/alice.mbox $(DEMO)/alice
+	cp examples/demo/bob.mbox $(DEMO)/bob
 	@echo
-	@echo "poplar demo on 127.0.0.1:1110 (mail in $(DEMO)/mail, reset by every 'make run')"
-	@echo "  users: alice (password alice, 3 messages), bob (password bob, 1 message)"
+	@echo "poplar demo (--dev mode) on 127.0.0.1:1110 (mail in $(DEMO), reset by every 'make run')"
+	@echo "  users: alice (3 messages), bob (1 message), or any new name; any password works"
 	@echo "  try:   telnet 127.0.0.1 1110    then USER alice / PASS alice / STAT / LIST / RETR 1 / DELE 1 / QUIT"
 	@echo "  stop:  Ctrl-C"
 	@echo
-	exec ./target/release/poplar --listen 127.0.0.1:1110 --users $(DEMO)/users --mail '$(DEMO)/mail/%n'
+	exec ./target/release/poplar --dev $(DEMO) --dev-any-password --listen 127.0.0.1:1110
 
 # Tools the tests drive: python3 with poplib, and curl (installed from Debian if missing).
 deps:

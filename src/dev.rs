@@ -113,7 +113,7 @@ pub fn run(config: &Config) -> Result<(), String> {
         std::fs::create_dir_all(&mode.dir)
     };
     made.map_err(|e| format!("cannot create {}: {e}", mode.dir.display()))?;
-    let server = Server::bind(config, context(mode))
+    let server = Server::bind(config, context(config, mode))
         .map_err(|e| format!("cannot start the dev server: {e}"))?;
     print!("{}", banner(mode, &server.local_addrs()));
     serve(server)
@@ -127,13 +127,14 @@ fn serve(mut server: Server) -> Result<(), String> {
 }
 
 /// The sessions' context in dev mode: anyone logs in, mailboxes appear, commands are logged.
-pub fn context(mode: &DevMode) -> Context {
+pub fn context(config: &Config, mode: &DevMode) -> Context {
     Context {
         users: UsersHandle::new(mode.users()),
         store: Arc::new(DevStore::new(mode.template())),
         settings: Settings {
+            auth_failure_delay: config.auth_failure_delay,
+            hostname: config.hostname.clone(),
             trace_commands: true,
-            ..Settings::default()
         },
     }
 }

@@ -463,19 +463,22 @@ fn read_proxy_header(mut stream: &TcpStream, deadline: Instant) -> io::Result<pr
             return Err(io::ErrorKind::TimedOut.into());
         }
         stream.set_read_timeout(Some(left))?;
+        // Up to `need` bytes: never past the header, and a short non-header is seen at once.
         let have = buf.len();
         buf.resize(have + need, 0);
-        let mut got = have;
-        while got < buf.len() {
-            match stream.read(&mut buf[got..]) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-                Err(e) => return Err(e),
+        match stream.read(&mut buf[have..]) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed inside the header",
+                ));
             }
+            Ok(n) => buf.truncate(have + n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(have),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            Err(e) => return Err(e),
         }
     }
 }

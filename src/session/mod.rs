@@ -225,7 +225,18 @@ fn command_loop<R: BufRead, W: Write>(
         let cmd = match command::parse(&line) {
             Ok(c) => c,
             Err(e) => {
-                log::log!(trace, "{tag} C: ({e}) {}", crate::logsafe::escape(&line));
+                // Only the keyword: the rest of a refused line may be a password.
+                let keyword = line.split(|&b| b == b' ').next().unwrap_or_default();
+                let more = if keyword.len() < line.len() {
+                    " ..."
+                } else {
+                    ""
+                };
+                log::log!(
+                    trace,
+                    "{tag} C: ({e}) {}{more}",
+                    crate::logsafe::escape(keyword)
+                );
                 if let Err(e) = send(output, &Reply::err(e.to_string())) {
                     return io_ending(&e);
                 }
