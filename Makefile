@@ -18,11 +18,16 @@ run:
 	@echo
 	exec ./target/release/poplar --dev $(DEMO) --dev-any-password --listen 127.0.0.1:1110
 
-# Tools the tests drive: python3 with poplib, and curl (installed from Debian if missing).
+# Tools the tests drive: python3 with poplib (also execs poplar with inherited sockets for the
+# socket-activation test), and curl (installed from Debian if missing).
 deps:
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3; }
 	@python3 -c 'import poplib' || { echo "python3 lacks poplib" >&2; exit 1; }
 	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+# The docs tests check the man page with groff and the example units with systemd-analyze;
+# each skips with a printed reason if its tool could not be installed.
+	@command -v groff >/dev/null || { apt-get update -qq && apt-get install -y -qq groff-base; } || true
+	@command -v systemd-analyze >/dev/null || { apt-get update -qq && apt-get install -y -qq systemd; } || true
 
 fmt:
 	$(CARGO) fmt --all -- --check

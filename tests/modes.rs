@@ -372,8 +372,8 @@ fn proxy_listeners_take_the_client_from_v1_and_v2_and_close_on_bad_headers() {
     refused(proxied, &v2()[..20], true);
     refused(proxied, b"PROXY TCP4 banana 198.51.100.1 1 2\r\n", false);
     refused(proxied, b"USER alice\r\n", false);
-    let log = p.wait_log("bad PROXY header: malformed PROXY v1 line");
-    assert!(log.contains("bad PROXY header: no PROXY header"), "{log}");
+    p.wait_log("bad PROXY header: malformed PROXY v1 line");
+    p.wait_log("bad PROXY header: no PROXY header");
 }
 
 #[test]
