@@ -315,6 +315,65 @@ mod tests {
     }
 
     #[test]
+    fn dev_takes_its_directory_three_ways_and_needs_no_users_or_mail() {
+        for form in ["--dev /tmp/d", "--dev=/tmp/d", "/tmp/d --dev"] {
+            let c = run(form);
+            let mode = c.dev.as_ref().unwrap();
+            assert_eq!(mode.dir, PathBuf::from("/tmp/d"), "{form}");
+            assert!(!mode.fresh && !mode.any_password);
+            assert_eq!(c.users_file, None);
+        }
+        let c = run("--dev --dev-any-password --listen 127.0.0.1:0 --auth-delay 0");
+        let mode = c.dev.unwrap();
+        assert!(mode.fresh && mode.any_password);
+        assert_eq!(c.listen, vec!["127.0.0.1:0".parse().unwrap()]);
+        assert_eq!(c.auth_failure_delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn proxy_listeners_replace_the_default_listener_and_need_trusted_proxies() {
+        let c = run("-u u -m /m/%n --proxy-protocol 10.0.0.5:110 --trusted-proxy 10.0.0.0/8");
+        assert!(c.listen.is_empty());
+        assert_eq!(c.proxy_listen, vec!["10.0.0.5:110".parse().unwrap()]);
+        assert_eq!(c.trusted_proxies.len(), 1);
+        let c = run(
+            "-u u -m /m/%n -l [::]:110 --proxy-protocol 10.0.0.5:110 --trusted-proxy ::1 \
+             --trusted-proxy 10.0.0.1",
+        );
+        assert_eq!(c.listen.len(), 1);
+        assert_eq!(c.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn inetd_is_a_flag() {
+        assert!(run("--inetd -u u -m /m/%n --idle-timeout 30").inetd);
+    }
+
+    #[test]
+    fn mode_combinations_that_cannot_work_are_usage_errors() {
+        for bad in [
+            "--dev --listen 0.0.0.0:1110",
+            "--dev --listen [::1]:1110",
+            "--dev -u u",
+            "--dev -m /m/%n",
+            "--dev --inetd",
+            "--dev --proxy-protocol 127.0.0.1:1 --trusted-proxy 127.0.0.1",
+            "--dev a b",
+            "--dev=a b",
+            "--dev=",
+            "-u u -m /m/%n --dev-any-password",
+            "-u u -m /m/%n --proxy-protocol 127.0.0.1:1",
+            "-u u -m /m/%n --trusted-proxy 127.0.0.1",
+            "-u u -m /m/%n --proxy-protocol 127.0.0.1:1 --trusted-proxy 10.0.0.0/33",
+            "-u u -m /m/%n --proxy-protocol nowhere --trusted-proxy 127.0.0.1",
+            "-u u -m /m/%n --inetd --listen 127.0.0.1:1",
+            "-u u -m /m/%n --inetd --proxy-protocol 127.0.0.1:1 --trusted-proxy 127.0.0.1",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad:?} should fail");
+        }
+    }
+
+    #[test]
     fn help_and_version() {
         assert!(matches!(parse(&args("--help")), Ok(Action::Help)));
         assert!(matches!(parse(&args("-h --users x")), Ok(Action::Help)));

@@ -123,9 +123,27 @@ impl Server {
         inherited: Vec<std::net::TcpListener>,
     ) -> Result<Server, String> {
         let mut server = Server::unbound(config, context(config)?).map_err(|e| e.to_string())?;
-        for l in inherited {
-            let addr = l.local_addr().map_err(|e| e.to_string())?;
+        let addrs = inherited
+            .iter()
+            .map(std::net::TcpListener::local_addr)
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(|e| e.to_string())?;
+        // A marker that matches nothing would leave a PROXY port served as plain POP3.
+        if let Some(a) = config.proxy_listen.iter().find(|a| !addrs.contains(a)) {
+            return Err(format!(
+                "--proxy-protocol {a} matches none of the sockets from systemd ({})",
+                addrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        for (l, addr) in inherited.into_iter().zip(addrs) {
             let proxied = config.proxy_listen.contains(&addr);
+            if proxied {
+                log::info!("{addr}: connections start with a PROXY header");
+            }
             l.set_nonblocking(true).map_err(|e| e.to_string())?;
             server
                 .add_listener(TcpListener::from_std(l), proxied)

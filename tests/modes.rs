@@ -262,6 +262,31 @@ fn inetd_serves_one_session_on_a_socket_and_logs_the_peer_and_the_end_line() {
 }
 
 #[test]
+fn inetd_on_a_socket_ends_an_idle_session_at_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    let mut cmd = Command::new(POPLAR);
+    cmd.arg("--inetd")
+        .args(alice(dir.path()))
+        .args(["--idle-timeout", "0.2"])
+        .stdin(Stdio::from(OwnedFd::from(conn.try_clone().unwrap())))
+        .stdout(Stdio::from(OwnedFd::from(conn)));
+    let mut p = Proc::spawn(&mut cmd);
+    // The Command holds our copies of the server's end; only poplar may keep it open.
+    drop(cmd);
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut got = Vec::new();
+    // Nothing is sent: the greeting comes, then the server closes the idle connection.
+    client.read_to_end(&mut got).unwrap();
+    assert!(got.starts_with(b"+OK "), "{got:?}");
+    assert!(p.child.wait().unwrap().success());
+    let log = p.wait_log("session end");
+    assert_eq!(value(end_line(&log), "reason"), "timeout");
+}
+
+#[test]
 fn inetd_over_pipes_answers_pipelined_commands_and_has_no_peer() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(POPLAR);
