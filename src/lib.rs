@@ -16,6 +16,7 @@ pub mod config;
 pub mod dev;
 pub mod inetd;
 pub mod limits;
+pub mod listeners;
 pub mod logsafe;
 pub mod mailbox;
 pub mod proxy;

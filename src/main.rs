@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use poplar::cli::{self, Action};
 use poplar::config::Config;
-use poplar::server::{self, Server};
+use poplar::listeners;
+use poplar::server::Server;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -50,8 +51,8 @@ fn serve(config: &Config) -> Result<(), String> {
     if config.idle_timeout < poplar::limits::DEFAULT_IDLE_TIMEOUT {
         log::warn!("--idle-timeout below 600 s is shorter than RFC 1939 allows");
     }
-    let inherited = server::inherited_listeners()
-        .map_err(|e| format!("cannot use the sockets from systemd: {e}"))?;
+    let inherited =
+        listeners::inherited().map_err(|e| format!("cannot use the sockets from systemd: {e}"))?;
     let mut server = if inherited.is_empty() {
         Server::from_config(config)?
     } else {
