@@ -183,7 +183,10 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
         config.shutdown_grace = d;
     }
     if let Some(h) = m.opt_str("hostname") {
+        // A longer name would push the greeting past 512 octets (RFC 2449 §4), and cutting it
+        // there would cut off the APOP timestamp's closing '>'.
         if h.is_empty()
+            || h.len() > 255
             || !h
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
@@ -379,6 +382,14 @@ mod tests {
         assert!(matches!(parse(&args("-h --users x")), Ok(Action::Help)));
         assert!(matches!(parse(&args("-V")), Ok(Action::Version)));
         assert!(usage().contains("--listen"));
+    }
+
+    #[test]
+    fn a_hostname_too_long_for_the_greeting_is_refused() {
+        let long = format!("--users u --mail /m/%n --hostname {}", "h".repeat(256));
+        assert!(parse(&args(&long)).is_err());
+        let longest = format!("--users u --mail /m/%n --hostname {}", "h".repeat(255));
+        assert_eq!(run(&longest).hostname.len(), 255);
     }
 
     #[test]

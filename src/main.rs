@@ -40,7 +40,8 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
+            // One line on stderr, which is also where the log goes: logging it too would
+            // print the same error twice.
             eprintln!("poplar: {e}");
             ExitCode::from(1)
         }

@@ -225,18 +225,7 @@ fn command_loop<R: BufRead, W: Write>(
         let cmd = match command::parse(&line) {
             Ok(c) => c,
             Err(e) => {
-                // Only the keyword: the rest of a refused line may be a password.
-                let keyword = line.split(|&b| b == b' ').next().unwrap_or_default();
-                let more = if keyword.len() < line.len() {
-                    " ..."
-                } else {
-                    ""
-                };
-                log::log!(
-                    trace,
-                    "{tag} C: ({e}) {}{more}",
-                    crate::logsafe::escape(keyword)
-                );
+                log::log!(trace, "{tag} C: ({e}) {}", unparsed_trace(&line));
                 if let Err(e) = send(output, &Reply::err(e.to_string())) {
                     return io_ending(&e);
                 }
@@ -449,6 +438,21 @@ fn apop_timestamp(id: u64, hostname: &str) -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() % 1_000_000_000_000);
     format!("<{}.{id}.{seq}.{nanos}@{hostname}>", std::process::id())
+}
+
+/// A line that did not parse, for the debug trace: escaped, and masked after the keyword when
+/// it starts like a command that carries a secret, because a malformed `PASS` line (a tab, a
+/// stray control byte) still holds the password.
+fn unparsed_trace(line: &[u8]) -> String {
+    let carries_secret = line.len() > 4
+        && [&b"PASS"[..], b"APOP", b"AUTH"]
+            .iter()
+            .any(|k| line[..4].eq_ignore_ascii_case(k));
+    if carries_secret {
+        format!("{} ***", crate::logsafe::escape(&line[..4]))
+    } else {
+        crate::logsafe::escape(line)
+    }
 }
 
 /// The reply to a command that is valid in another phase.
