@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use getopts::Options;
 
-use crate::config::{Config, DEFAULT_LISTEN};
+use crate::config::{Config, DEFAULT_LISTEN, TlsFiles};
 use crate::dev::{DEV_PASSWORD, DevMode};
 use crate::mailbox::template::MailTemplate;
 use crate::proxy::Cidr;
@@ -79,6 +79,24 @@ fn options() -> Options {
         "hostname",
         "host name in the APOP timestamp (default: this host's)",
         "NAME",
+    );
+    o.optopt(
+        "",
+        "tls-cert",
+        "PEM certificate chain, leaf first; with --tls-key, enables STLS (reloaded on SIGHUP)",
+        "FILE",
+    );
+    o.optopt("", "tls-key", "PEM private key of --tls-cert", "FILE");
+    o.optmulti(
+        "",
+        "listen-tls",
+        "address to listen on with implicit TLS (POP3S, usually port 995), repeatable",
+        "ADDR",
+    );
+    o.optflag(
+        "",
+        "allow-cleartext",
+        "allow USER/PASS and other cleartext logins without TLS from non-loopback clients",
     );
     o.optmulti(
         "",
@@ -162,6 +180,21 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
         // Only PROXY listeners asked for: no plain listener by default.
         config.listen.clear();
     }
+    config.tls = match (m.opt_str("tls-cert"), m.opt_str("tls-key")) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+        }),
+        (None, None) => None,
+        _ => return Err(CliError("--tls-cert and --tls-key go together".into())),
+    };
+    config.listen_tls = addresses(&m, "listen-tls")?;
+    if !config.listen_tls.is_empty() && config.tls.is_none() {
+        return Err(CliError(
+            "--listen-tls needs --tls-cert and --tls-key".into(),
+        ));
+    }
+    config.allow_cleartext = m.opt_present("allow-cleartext");
     config.inetd = m.opt_present("inetd");
     check_modes(&m, &config)?;
     if let Some(d) = seconds(&m, "idle-timeout")? {
@@ -201,7 +234,18 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
 /// The `--dev` configuration: its own users and mail, any DIR given as `--dev=DIR` or as the
 /// one free argument.
 fn dev_config(m: &getopts::Matches) -> Result<Config, CliError> {
-    for flag in ["users", "mail", "inetd", "proxy-protocol", "trusted-proxy"] {
+    // TLS and cleartext rules are for the network; --dev serves loopback only.
+    for flag in [
+        "users",
+        "mail",
+        "inetd",
+        "proxy-protocol",
+        "trusted-proxy",
+        "tls-cert",
+        "tls-key",
+        "listen-tls",
+        "allow-cleartext",
+    ] {
         if m.opt_present(flag) {
             return Err(CliError(format!("--{flag} cannot be used with --dev")));
         }
@@ -228,9 +272,15 @@ fn check_modes(m: &getopts::Matches, config: &Config) -> Result<(), CliError> {
             "--dev listens on {DEV_IP} only, not on {a}"
         )));
     }
-    if config.inetd && (m.opt_present("listen") || !config.proxy_listen.is_empty()) {
+    if config.inetd
+        && (m.opt_present("listen")
+            || !config.listen_tls.is_empty()
+            || !config.proxy_listen.is_empty())
+    {
         return Err(CliError(
-            "--inetd serves stdin/stdout: --listen and --proxy-protocol do not apply".into(),
+            "--inetd serves stdin/stdout: --listen, --listen-tls and --proxy-protocol do not \
+             apply"
+                .into(),
         ));
     }
     if config.inetd && !config.trusted_proxies.is_empty() {
@@ -300,6 +350,26 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_secs(600));
         assert_eq!(c.users_file, Some(PathBuf::from("u")));
         assert!(c.proxy_listen.is_empty() && !c.inetd && c.dev.is_none());
+        assert_eq!(c.tls, None);
+        assert!(c.listen_tls.is_empty());
+        assert!(!c.allow_cleartext);
+    }
+
+    #[test]
+    fn tls_flags() {
+        let c = run(
+            "-u u -m /m/%n --tls-cert c.pem --tls-key k.pem --listen-tls 127.0.0.1:995 \
+             --listen-tls [::1]:995 --allow-cleartext",
+        );
+        let files = c.tls.unwrap();
+        assert_eq!(files.cert, PathBuf::from("c.pem"));
+        assert_eq!(files.key, PathBuf::from("k.pem"));
+        assert_eq!(c.listen_tls.len(), 2);
+        assert!(c.listen_tls[1].is_ipv6());
+        assert!(c.allow_cleartext);
+        // STLS alone, on the plain listeners.
+        let c = run("-u u -m /m/%n --tls-cert c.pem --tls-key k.pem");
+        assert!(c.tls.is_some() && c.listen_tls.is_empty());
     }
 
     #[test]
@@ -361,6 +431,9 @@ mod tests {
             "--dev -m /m/%n",
             "--dev --inetd",
             "--dev --proxy-protocol 127.0.0.1:1 --trusted-proxy 127.0.0.1",
+            "--dev --tls-cert c --tls-key k",
+            "--dev --allow-cleartext",
+            "-u u -m /m/%n --inetd --tls-cert c --tls-key k --listen-tls 127.0.0.1:995",
             "--dev a b",
             "--dev=a b",
             "--dev=",
@@ -411,6 +484,10 @@ mod tests {
             "--users u --mail /m/%n --auth-delay x",
             "--users u --mail /m/%n --hostname a<b",
             "--users u --mail /m/%n --listen",
+            "--users u --mail /m/%n --tls-cert c.pem",
+            "--users u --mail /m/%n --tls-key k.pem",
+            "--users u --mail /m/%n --listen-tls 127.0.0.1:995",
+            "--users u --mail /m/%n --tls-cert c --tls-key k --listen-tls 127.0.0.1",
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad:?} should fail");
         }

@@ -1,6 +1,6 @@
 //! The server's configuration, with defaults from `limits`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,6 +40,27 @@ pub struct Config {
     pub inetd: bool,
     /// Development mode (`--dev`), with its directory and password rule.
     pub dev: Option<DevMode>,
+    /// Certificate chain and key (`--tls-cert`, `--tls-key`); STLS is offered when set.
+    pub tls: Option<TlsFiles>,
+    /// Addresses to listen on with implicit TLS (`--listen-tls`).
+    pub listen_tls: Vec<SocketAddr>,
+    /// Allow USER/PASS and other cleartext logins off loopback without TLS
+    /// (`--allow-cleartext`).
+    pub allow_cleartext: bool,
+    /// How long a client has to complete a TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Loopback peers to treat as remote for the cleartext policy. No flag sets it: tests use
+    /// it to exercise the off-loopback rules on a machine whose only network is loopback.
+    pub treat_as_remote: Vec<IpAddr>,
+}
+
+/// The PEM files of the server's certificate chain and private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (`--tls-cert`).
+    pub cert: PathBuf,
+    /// The private key (`--tls-key`).
+    pub key: PathBuf,
 }
 
 impl Config {
@@ -69,6 +90,11 @@ impl Config {
             hostname: system_hostname(),
             inetd: false,
             dev: None,
+            tls: None,
+            listen_tls: Vec::new(),
+            allow_cleartext: false,
+            tls_handshake_timeout: limits::TLS_HANDSHAKE_TIMEOUT,
+            treat_as_remote: Vec::new(),
         }
     }
 }

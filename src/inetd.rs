@@ -3,54 +3,55 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 
 use rustix::fs::{FileType, fstat};
-use rustix::net::sockopt::{Timeout, set_socket_timeout};
 
 use crate::config::Config;
 use crate::limits;
 use crate::server;
 use crate::session::{self, Ending, Tag};
+use crate::transport::{Connection, Timeouts};
 
 /// Serves the one session on stdin/stdout and returns how it ended.
 pub fn run(config: &Config) -> Result<Ending, String> {
     let ctx = server::context(config)?;
     let input = io::stdin();
-    let output = io::stdout();
-    let peer = peer_of(&input);
     let tag = Tag {
         // One process per session: the pid tells sessions apart across log lines.
         id: u64::from(std::process::id()),
-        peer,
+        peer: peer_of(&input),
     };
-    let (input, output) = (
-        owned(&input, config, "stdin")?,
-        owned(&output, config, "stdout")?,
-    );
-    let reader = BufReader::with_capacity(limits::SESSION_READ_BUFFER, &input);
-    let writer = BufWriter::with_capacity(limits::SESSION_WRITE_BUFFER, &output);
+    let fail = |e: io::Error| format!("cannot use stdin: {e}");
+    if tag.peer.is_some() {
+        // A TCP socket: the same connection as a daemon's session, with the idle timeout
+        // and STLS when a certificate is configured.
+        let tcp = TcpStream::from(dup(&input).map_err(fail)?);
+        tcp.set_read_timeout(Some(config.idle_timeout))
+            .and_then(|()| tcp.set_write_timeout(Some(config.idle_timeout)))
+            .and_then(|()| tcp.set_nodelay(true))
+            .map_err(fail)?;
+        let certificates = server::certificates(config).map_err(|e| e.to_string())?;
+        let timeouts = Timeouts {
+            handshake: config.tls_handshake_timeout,
+            idle: config.idle_timeout,
+        };
+        let mut link = Connection::new(tcp, certificates, timeouts);
+        return Ok(session::serve(&ctx, &tag, &mut link));
+    }
+    // Pipes (or a Unix socket): plain bytes, no timeout; whoever holds the other end decides
+    // when the session ends. Private descriptors, because std's stdin would read ahead into a
+    // buffer of its own and its stdout would flush at every newline.
+    let reader = File::from(dup(&input).map_err(fail)?);
+    let writer = File::from(dup(&io::stdout()).map_err(|e| format!("cannot use stdout: {e}"))?);
+    let reader = BufReader::with_capacity(limits::SESSION_READ_BUFFER, reader);
+    let writer = BufWriter::with_capacity(limits::SESSION_WRITE_BUFFER, writer);
     Ok(session::run(&ctx, &tag, reader, writer))
 }
 
-/// A private descriptor for stdin or stdout, without std's buffering (so no byte read ahead
-/// is lost and no reply waits for a newline), with the idle timeout set if it is a socket.
-/// Pipes have no timeout: whoever holds the other end decides when the session ends.
-fn owned(fd: &impl AsFd, config: &Config, name: &str) -> Result<File, String> {
-    let fail = |e: io::Error| format!("cannot use {name}: {e}");
-    let dup: OwnedFd = rustix::io::dup(fd).map_err(|e| fail(e.into()))?;
-    if is_socket(&dup) {
-        for which in [Timeout::Recv, Timeout::Send] {
-            set_socket_timeout(&dup, which, Some(config.idle_timeout))
-                .map_err(|e| fail(e.into()))?;
-        }
-    }
-    Ok(File::from(dup))
-}
-
-fn is_socket(fd: &impl AsFd) -> bool {
-    fstat(fd).is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Socket)
+fn dup(fd: &impl AsFd) -> io::Result<OwnedFd> {
+    rustix::io::dup(fd).map_err(io::Error::from)
 }
 
 /// The client's address when `fd` is a TCP socket; `None` for pipes and Unix sockets.

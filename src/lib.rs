@@ -23,4 +23,6 @@ pub mod proxy;
 pub mod server;
 pub mod session;
 pub mod testing;
+pub mod tls;
+pub mod transport;
 pub mod wire;

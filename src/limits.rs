@@ -55,3 +55,8 @@ pub const MAX_UID_HEADER_BYTES: usize = 64 * 1024;
 /// How long a trusted proxy has to send its PROXY header. Proxies send it at once with the
 /// connection; a bound keeps a stuck one from holding a session slot.
 pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a client has for the whole TLS handshake (implicit or after STLS), however slowly
+/// it sends: a client that connects and says nothing holds only its own thread, and only this
+/// long.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);

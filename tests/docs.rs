@@ -120,7 +120,9 @@ fn the_service_command_line_parses() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-users-file");
     let service = read("examples/poplar.service");
+    // systemd joins lines that end with a backslash.
     let exec = service
+        .replace("\\\n", " ")
         .lines()
         .find_map(|l| l.strip_prefix("ExecStart=/usr/local/bin/poplar "))
         .unwrap()

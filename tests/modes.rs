@@ -262,6 +262,42 @@ fn inetd_serves_one_session_on_a_socket_and_logs_the_peer_and_the_end_line() {
 }
 
 #[test]
+fn inetd_on_a_socket_offers_stls_with_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), key.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key.signing_key.serialize_pem()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    let mut cmd = Command::new(POPLAR);
+    cmd.arg("--inetd")
+        .args(alice(dir.path()))
+        .arg("--tls-cert")
+        .arg(dir.path().join("cert.pem"))
+        .arg("--tls-key")
+        .arg(dir.path().join("key.pem"))
+        .stdin(Stdio::from(OwnedFd::from(conn.try_clone().unwrap())))
+        .stdout(Stdio::from(OwnedFd::from(conn)));
+    let mut p = Proc::spawn(&mut cmd);
+    drop(cmd);
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut c = Client {
+        reader: BufReader::new(client.try_clone().unwrap()),
+        writer: client,
+        greeting: String::new(),
+    };
+    assert!(c.line().starts_with("+OK"));
+    let caps = String::from_utf8(c.multi("CAPA")).unwrap();
+    assert!(caps.lines().any(|l| l == "STLS"), "{caps}");
+    assert!(c.cmd("STLS").starts_with("+OK"));
+    // No handshake follows: the session ends, and the process with it.
+    c.writer.shutdown(Shutdown::Both).unwrap();
+    p.child.wait().unwrap();
+    p.wait_log("session end");
+}
+
+#[test]
 fn inetd_on_a_socket_ends_an_idle_session_at_the_idle_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -344,6 +380,11 @@ fn session_via_proxy(p: &Proc, addr: SocketAddr, header: &[u8], n: usize) -> Str
     let mut c = greeting(addr, header).expect("a greeting after a good header");
     c.login("alice", "secret");
     assert!(c.cmd("QUIT").starts_with("+OK"));
+    nth_end_peer(p, n)
+}
+
+/// The peer of the `n`th end-of-session line, once there is one.
+fn nth_end_peer(p: &Proc, n: usize) -> String {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let log = p.log();
@@ -374,6 +415,7 @@ fn refused(addr: SocketAddr, bytes: &[u8], close: bool) {
 fn proxy_listeners_take_the_client_from_v1_and_v2_and_close_on_bad_headers() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(POPLAR);
+    // The real clients are off loopback: cleartext logins need --allow-cleartext.
     cmd.args(alice(dir.path())).args([
         "--listen",
         "127.0.0.1:0",
@@ -381,6 +423,7 @@ fn proxy_listeners_take_the_client_from_v1_and_v2_and_close_on_bad_headers() {
         "127.0.0.1:0",
         "--trusted-proxy",
         "127.0.0.0/8",
+        "--allow-cleartext",
     ]);
     let p = Proc::spawn(&mut cmd);
     let addrs = p.listening(2);
@@ -469,8 +512,10 @@ fn socket_activation_serves_every_inherited_socket_and_marks_the_proxy_one() {
     let mut c = greeting(addr(ports[0]), b"").unwrap();
     c.login("alice", "secret");
     assert!(c.cmd("QUIT").starts_with("+OK"));
-    assert_eq!(
-        session_via_proxy(&p, addr(ports[1]), V1, 2),
-        "192.0.2.7:56324"
-    );
+    // Loopback decisions follow the real client: 192.0.2.7 may not send a cleartext password.
+    let mut c = greeting(addr(ports[1]), V1).unwrap();
+    let refused = c.cmd("USER alice");
+    assert!(refused.starts_with("-ERR [AUTH]"), "{refused}");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert_eq!(nth_end_peer(&p, 2), "192.0.2.7:56324");
 }

@@ -3,9 +3,11 @@
 //! and log lines.
 
 mod authorization;
+mod link;
 mod transaction;
 
 use std::io::{self, BufRead, Read, Write};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,6 +21,8 @@ use crate::wire::{self, Extent, Line, MessageWriter, Reply, RespCode};
 use authorization::{AuthStep, Authorization};
 use transaction::{Transaction, TxStep};
 
+pub use link::{Link, Plain};
+
 /// Settings that shape every session.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -26,6 +30,10 @@ pub struct Settings {
     pub auth_failure_delay: Duration,
     /// The host name in the APOP timestamp.
     pub hostname: String,
+    /// Allow cleartext logins without TLS from peers off loopback (`--allow-cleartext`).
+    pub allow_cleartext: bool,
+    /// Loopback peers treated as remote by the cleartext policy (tests only).
+    pub treat_as_remote: Vec<IpAddr>,
     /// Log every command at info instead of debug (`--dev`); secrets stay masked.
     pub trace_commands: bool,
 }
@@ -35,6 +43,8 @@ impl Default for Settings {
         Settings {
             auth_failure_delay: crate::limits::DEFAULT_AUTH_FAILURE_DELAY,
             hostname: "localhost".into(),
+            allow_cleartext: false,
+            treat_as_remote: Vec::new(),
             trace_commands: false,
         }
     }
@@ -66,6 +76,8 @@ pub enum Ending {
     NetworkError,
     /// The mailbox failed in the middle of sending a message.
     MailboxError,
+    /// The TLS handshake after STLS failed or timed out.
+    TlsFailed,
 }
 
 impl Ending {
@@ -77,6 +89,7 @@ impl Ending {
             Ending::Timeout => "timeout",
             Ending::NetworkError => "network-error",
             Ending::MailboxError => "mailbox-error",
+            Ending::TlsFailed => "tls-failed",
         }
     }
 }
@@ -156,35 +169,77 @@ impl std::fmt::Display for Tag {
     }
 }
 
+/// What the connection allows now, for the cleartext policy, STLS and CAPA.
+#[derive(Debug, Clone, Copy)]
+struct Channel {
+    /// TLS protects the connection.
+    tls: bool,
+    /// STLS can start TLS now.
+    stls: bool,
+    /// Cleartext passwords may cross it: TLS is active, the peer is on loopback, or the
+    /// operator allows cleartext everywhere.
+    secure: bool,
+}
+
+impl Channel {
+    /// Allows nothing: for the phase left behind when the session enters UPDATE.
+    const NONE: Channel = Channel {
+        tls: false,
+        stls: false,
+        secure: false,
+    };
+
+    fn of<L: Link>(settings: &Settings, tag: &Tag, link: &L) -> Channel {
+        let local = match tag.peer {
+            // Not a network session (a pipe, a test): nothing crosses a network.
+            None => true,
+            Some(p) => {
+                let ip = p.ip().to_canonical();
+                ip.is_loopback() && !settings.treat_as_remote.contains(&ip)
+            }
+        };
+        let tls = link.is_tls();
+        Channel {
+            tls,
+            stls: link.can_start_tls(),
+            secure: tls || local || settings.allow_cleartext,
+        }
+    }
+}
+
 /// What the session is doing now.
 enum Phase {
     Authorization(Authorization),
     Transaction(Box<Transaction>),
 }
 
+/// Runs one session over a separate reader and writer, without TLS: see [`serve`].
+pub fn run<R: BufRead, W: Write>(ctx: &Context, tag: &Tag, input: R, output: W) -> Ending {
+    serve(ctx, tag, &mut Plain::new(input, output))
+}
+
 /// Runs one session to its end: greets, answers commands in order, and on QUIT in
-/// TRANSACTION commits the deletions. Any other ending commits nothing.
-pub fn run<R: BufRead, W: Write>(ctx: &Context, tag: &Tag, mut input: R, mut output: W) -> Ending {
+/// TRANSACTION commits the deletions. Any other ending commits nothing. After QUIT's reply
+/// the link is closed cleanly (a TLS close_notify).
+pub fn serve<L: Link>(ctx: &Context, tag: &Tag, link: &mut L) -> Ending {
     let started = Instant::now();
-    log::info!("{tag} session start");
+    log::info!("{tag} session start tls={}", link.is_tls());
     let timestamp = apop_timestamp(tag.id, &ctx.settings.hostname);
-    let mut phase = Phase::Authorization(Authorization::new());
+    let mut phase = Phase::Authorization(Authorization::new(Channel::of(&ctx.settings, tag, link)));
     let mut stats = Stats::default();
     let mut user = None;
     let greeting = Reply::ok(format!("poplar ready {timestamp}"));
-    let ending = match send(&mut output, &greeting) {
+    let ending = match send(link, &greeting) {
         Err(e) => io_ending(&e),
         Ok(()) => command_loop(
-            ctx,
-            tag,
-            &timestamp,
-            &mut phase,
-            &mut stats,
-            &mut user,
-            &mut input,
-            &mut output,
+            ctx, tag, &timestamp, &mut phase, &mut stats, &mut user, link,
         ),
     };
+    if matches!(ending, Ending::Quit | Ending::CommitFailed)
+        && let Err(e) = link.close()
+    {
+        log::debug!("{tag} closing: {e}");
+    }
     log::info!(
         "{tag} {}",
         stats.end_line(tag, user.as_deref(), ending, started)
@@ -192,16 +247,14 @@ pub fn run<R: BufRead, W: Write>(ctx: &Context, tag: &Tag, mut input: R, mut out
     ending
 }
 
-#[allow(clippy::too_many_arguments)]
-fn command_loop<R: BufRead, W: Write>(
+fn command_loop<L: Link>(
     ctx: &Context,
     tag: &Tag,
     timestamp: &str,
     phase: &mut Phase,
     stats: &mut Stats,
     user: &mut Option<String>,
-    input: &mut R,
-    output: &mut W,
+    link: &mut L,
 ) -> Ending {
     let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
     let trace = if ctx.settings.trace_commands {
@@ -210,12 +263,12 @@ fn command_loop<R: BufRead, W: Write>(
         log::Level::Debug
     };
     loop {
-        match wire::read_line(input, &mut line, MAX_COMMAND_LINE) {
+        match wire::read_line(link, &mut line, MAX_COMMAND_LINE) {
             Ok(Line::Complete) => {}
             Ok(Line::Eof) => return Ending::Disconnected,
             Ok(Line::TooLong) => {
                 log::log!(trace, "{tag} C: (line too long)");
-                if let Err(e) = send(output, &Reply::err("line too long")) {
+                if let Err(e) = send(link, &Reply::err("line too long")) {
                     return io_ending(&e);
                 }
                 continue;
@@ -226,7 +279,7 @@ fn command_loop<R: BufRead, W: Write>(
             Ok(c) => c,
             Err(e) => {
                 log::log!(trace, "{tag} C: ({e}) {}", unparsed_trace(&line));
-                if let Err(e) = send(output, &Reply::err(e.to_string())) {
+                if let Err(e) = send(link, &Reply::err(e.to_string())) {
                     return io_ending(&e);
                 }
                 continue;
@@ -235,30 +288,37 @@ fn command_loop<R: BufRead, W: Write>(
         log::log!(trace, "{tag} C: {cmd:?}");
         let result = match phase {
             Phase::Authorization(auth) => match auth.handle(ctx, tag, timestamp, cmd) {
-                AuthStep::Reply(r) => send(output, &r),
+                AuthStep::Reply(r) => send(link, &r),
                 AuthStep::Quit(r) => {
-                    return send(output, &r).map_or_else(|e| io_ending(&e), |()| Ending::Quit);
+                    return send(link, &r).map_or_else(|e| io_ending(&e), |()| Ending::Quit);
                 }
+                AuthStep::StartTls(r) => match start_tls(ctx, tag, link, &r) {
+                    Ok(channel) => {
+                        auth.tls_started(channel);
+                        Ok(())
+                    }
+                    Err(ending) => return ending,
+                },
                 AuthStep::LoggedIn(t, r) => {
                     *user = Some(t.user().as_str().to_owned());
                     stats.logged_in = Some(Instant::now());
                     stats.messages = t.totals().0;
                     *phase = Phase::Transaction(t);
-                    send(output, &r)
+                    send(link, &r)
                 }
             },
             Phase::Transaction(t) => match t.handle(cmd) {
-                TxStep::Reply(r) => send(output, &r),
+                TxStep::Reply(r) => send(link, &r),
                 TxStep::Send {
                     index,
                     extent,
                     status,
-                } => match send_message(output, t.maildrop(), index, extent, &status) {
+                } => match send_message(link, t.maildrop(), index, extent, &status) {
                     Ok(octets) => {
                         t.count_sent(index, extent, octets, stats);
                         Ok(())
                     }
-                    Err(SendError::Refused(e)) => send(output, &mailbox_reply(tag, &e)),
+                    Err(SendError::Refused(e)) => send(link, &mailbox_reply(tag, &e)),
                     Err(SendError::Client(e)) => Err(e),
                     Err(SendError::Midway(e)) => {
                         log::warn!("{tag} mailbox failed while sending a message: {e}");
@@ -273,9 +333,10 @@ fn command_loop<R: BufRead, W: Write>(
         }
     }
     // QUIT in TRANSACTION: the UPDATE state.
-    let Phase::Transaction(t) =
-        std::mem::replace(phase, Phase::Authorization(Authorization::new()))
-    else {
+    let Phase::Transaction(t) = std::mem::replace(
+        phase,
+        Phase::Authorization(Authorization::new(Channel::NONE)),
+    ) else {
         unreachable!("the loop only breaks out of TRANSACTION");
     };
     let committing = Instant::now();
@@ -297,8 +358,29 @@ fn command_loop<R: BufRead, W: Write>(
             )
         }
     };
-    let _ = send(output, &reply);
+    let _ = send(link, &reply);
     ending
+}
+
+/// Answers STLS with `reply` and runs the handshake; returns what the connection allows
+/// now, or how the session ends.
+fn start_tls<L: Link>(
+    ctx: &Context,
+    tag: &Tag,
+    link: &mut L,
+    reply: &Reply,
+) -> Result<Channel, Ending> {
+    send(link, reply).map_err(|e| io_ending(&e))?;
+    match link.start_tls() {
+        Ok(()) => {
+            log::debug!("{tag} TLS started");
+            Ok(Channel::of(&ctx.settings, tag, link))
+        }
+        Err(e) => {
+            log::info!("{tag} TLS handshake after STLS failed: {e}");
+            Err(Ending::TlsFailed)
+        }
+    }
 }
 
 /// Writes a reply and flushes it, so pipelined replies leave in order and none waits.
@@ -357,24 +439,6 @@ enum SendError {
     Midway(io::Error),
 }
 
-/// Counts the octets that pass through to the client.
-struct Counted<'w, W: Write> {
-    inner: &'w mut W,
-    octets: u64,
-}
-
-impl<W: Write> Write for Counted<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.octets += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Streams a message: `+OK`, the stuffed body, and the terminator in the same flush. Returns
 /// the octets of the body as sent, terminator excluded.
 fn send_message<W: Write>(
@@ -408,12 +472,32 @@ fn send_message<W: Write>(
     Ok(body)
 }
 
-/// The capability list (RFC 2449 §5), the same before and after login.
-fn capabilities() -> Reply {
+/// Counts the octets that pass through to the client.
+struct Counted<'w, W: Write> {
+    inner: &'w mut W,
+    octets: u64,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.octets += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The capability list (RFC 2449 §5): STLS only while it can be used (RFC 2595 §4), USER only
+/// where cleartext passwords are accepted.
+fn capabilities(channel: Channel) -> Reply {
     let caps = [
         "TOP",
         "UIDL",
         "USER",
+        "STLS",
         "RESP-CODES",
         "AUTH-RESP-CODE",
         "PIPELINING",
@@ -421,8 +505,15 @@ fn capabilities() -> Reply {
     ];
     let mut lines = String::new();
     for c in caps {
-        lines.push_str(c);
-        lines.push_str("\r\n");
+        let offered = match c {
+            "USER" => channel.secure,
+            "STLS" => channel.stls,
+            _ => true,
+        };
+        if offered {
+            lines.push_str(c);
+            lines.push_str("\r\n");
+        }
     }
     Reply::Multi {
         first: "capability list follows".into(),
