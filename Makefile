@@ -13,14 +13,15 @@ demo-mail:
 	cp examples/demo/alice.mbox $(DEMO)/mail/alice
 	cp examples/demo/bob.mbox $(DEMO)/mail/bob
 
+# --dev serves the demo mailboxes in $(DEMO)/mail to any user name, with any password.
 run: demo-mail
 	@echo
-	@echo "poplar demo on 127.0.0.1:1110 (mail in $(DEMO)/mail, reset by every 'make run')"
-	@echo "  users: alice (password alice, 3 messages), bob (password bob, 1 message)"
+	@echo "poplar demo (--dev mode) on 127.0.0.1:1110 (mail in $(DEMO)/mail, reset by every 'make run')"
+	@echo "  users: alice (3 messages), bob (1 message), or any new name; any password works"
 	@echo "  try:   telnet 127.0.0.1 1110    then USER alice / PASS alice / STAT / LIST / RETR 1 / DELE 1 / QUIT"
 	@echo "  stop:  Ctrl-C"
 	@echo
-	exec ./target/release/poplar --listen 127.0.0.1:1110 --users $(DEMO)/users --mail '$(DEMO)/mail/%n'
+	exec ./target/release/poplar --dev $(DEMO)/mail --dev-any-password --listen 127.0.0.1:1110
 
 # The TLS demo: a self-signed certificate for localhost and 127.0.0.1, made at every start.
 run-tls: demo-mail tls-deps
@@ -45,11 +46,16 @@ run-tls: demo-mail tls-deps
 tls-deps:
 	@command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl; }
 
-# Tools the tests drive: python3 with poplib, and curl (installed from Debian if missing).
+# Tools the tests drive: python3 with poplib (it also execs poplar with inherited sockets for
+# the socket-activation test), and curl (installed from Debian if missing).
 deps: tls-deps
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3; }
 	@python3 -c 'import poplib, ssl' || { echo "python3 lacks poplib or ssl" >&2; exit 1; }
 	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+# The docs tests check the man page with groff and the example units with systemd-analyze;
+# each skips with a printed reason if its tool could not be installed.
+	@command -v groff >/dev/null || { apt-get update -qq && apt-get install -y -qq groff-base; } || true
+	@command -v systemd-analyze >/dev/null || { apt-get update -qq && apt-get install -y -qq systemd; } || true
 
 fmt:
 	$(CARGO) fmt --all -- --check

@@ -4,9 +4,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::dev::DevMode;
 use crate::limits;
 use crate::mailbox::mbox::MboxOptions;
 use crate::mailbox::template::MailTemplate;
+use crate::proxy::Cidr;
 
 /// The default listening address: loopback only, an unprivileged port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1110";
@@ -16,8 +18,13 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:1110";
 pub struct Config {
     /// Addresses to listen on (`--listen`).
     pub listen: Vec<SocketAddr>,
-    /// The passwd-file (`--users`).
-    pub users_file: PathBuf,
+    /// Addresses to listen on for connections that start with a PROXY header
+    /// (`--proxy-protocol`); under socket activation, marks the inherited socket bound there.
+    pub proxy_listen: Vec<SocketAddr>,
+    /// Who may send a PROXY header (`--trusted-proxy`).
+    pub trusted_proxies: Vec<Cidr>,
+    /// The passwd-file (`--users`); `None` in `--dev` mode, where anyone may log in.
+    pub users_file: Option<PathBuf>,
     /// Where each user's mbox is (`--mail`).
     pub mail: MailTemplate,
     /// Inactivity timeout (`--idle-timeout`).
@@ -33,6 +40,10 @@ pub struct Config {
     /// How mbox files are read, locked and shown (`--mbox-unquote`, `--uidl-from-header`,
     /// `--mbox-locks`, `--lock-timeout`, `--stale-lock-age`).
     pub mbox: MboxOptions,
+    /// Serve one session on stdin/stdout and exit (`--inetd`).
+    pub inetd: bool,
+    /// Development mode (`--dev`), with its directory and password rule.
+    pub dev: Option<DevMode>,
     /// Certificate chain and key (`--tls-cert`, `--tls-key`); STLS is offered when set.
     pub tls: Option<TlsFiles>,
     /// Addresses to listen on with implicit TLS (`--listen-tls`).
@@ -59,8 +70,21 @@ pub struct TlsFiles {
 impl Config {
     /// A configuration with every default, for the given users file and mail template.
     pub fn new(users_file: PathBuf, mail: MailTemplate) -> Config {
+        Config::base(Some(users_file), mail)
+    }
+
+    /// A `--dev` configuration: no users file, mailboxes under the mode's directory.
+    pub fn dev(mode: DevMode) -> Config {
+        let mut c = Config::base(None, mode.template());
+        c.dev = Some(mode);
+        c
+    }
+
+    fn base(users_file: Option<PathBuf>, mail: MailTemplate) -> Config {
         Config {
             listen: vec![DEFAULT_LISTEN.parse().expect("the default address parses")],
+            proxy_listen: Vec::new(),
+            trusted_proxies: Vec::new(),
             users_file,
             mail,
             idle_timeout: limits::DEFAULT_IDLE_TIMEOUT,
@@ -69,6 +93,8 @@ impl Config {
             shutdown_grace: limits::DEFAULT_SHUTDOWN_GRACE,
             hostname: system_hostname(),
             mbox: MboxOptions::default(),
+            inetd: false,
+            dev: None,
             tls: None,
             listen_tls: Vec::new(),
             allow_cleartext: false,

@@ -60,6 +60,10 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// minutes, like Postfix's `stale_lock_time`, far above any scan or commit poplar holds it for.
 pub const DEFAULT_STALE_LOCK_AGE: Duration = Duration::from_secs(300);
 
+/// How long a trusted proxy has to send its PROXY header. Proxies send it at once with the
+/// connection; a bound keeps a stuck one from holding a session slot.
+pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a client has for the whole TLS handshake (implicit or after STLS), however slowly
 /// it sends: a client that connects and says nothing holds only its own thread, and only this
 /// long.

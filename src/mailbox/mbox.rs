@@ -36,8 +36,13 @@ pub struct MboxStore {
 }
 
 impl MboxStore {
+    /// A store for the mbox files at `template`, with the default options.
+    pub fn new(template: MailTemplate) -> Self {
+        Self::with_options(template, MboxOptions::default())
+    }
+
     /// A store for the mbox files at `template`.
-    pub fn new(template: MailTemplate, options: MboxOptions) -> Self {
+    pub fn with_options(template: MailTemplate, options: MboxOptions) -> Self {
         MboxStore {
             template,
             locks: LockTable::new(),

@@ -34,6 +34,8 @@ pub struct Settings {
     pub allow_cleartext: bool,
     /// Loopback peers treated as remote by the cleartext policy (tests only).
     pub treat_as_remote: Vec<IpAddr>,
+    /// Log every command at info instead of debug (`--dev`); secrets stay masked.
+    pub trace_commands: bool,
 }
 
 impl Default for Settings {
@@ -43,6 +45,7 @@ impl Default for Settings {
             hostname: "localhost".into(),
             allow_cleartext: false,
             treat_as_remote: Vec::new(),
+            trace_commands: false,
         }
     }
 }
@@ -94,16 +97,58 @@ impl Ending {
 /// Counters for the end-of-session log line.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
+    /// When the login succeeded.
+    pub logged_in: Option<Instant>,
+    /// Messages in the maildrop at login.
+    pub messages: usize,
     /// RETR commands answered with a message.
     pub retr: u64,
     /// Octets sent by RETR (message sizes as listed).
     pub retr_octets: u64,
     /// TOP commands answered.
     pub top: u64,
+    /// Octets of message text sent by TOP, as on the wire (dot-stuffed, terminator excluded).
+    pub top_octets: u64,
     /// Messages removed by the commit.
     pub deleted: u64,
     /// Octets of the messages removed by the commit.
     pub deleted_octets: u64,
+    /// How long the commit took, if one ran.
+    pub commit_time: Option<Duration>,
+    /// The mailbox file's size before and after the commit, if one ran.
+    pub mailbox_bytes: Option<(u64, u64)>,
+}
+
+impl Stats {
+    /// The stable `key=value` fields of the end-of-session line; `-` marks what did not
+    /// happen (no login, no commit).
+    fn end_line(&self, tag: &Tag, user: Option<&str>, ending: Ending, started: Instant) -> String {
+        let dash = || "-".to_owned();
+        let ms = |d: Duration| d.as_millis().to_string();
+        let (before, after) = self
+            .mailbox_bytes
+            .map_or((dash(), dash()), |(b, a)| (b.to_string(), a.to_string()));
+        format!(
+            "session end id={} peer={} user={} reason={} duration_ms={} login_ms={} \
+             commit_ms={} messages={} retr={} retr_octets={} top={} top_octets={} dele={} \
+             dele_octets={} mailbox_before={before} mailbox_after={after}",
+            tag.id,
+            tag.peer.map_or_else(dash, |p| p.to_string()),
+            user.map_or_else(dash, |u| crate::logsafe::token(u.as_bytes())),
+            ending.as_str(),
+            started.elapsed().as_millis(),
+            self.logged_in
+                .map_or_else(dash, |t| ms(t.saturating_duration_since(started))),
+            self.commit_time.map_or_else(dash, ms),
+            self.messages,
+            self.retr,
+            self.retr_octets,
+            self.top,
+            self.top_octets,
+            self.deleted,
+            self.deleted_octets,
+        )
+    }
 }
 
 /// A session's identity: its number and the client's address (for logs, limits and policy).
@@ -196,15 +241,8 @@ pub fn serve<L: Link>(ctx: &Context, tag: &Tag, link: &mut L) -> Ending {
         log::debug!("{tag} closing: {e}");
     }
     log::info!(
-        "{tag} session end user={} reason={} duration_ms={} retr={} retr_octets={} top={} dele={} dele_octets={}",
-        user.as_deref().unwrap_or("-"),
-        ending.as_str(),
-        started.elapsed().as_millis(),
-        stats.retr,
-        stats.retr_octets,
-        stats.top,
-        stats.deleted,
-        stats.deleted_octets,
+        "{tag} {}",
+        stats.end_line(tag, user.as_deref(), ending, started)
     );
     ending
 }
@@ -219,12 +257,17 @@ fn command_loop<L: Link>(
     link: &mut L,
 ) -> Ending {
     let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
+    let trace = if ctx.settings.trace_commands {
+        log::Level::Info
+    } else {
+        log::Level::Debug
+    };
     loop {
         match wire::read_line(link, &mut line, MAX_COMMAND_LINE) {
             Ok(Line::Complete) => {}
             Ok(Line::Eof) => return Ending::Disconnected,
             Ok(Line::TooLong) => {
-                log::debug!("{tag} C: (line too long)");
+                log::log!(trace, "{tag} C: (line too long)");
                 if let Err(e) = send(link, &Reply::err("line too long")) {
                     return io_ending(&e);
                 }
@@ -235,14 +278,14 @@ fn command_loop<L: Link>(
         let cmd = match command::parse(&line) {
             Ok(c) => c,
             Err(e) => {
-                log::debug!("{tag} C: ({e}) {}", unparsed_trace(&line));
+                log::log!(trace, "{tag} C: ({e}) {}", unparsed_trace(&line));
                 if let Err(e) = send(link, &Reply::err(e.to_string())) {
                     return io_ending(&e);
                 }
                 continue;
             }
         };
-        log::debug!("{tag} C: {cmd:?}");
+        log::log!(trace, "{tag} C: {cmd:?}");
         let result = match phase {
             Phase::Authorization(auth) => match auth.handle(ctx, tag, timestamp, cmd) {
                 AuthStep::Reply(r) => send(link, &r),
@@ -258,6 +301,8 @@ fn command_loop<L: Link>(
                 },
                 AuthStep::LoggedIn(t, r) => {
                     *user = Some(t.user().as_str().to_owned());
+                    stats.logged_in = Some(Instant::now());
+                    stats.messages = t.totals().0;
                     *phase = Phase::Transaction(t);
                     send(link, &r)
                 }
@@ -269,8 +314,8 @@ fn command_loop<L: Link>(
                     extent,
                     status,
                 } => match send_message(link, t.maildrop(), index, extent, &status) {
-                    Ok(()) => {
-                        t.count_sent(index, extent, stats);
+                    Ok(octets) => {
+                        t.count_sent(index, extent, octets, stats);
                         Ok(())
                     }
                     Err(SendError::Refused(e)) => send(link, &mailbox_reply(tag, &e)),
@@ -294,7 +339,10 @@ fn command_loop<L: Link>(
     ) else {
         unreachable!("the loop only breaks out of TRANSACTION");
     };
-    let (reply, ending) = match t.commit(stats) {
+    let committing = Instant::now();
+    let committed = t.commit(stats);
+    stats.commit_time = Some(committing.elapsed());
+    let (reply, ending) = match committed {
         Ok(left) => (
             Reply::ok(format!("bye, {left} messages left")),
             Ending::Quit,
@@ -391,17 +439,22 @@ enum SendError {
     Midway(io::Error),
 }
 
-/// Streams a message: `+OK`, the stuffed body, and the terminator in the same flush.
+/// Streams a message: `+OK`, the stuffed body, and the terminator in the same flush. Returns
+/// the octets of the body as sent, terminator excluded.
 fn send_message<W: Write>(
     out: &mut W,
     maildrop: &mut dyn Maildrop,
     index: usize,
     extent: Extent,
     status: &str,
-) -> Result<(), SendError> {
+) -> Result<u64, SendError> {
     let mut reader = maildrop.reader(index).map_err(SendError::Refused)?;
     wire::write_ok(out, status).map_err(SendError::Client)?;
-    let mut writer = MessageWriter::new(out, extent);
+    let mut counted = Counted {
+        inner: out,
+        octets: 0,
+    };
+    let mut writer = MessageWriter::new(&mut counted, extent);
     let mut buf = vec![0u8; FILE_CHUNK];
     while !writer.is_done() {
         let n = match reader.read(&mut buf) {
@@ -413,7 +466,28 @@ fn send_message<W: Write>(
         writer.write(&buf[..n]).map_err(SendError::Client)?;
     }
     writer.finish().map_err(SendError::Client)?;
-    out.flush().map_err(SendError::Client)
+    // The terminator `.` CRLF is the last thing finish() writes.
+    let body = counted.octets.saturating_sub(3);
+    out.flush().map_err(SendError::Client)?;
+    Ok(body)
+}
+
+/// Counts the octets that pass through to the client.
+struct Counted<'w, W: Write> {
+    inner: &'w mut W,
+    octets: u64,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.octets += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The capability list (RFC 2449 §5): STLS only while it can be used (RFC 2595 §4), USER only

@@ -154,13 +154,17 @@ impl Transaction {
     }
 
     /// Counts a message sent by RETR or TOP for the end-of-session line.
-    pub(super) fn count_sent(&self, index: usize, extent: Extent, stats: &mut Stats) {
+    /// `octets` is what went on the wire for the text (TOP's count; RETR counts its size).
+    pub(super) fn count_sent(&self, index: usize, extent: Extent, octets: u64, stats: &mut Stats) {
         match extent {
             Extent::Whole => {
                 stats.retr += 1;
                 stats.retr_octets += self.maildrop.messages()[index].size;
             }
-            Extent::Top(_) => stats.top += 1,
+            Extent::Top(_) => {
+                stats.top += 1;
+                stats.top_octets += octets;
+            }
         }
     }
 
@@ -178,6 +182,7 @@ impl Transaction {
         let summary = self.maildrop.commit(&self.deleted)?;
         stats.deleted = summary.deleted as u64;
         stats.deleted_octets = deleted_octets;
+        stats.mailbox_bytes = Some((summary.bytes_before, summary.bytes_after));
         Ok(left)
     }
 }
