@@ -233,3 +233,40 @@ fn the_quote_detector_takes_a_long_run_of_gt_in_constant_memory() {
     assert_eq!(q.step(b'x'), Step::Mismatch);
     assert_eq!((q.gts, q.from), (0, 1));
 }
+
+#[test]
+fn random_garbage_scans_into_ordered_messages_whose_sizes_match_their_bytes() {
+    let pieces: [&[u8]; 9] = [
+        b"From ", b"\n", b"\r\n", b"\0", b"x", b">From ", b"\n\n", b"S: 1", b"\r",
+    ];
+    let mut seed = 11;
+    for _ in 0..2000 {
+        let n = (lcg(&mut seed) % 30) as usize;
+        let bytes: Vec<u8> = (0..n)
+            .flat_map(|_| pieces[(lcg(&mut seed) % pieces.len() as u64) as usize].to_vec())
+            .collect();
+        let whole = scan_bytes(&bytes, bytes.len().max(1));
+        let mut prev_end = 0;
+        for m in &whole.messages {
+            assert!(
+                prev_end <= m.start && m.start < m.data && m.data <= m.end,
+                "{bytes:?}"
+            );
+            assert!(m.end as usize <= bytes.len());
+            assert!(bytes[m.start as usize..].starts_with(b"From "));
+            assert_eq!(
+                m.size,
+                sent(&bytes[m.data as usize..m.end as usize]),
+                "{bytes:?}"
+            );
+            prev_end = m.end;
+        }
+        for chunk in [1, 2, 5] {
+            assert_eq!(
+                scan_bytes(&bytes, chunk).messages,
+                whole.messages,
+                "{bytes:?}"
+            );
+        }
+    }
+}
