@@ -17,12 +17,16 @@ fn lcg(seed: &mut u64) -> u64 {
 /// or no final newline at all.
 fn random_mbox(seed: &mut u64) -> Vec<u8> {
     let mut out = Vec::new();
-    if lcg(seed) % 3 == 0 {
+    if lcg(seed).is_multiple_of(3) {
         out.extend_from_slice(b"preamble \0 text\n\n");
     }
     let n = 1 + lcg(seed) % 6;
     for i in 0..n {
-        let eol: &[u8] = if lcg(seed) % 2 == 0 { b"\n" } else { b"\r\n" };
+        let eol: &[u8] = if lcg(seed).is_multiple_of(2) {
+            b"\n"
+        } else {
+            b"\r\n"
+        };
         out.extend_from_slice(format!("From s{i} Thu Nov 26 09:00:00 2026").as_bytes());
         out.extend_from_slice(eol);
         out.extend_from_slice(format!("Subject: {i} {}", lcg(seed) % 3).as_bytes());
@@ -36,11 +40,11 @@ fn random_mbox(seed: &mut u64) -> Vec<u8> {
             out.extend_from_slice(eol);
         }
         let last = i + 1 == n;
-        if !(last && lcg(seed) % 3 == 0) {
+        if !(last && lcg(seed).is_multiple_of(3)) {
             out.extend_from_slice(eol);
         }
     }
-    if lcg(seed) % 4 == 0 {
+    if lcg(seed).is_multiple_of(4) {
         out.extend_from_slice(b"unterminated");
     }
     out
@@ -60,9 +64,12 @@ fn random_commits_keep_exactly_the_right_bytes_and_uids() {
         let _ = std::fs::remove_file(dir.path().join("u.poplar-index"));
         let drop = store.open(&user).unwrap();
         let infos = drop.messages().to_vec();
-        let deleted: Vec<bool> = infos.iter().map(|_| lcg(&mut seed) % 2 == 0).collect();
+        let deleted: Vec<bool> = infos
+            .iter()
+            .map(|_| lcg(&mut seed).is_multiple_of(2))
+            .collect();
         // Mail appended during the session.
-        let late: &[u8] = if lcg(&mut seed) % 2 == 0 {
+        let late: &[u8] = if lcg(&mut seed).is_multiple_of(2) {
             b"\nFrom late\nS: l\n\nlate\n\n"
         } else {
             b""
