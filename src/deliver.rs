@@ -100,7 +100,8 @@ pub fn run(d: &Deliver) -> ExitCode {
     );
     match result {
         Ok(n) => {
-            log::info!("delivered {n} octets to {}", path.display());
+            // Quiet on success: an MTA may pass a mailbox_command's output on.
+            log::debug!("delivered {n} octets to {}", path.display());
             ExitCode::SUCCESS
         }
         Err(e) => {

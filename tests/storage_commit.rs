@@ -2,6 +2,8 @@
 //! before the first deleted message, the kept messages with their separators, and the mail
 //! appended during the session; every kept message keeps its UID.
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
 use poplar::mailbox::mbox::MboxStore;
 use poplar::mailbox::template::MailTemplate;
 use poplar::mailbox::{MailStore, UserName};
@@ -61,6 +63,8 @@ fn random_commits_keep_exactly_the_right_bytes_and_uids() {
     for round in 0..80 {
         let bytes = random_mbox(&mut seed);
         std::fs::write(&path, &bytes).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let before = std::fs::metadata(&path).unwrap();
         let _ = std::fs::remove_file(dir.path().join("u.poplar-index"));
         let drop = store.open(&user).unwrap();
         let infos = drop.messages().to_vec();
@@ -101,6 +105,13 @@ fn random_commits_keep_exactly_the_right_bytes_and_uids() {
             std::fs::read(&path).unwrap(),
             want,
             "round {round} {deleted:?}"
+        );
+        let after = std::fs::metadata(&path).unwrap();
+        let id = |m: &std::fs::Metadata| (m.dev(), m.ino(), m.uid(), m.gid(), m.mode());
+        assert_eq!(
+            id(&after),
+            id(&before),
+            "in place: inode, owner, group and mode kept"
         );
 
         let again = store.open(&user).unwrap();
