@@ -110,6 +110,9 @@ fn the_index_saves_reading_and_writing_and_is_never_trusted_blindly() {
         written < 1 << 20,
         "deleting the last message wrote {written} bytes"
     );
+    eprintln!(
+        "64 MiB mbox: repeat login read {read} bytes; deleting the last message wrote {written}"
+    );
     let after = view(&path);
     assert_eq!(after.bytes_scanned, 0, "the commit left a trusted index");
     assert!(uids(&after)[..] == now[..1024], "a commit keeps UIDs");
