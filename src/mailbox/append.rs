@@ -11,10 +11,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use memchr::memchr;
 
-use super::lock::{LockOptions, lock_for_delivery};
+use super::lock::{LockKind, LockOptions, lock_for_delivery, still_at_path};
 use super::quote::Quoter;
+use super::rollback::{self, Rollback};
 use super::{MailboxError, fault, journal};
 use crate::limits::FILE_CHUNK;
+
+/// Times a delivery opens the mailbox again when it was replaced while waiting for the locks.
+const REOPEN_TRIES: usize = 5;
 
 /// Longest first line taken as the envelope's From_ line.
 const MAX_ENVELOPE_LINE: usize = 998;
@@ -71,30 +75,63 @@ pub fn append(
     locks: &LockOptions,
     when: SystemTime,
 ) -> Result<u64, AppendError> {
-    let file = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(AppendError::NoMailbox),
-        Err(e) => return Err(e.into()),
-    };
-    let _locks = lock_for_delivery(path, &file, locks)?;
-    journal::replay(path, &file)?;
-    let old_len = file.metadata()?.len();
-    match write_message(&file, old_len, sender, input, when) {
-        Ok(n) => Ok(n),
-        Err(e) => {
-            // Leave the mbox exactly as it was.
-            file.set_len(old_len)?;
-            file.sync_all()?;
-            Err(e)
+    // A mail reader may replace the mbox by rename, or remove it, while we wait for the
+    // locks: then the file we opened is no longer the mailbox, and we open it again.
+    for _ in 0..REOPEN_TRIES {
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(AppendError::NoMailbox),
+            Err(e) => return Err(e.into()),
+        };
+        let held = lock_for_delivery(path, &file, locks)?;
+        if !still_at_path(path, &file)? {
+            drop(held);
+            continue;
         }
+        journal::replay(path, &file)?;
+        let fcntl = locks.order.contains(&LockKind::Fcntl);
+        if rollback::recover(path, &file, fcntl)? == Rollback::Owned {
+            return Err(AppendError::Busy);
+        }
+        return append_locked(path, &file, sender, input, when);
     }
+    Err(AppendError::Io(io::Error::other(
+        "the mailbox keeps being replaced; try again later",
+    )))
+}
+
+/// Appends under the locks: the rollback note first, then the message, then its sync, then
+/// the note's removal. Any failure truncates back to the old length.
+fn append_locked(
+    path: &Path,
+    file: &File,
+    sender: Option<&str>,
+    input: &mut dyn Read,
+    when: SystemTime,
+) -> Result<u64, AppendError> {
+    let old_len = file.metadata()?.len();
+    let note = rollback::begin(path, file, old_len)?;
+    let written = write_message(file, old_len, sender, input, when);
+    let result = match written {
+        // Until the note is gone (and that is synced) a recovery would undo this delivery,
+        // so a note that cannot be removed makes the delivery fail too.
+        Ok(n) => note.done().map(|()| n).map_err(AppendError::from),
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        // Leave the mbox exactly as it was.
+        file.set_len(old_len)?;
+        file.sync_all()?;
+        rollback::recover(path, file, true)?;
+    }
+    result
 }
 
 fn write_message(

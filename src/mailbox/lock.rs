@@ -81,6 +81,18 @@ pub fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Whether `path` still names the file open as `file`. A mail reader may replace the mbox by
+/// rename, or remove it when empty, while we wait for the locks; then what we hold locks an
+/// orphan that nobody reads again.
+pub fn still_at_path(path: &Path, file: &File) -> io::Result<bool> {
+    let open = file.metadata()?;
+    match std::fs::metadata(path) {
+        Ok(m) => Ok((m.dev(), m.ino()) == (open.dev(), open.ino())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Holds `<mbox>.poplar-lock` with flock for a session's whole life, so that sessions on one
 /// mailbox are exclusive across poplar processes; the kernel drops it when the process dies.
 #[derive(Debug)]

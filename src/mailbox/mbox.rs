@@ -7,14 +7,17 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::index::Extent;
-use super::lock::{LockOptions, SessionLock, lock_for_delivery};
+use super::lock::{LockKind, LockOptions, SessionLock, lock_for_delivery, still_at_path};
 use super::quote::Unquote;
 use super::template::MailTemplate;
 use super::uid::{self, ViewOptions};
 use super::{
     CommitSummary, LockGuard, LockTable, MailStore, MailboxError, Maildrop, MessageInfo, UserName,
-    commit, journal,
+    commit, journal, rollback,
 };
+
+/// Times a login opens the mailbox again when it was replaced while waiting for the locks.
+const REOPEN_TRIES: usize = 5;
 
 /// Bytes at the end of the scanned region that are re-read to detect a rewrite.
 const BOUNDARY_CHECK: u64 = 1024;
@@ -60,12 +63,20 @@ impl MboxStore {
         let _guard = self.locks.acquire(lock_key(&path)?)?;
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         let _locks = lock_for_delivery(&path, &file, &self.options.locks)?;
-        Ok(journal::replay(&path, &file)?)
+        Ok(recover_locked(&path, &file, &self.options.locks)?)
     }
 }
 
+/// Finishes what a crash interrupted, under the delivery locks: a commit (its journal), then
+/// a delivery (its note).
+fn recover_locked(path: &Path, file: &File, locks: &LockOptions) -> io::Result<journal::Replay> {
+    let replay = journal::replay(path, file)?;
+    rollback::recover(path, file, locks.order.contains(&LockKind::Fcntl))?;
+    Ok(replay)
+}
+
 fn journal_exists(mbox: &Path) -> bool {
-    super::lock::sidecar(mbox, ".poplar-journal").exists()
+    super::lock::sidecar(mbox, ".poplar-journal").exists() || rollback::note_path(mbox).exists()
 }
 
 impl MailStore for MboxStore {
@@ -173,20 +184,27 @@ impl MboxDrop {
             _session: None,
             _guard: guard,
         };
-        let file = match OpenOptions::new().read(true).write(true).open(&drop.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(drop),
-            Err(e) => return Err(e.into()),
-        };
-        if !file.metadata()?.is_file() {
-            return Err(MailboxError::Io(io::Error::other(
-                "mailbox is not a regular file",
-            )));
-        }
-        drop._session = Some(SessionLock::acquire(&drop.path)?);
-        {
-            let _locks = lock_for_delivery(&drop.path, &file, &options.locks)?;
-            journal::replay(&drop.path, &file)?;
+        // A mail reader may replace the mbox by rename while we wait for the locks; then we
+        // open it again rather than scan a file that is no longer the mailbox.
+        for _ in 0..REOPEN_TRIES {
+            let file = match OpenOptions::new().read(true).write(true).open(&drop.path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(drop),
+                Err(e) => return Err(e.into()),
+            };
+            if !file.metadata()?.is_file() {
+                return Err(MailboxError::Io(io::Error::other(
+                    "mailbox is not a regular file",
+                )));
+            }
+            if drop._session.is_none() {
+                drop._session = Some(SessionLock::acquire(&drop.path)?);
+            }
+            let locks = lock_for_delivery(&drop.path, &file, &options.locks)?;
+            if !still_at_path(&drop.path, &file)? {
+                continue;
+            }
+            recover_locked(&drop.path, &file, &options.locks)?;
             let view = uid::reconcile(&drop.path, &file, options.view)?;
             log::debug!(
                 "{}: {} messages, {} of {} bytes read",
@@ -199,14 +217,21 @@ impl MboxDrop {
             drop.extents = view.extents;
             drop.infos = view.infos;
             drop.len = view.len;
+            std::mem::drop(locks);
+            drop.file = Some(file);
+            return Ok(drop);
         }
-        drop.file = Some(file);
-        Ok(drop)
+        Err(MailboxError::Changed)
     }
 
+    /// Checks that the mailbox is still the file scanned at login (not replaced by rename
+    /// or removed: our descriptor would still show the old file) and still starts with the
+    /// scanned bytes.
     fn check_unchanged(&self) -> Result<(), MailboxError> {
         match (&self.file, &self.snapshot) {
-            (Some(f), Some(s)) if !s.still_holds(f)? => Err(MailboxError::Changed),
+            (Some(f), Some(s)) if !still_at_path(&self.path, f)? || !s.still_holds(f)? => {
+                Err(MailboxError::Changed)
+            }
             _ => Ok(()),
         }
     }

@@ -10,6 +10,7 @@ pub mod lock;
 pub mod mbox;
 pub mod memory;
 pub mod quote;
+pub mod rollback;
 pub mod scan;
 pub mod template;
 pub mod uid;
