@@ -19,7 +19,7 @@ use md5::{Digest, Md5};
 
 use super::fault;
 use super::index::{HEADER_LEN, RECORD_LEN};
-use super::lock::sidecar;
+use super::lock::{create_fresh, ours, sidecar};
 use super::uid::{open_index, sync_dir};
 use crate::limits::FILE_CHUNK;
 
@@ -133,16 +133,21 @@ pub struct JournalWriter {
 }
 
 impl JournalWriter {
-    /// Creates (or empties) the journal file at `path`.
-    pub fn create(path: &Path) -> io::Result<JournalWriter> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(path)?;
+    /// Creates the journal file at `path`; `fresh` first removes a leftover there (for the
+    /// `.new` file of an interrupted replay), else an existing file is an error: a commit
+    /// never overwrites a journal, which the login's replay has removed if it was ours.
+    pub fn create(path: &Path, fresh: bool) -> io::Result<JournalWriter> {
+        let file = if fresh {
+            create_fresh(path)?
+        } else {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(path)?
+        };
         Ok(JournalWriter {
             file,
             path: path.to_owned(),
@@ -245,6 +250,16 @@ pub fn replay(mbox: &Path, file: &File) -> io::Result<Replay> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replay::Clean),
         Err(e) => return Err(e),
     };
+    if !ours(&journal)? {
+        log::error!(
+            "{}: journal not made by poplar (another owner); not applied",
+            path.display()
+        );
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "journal owned by another user",
+        ));
+    }
     let Some(head) = read_complete(&journal)? else {
         log::warn!("{}: discarding an incomplete journal", path.display());
         std::fs::remove_file(&path)?;
@@ -276,8 +291,10 @@ fn read_complete(journal: &File) -> io::Result<Option<Head>> {
     let Some(head) = Head::decode(&b) else {
         return Ok(None);
     };
-    let payload = head.mbox_payload() + head.index_len;
-    if journal.metadata()?.len() != HEAD_LEN + payload {
+    let Some(payload) = head.mbox_payload().checked_add(head.index_len) else {
+        return Ok(None);
+    };
+    if Some(journal.metadata()?.len()) != payload.checked_add(HEAD_LEN) {
         return Ok(None);
     }
     let mut md5 = Md5::new();
@@ -346,7 +363,7 @@ fn rejournal(
         mbox.display()
     );
     let next = sidecar(path, ".new");
-    let mut w = JournalWriter::create(&next)?;
+    let mut w = JournalWriter::create(&next, true)?;
     let mbox_end = HEAD_LEN + head.mbox_payload();
     w.copy_from(journal, HEAD_LEN, mbox_end)?;
     w.copy_from(file, head.old_len, cur)?;

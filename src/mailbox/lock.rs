@@ -7,6 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::fcntl::{FcntlArg, fcntl};
@@ -79,6 +80,30 @@ pub fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
+}
+
+/// Whether a sidecar file may be believed: a regular file owned by us or by root. Where other
+/// users may create files beside the mbox, one of theirs must not steer a replay or a scan.
+pub fn ours(file: &File) -> io::Result<bool> {
+    let m = file.metadata()?;
+    Ok(m.is_file() && (m.uid() == nix::unistd::geteuid().as_raw() || m.uid() == 0))
+}
+
+/// Creates `path` afresh for writing (mode 0600, no symlink followed), removing a leftover of
+/// an interrupted run first: we never write into a file someone else made.
+pub fn create_fresh(path: &Path) -> io::Result<File> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
 }
 
 /// Whether `path` still names the file open as `file`. A mail reader may replace the mbox by
@@ -216,32 +241,74 @@ fn dotlock(mbox: &Path, opts: &LockOptions, deadline: Instant) -> Result<PathBuf
     let path = sidecar(mbox, ".lock");
     let mut attempt = 0;
     loop {
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&path)
-        {
-            Ok(mut f) => {
-                if let Err(e) = f.write_all(dotlock_text().as_bytes()) {
-                    let _ = std::fs::remove_file(&path);
-                    return Err(e.into());
-                }
-                return Ok(path);
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                if let Some(why) = stale(&path, mbox, opts.stale_after)? {
-                    log::warn!("breaking stale dotlock {}: {why}", path.display());
-                    match std::fs::remove_file(&path) {
-                        Ok(()) => continue,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                wait(deadline, &mut attempt)?;
-            }
-            Err(e) => return Err(e.into()),
+        if try_dotlock(&path)? {
+            return Ok(path);
         }
+        let seen = std::fs::symlink_metadata(&path).map(|m| m.ino()).ok();
+        if let Some(why) = stale(&path, mbox, opts.stale_after)? {
+            // Only the lock we judged: another taker may have broken it and made a new one.
+            if std::fs::symlink_metadata(&path).map(|m| m.ino()).ok() == seen {
+                log::warn!("breaking stale dotlock {}: {why}", path.display());
+                match std::fs::remove_file(&path) {
+                    Ok(()) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        wait(deadline, &mut attempt)?;
+    }
+}
+
+/// Tries once to create the dotlock `path` with our pid and host in it; whether we got it.
+/// The text goes into a unique file first, which is then hard-linked to the lock name (as
+/// liblockfile and procmail do), so that a process killed at any instant never leaves an
+/// empty dotlock, which nobody could tell from a live one for `--stale-lock-age`.
+fn try_dotlock(path: &Path) -> io::Result<bool> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let unique = format!(
+        ".{}.{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let tmp = sidecar(path, &unique);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    let linked = f.write_all(dotlock_text().as_bytes()).and_then(|()| {
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            // NFS may report a failure for a link that was made.
+            Err(_) if f.metadata()?.nlink() == 2 => Ok(true),
+            Err(e) => Err(e),
+        }
+    });
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        // A file system without hard links: create the lock directly.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP)) => {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(path)
+            {
+                Ok(mut f) => {
+                    if let Err(e) = f.write_all(dotlock_text().as_bytes()) {
+                        let _ = std::fs::remove_file(path);
+                        return Err(e);
+                    }
+                    Ok(true)
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+        other => other,
     }
 }
 
@@ -352,6 +419,9 @@ mod tests {
         ));
         drop(held);
         assert!(!sidecar(&mbox, ".lock").exists());
+        // The unique file the lock was linked from is gone too.
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "{names:?}");
     }
 
     #[test]

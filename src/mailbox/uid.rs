@@ -10,7 +10,7 @@ use std::path::Path;
 
 use super::MessageInfo;
 use super::index::{self, Extent, Header, Record, RecordWriter};
-use super::lock::sidecar;
+use super::lock::{create_fresh, ours, sidecar};
 use super::scan::{self, Found};
 
 /// How messages are presented to sessions.
@@ -118,13 +118,18 @@ pub fn open_index(mbox: &Path) -> io::Result<File> {
 pub fn reconcile(mbox: &Path, file: &File, opts: ViewOptions) -> io::Result<View> {
     let index = open_index(mbox)?;
     let meta = file.metadata()?;
+    if !ours(&index)? {
+        // Someone else's file: believe none of it; the rebuild renames ours over it.
+        log::warn!("{}: index not made by poplar; rebuilt", mbox.display());
+        return rebuild(mbox, None, file, opts);
+    }
     if let Some(h) = index::read_header(&index)?
         && trusted(&h, &meta, file)?
         && let Some(view) = grow(&index, &h, file, opts)?
     {
         return Ok(view);
     }
-    rebuild(mbox, &index, file, opts)
+    rebuild(mbox, Some(&index), file, opts)
 }
 
 fn trusted(h: &Header, meta: &std::fs::Metadata, file: &File) -> io::Result<bool> {
@@ -222,13 +227,17 @@ pub fn write_header(
 
 /// The slow path: scan everything, match old serials by digest, write a whole new index
 /// beside the old one and rename it into place.
-fn rebuild(mbox: &Path, old: &File, file: &File, opts: ViewOptions) -> io::Result<View> {
-    let (epoch, mut next) = match index::read_header(old)? {
+fn rebuild(mbox: &Path, old: Option<&File>, file: &File, opts: ViewOptions) -> io::Result<View> {
+    let header = match old {
+        Some(f) => index::read_header(f)?,
+        None => None,
+    };
+    let (epoch, mut next) = match &header {
         Some(h) => (h.epoch, h.next_serial.max(1)),
         None => (index::new_epoch(mbox), 1),
     };
     let mut serials: HashMap<[u8; 16], VecDeque<u64>> = HashMap::new();
-    if index::read_header(old)?.is_some() {
+    if let (Some(old), Some(_)) = (old, &header) {
         for r in index::records(old, 0) {
             if let Some(r) = r? {
                 next = next.max(r.serial + 1);
@@ -237,14 +246,7 @@ fn rebuild(mbox: &Path, old: &File, file: &File, opts: ViewOptions) -> io::Resul
         }
     }
     let tmp_path = sidecar(mbox, ".poplar-index.tmp");
-    let tmp = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&tmp_path)?;
+    let tmp = create_fresh(&tmp_path)?;
     let mut b = Builder {
         opts,
         epoch,
