@@ -182,3 +182,47 @@ fn a_mailbox_replaced_by_rename_during_a_session_refuses_retr_and_quit() {
     assert!(r.starts_with("-ERR [SYS/TEMP]"), "{r}");
     assert_eq!(std::fs::read(&path).unwrap(), rewritten);
 }
+
+#[test]
+fn a_delivery_killed_during_a_session_is_not_carried_over_by_its_commit() {
+    let original = mbox(&[b"Subject: one\n\nfirst\n", b"Subject: two\n\nsecond\n"]);
+    let dir = mail_dir(USERS, &[("alice", &original)]);
+    let server = ServerProcess::spawn(dir.path(), &[], &[]);
+    let mut c = server.connect();
+    c.login("alice", "pw");
+    kill_a_delivery_midway(dir.path());
+    assert!(c.cmd("DELE 1").starts_with("+OK"));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    let want = mbox(&[b"Subject: two\n\nsecond\n"]);
+    assert_eq!(std::fs::read(dir.path().join("mail/alice")).unwrap(), want);
+    assert!(!dir.path().join("mail/alice.poplar-append").exists());
+}
+
+#[test]
+fn a_same_length_rewrite_with_its_mtime_restored_deletes_nothing() {
+    let tail = "the same tail line\n".repeat(200);
+    let one = format!("Subject: one\n\nfirst {}\n", "x".repeat(40));
+    let two = format!("Subject: two\n\nsecond {}\n", "y".repeat(40));
+    let three = format!("Subject: three\n\n{tail}");
+    let original = mbox(&[one.as_bytes(), two.as_bytes(), three.as_bytes()]);
+    let dir = mail_dir(USERS, &[("alice", &original)]);
+    let path = dir.path().join("mail/alice");
+    let server = ServerProcess::spawn(dir.path(), &[], &[]);
+    let mut c = server.connect();
+    c.login("alice", "pw");
+    // A mail reader moves 11 octets from message 2 into message 1 (so message 2 starts 11
+    // octets later), at the same length, and puts the old mtime back.
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let one2 = format!("Subject: one\n\nfirst {}\n", "x".repeat(51));
+    let two2 = format!("Subject: two\n\nsecond {}\n", "y".repeat(29));
+    let rewritten = mbox(&[one2.as_bytes(), two2.as_bytes(), three.as_bytes()]);
+    assert_eq!(rewritten.len(), original.len());
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &rewritten, 0).unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    assert!(c.cmd("DELE 2").starts_with("+OK"));
+    let r = c.cmd("QUIT");
+    assert!(r.starts_with("-ERR [SYS/TEMP]"), "{r}");
+    assert_eq!(std::fs::read(&path).unwrap(), rewritten);
+}

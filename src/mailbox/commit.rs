@@ -42,7 +42,7 @@ pub fn commit(
     };
     let current = file.metadata()?.len();
     let path = sidecar(mbox, ".poplar-journal");
-    let mut w = JournalWriter::create(&path)?;
+    let mut w = JournalWriter::create(&path, false)?;
     let plan = Plan {
         file,
         index: &index,
@@ -56,7 +56,7 @@ pub fn commit(
         Ok(h) => h,
         Err(e) => {
             w.abandon();
-            return Err(e.into());
+            return Err(e);
         }
     };
     let new_len = head.new_len;
@@ -114,7 +114,17 @@ impl Plan<'_> {
     }
 
     /// Writes the journal payload; returns the head to finish it with.
-    fn write(&self, w: &mut JournalWriter, old: &Header) -> io::Result<Head> {
+    fn write(&self, w: &mut JournalWriter, old: &Header) -> Result<Head, MailboxError> {
+        // The session's change check samples the file; before bytes are dropped, every
+        // message from the first deleted one on must still start where it did (a rewrite at
+        // the same length with its mtime restored would pass the sample).
+        for e in &self.extents[self.first..] {
+            let mut from = [0u8; 5];
+            self.file.read_exact_at(&mut from, e.start)?;
+            if &from != b"From " {
+                return Err(MailboxError::Changed);
+            }
+        }
         let region_start = self.extents[self.first].start;
         for i in self.kept() {
             w.copy_from(self.file, self.extents[i].start, self.next_start(i))?;

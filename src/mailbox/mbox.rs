@@ -275,6 +275,12 @@ impl Maildrop for MboxDrop {
         };
         let _locks = lock_for_delivery(&self.path, file, &self.options.locks)?;
         self.check_unchanged()?;
+        // A delivery killed since login left its partial message after the scanned bytes:
+        // truncate it away now, or the commit would carry it over as mail.
+        let fcntl = self.options.locks.order.contains(&LockKind::Fcntl);
+        if rollback::recover(&self.path, file, fcntl)? == rollback::Rollback::Owned {
+            return Err(MailboxError::Busy);
+        }
         let summary = commit::commit(&self.path, file, &self.extents, self.len, deleted)?;
         log::debug!("committed {}: {summary:?}", self.path.display());
         Ok(summary)
