@@ -83,11 +83,29 @@ struct Model {
     sent: BTreeMap<u64, Vec<u8>>,
     /// Must be present exactly once; the UID once seen.
     present: BTreeMap<u64, Option<String>>,
-    /// Present once or gone (a QUIT without a reply, a delivery killed at its very end).
-    either: BTreeSet<u64>,
+    /// Present once or gone (a QUIT without a reply: true; a killed delivery: false).
+    either: BTreeMap<u64, bool>,
     /// Must never show up (deleted with `+OK`, or a delivery that failed).
     gone: BTreeSet<u64>,
     next_id: u64,
+    stats: Stats,
+}
+
+/// What the rounds did, for the closing line.
+#[derive(Default, Debug)]
+struct Stats {
+    /// QUITs answered `+OK` before the kill.
+    confirmed: u64,
+    /// QUITs cut short by the kill.
+    killed: u64,
+    /// Messages whose deletion was cut short and found done after recovery.
+    deletions_done: u64,
+    /// Messages whose deletion was cut short and found still there.
+    deletions_undone: u64,
+    /// Killed slow deliveries found complete.
+    deliveries_finished: u64,
+    /// Killed slow deliveries found rolled back.
+    deliveries_undone: u64,
 }
 
 impl Model {
@@ -121,10 +139,14 @@ impl Model {
                 Some(Some(old)) => assert_eq!(old, uid, "{ctx}: message {id} changed its UID"),
                 Some(slot) => *slot = Some(uid.clone()),
                 None => {
-                    assert!(
-                        self.either.remove(&id),
-                        "{ctx}: message {id} was never delivered"
-                    );
+                    let Some(deletion) = self.either.remove(&id) else {
+                        panic!("{ctx}: message {id} was never delivered");
+                    };
+                    if deletion {
+                        self.stats.deletions_undone += 1;
+                    } else {
+                        self.stats.deliveries_finished += 1;
+                    }
                     self.present.insert(id, Some(uid.clone()));
                 }
             }
@@ -135,8 +157,14 @@ impl Model {
         for id in self.present.keys() {
             assert!(count.contains_key(id), "{ctx}: message {id} was lost");
         }
-        let settled: Vec<u64> = std::mem::take(&mut self.either).into_iter().collect();
-        self.gone.extend(settled);
+        for (id, deletion) in std::mem::take(&mut self.either) {
+            if deletion {
+                self.stats.deletions_done += 1;
+            } else {
+                self.stats.deliveries_undone += 1;
+            }
+            self.gone.insert(id);
+        }
     }
 }
 
@@ -193,7 +221,8 @@ fn round(
         // Recovery by a delivery before any server runs.
         let (id, m) = model.make(rng);
         let (code, err) = deliver(dir, "alice", &["--lock-timeout", "30"], &m);
-        assert_eq!(code, 0, "{err}");
+        let lock = std::fs::read(dir.join("mail/alice.lock"));
+        assert_eq!(code, 0, "{err}; dotlock: {lock:?}");
         model.present.insert(id, None);
     }
     let server = ServerProcess::spawn(dir, &["--lock-timeout", "30"], &[]);
@@ -251,11 +280,15 @@ fn round(
             // Aim the next kills at about twice this commit's length.
             *window = (took * 2).max(Duration::from_millis(2));
         }
+        model.stats.confirmed += 1;
     } else {
         for id in &marked {
             model.present.remove(id);
-            model.either.insert(*id);
+            model.either.insert(*id, true);
         }
+        model.stats.killed += 1;
+        // Killed before the reply: widen the window so that some commits also finish.
+        *window = (*window * 3 / 2).min(Duration::from_secs(2));
     }
     for (id, racer) in racers {
         if racer.join().unwrap() {
@@ -272,7 +305,7 @@ fn round(
             model.gone.insert(slow_id);
         }
         None => {
-            model.either.insert(slow_id);
+            model.either.insert(slow_id, false);
         }
     }
 }
@@ -321,10 +354,11 @@ fn random_kills_during_commits_and_deliveries_lose_nothing() {
     assert!(c.cmd("QUIT").starts_with("+OK"));
     eprintln!(
         "torture: {rounds} rounds in {:.1} s; {} messages kept, {} deleted or never delivered, \
-         kill window {:?}",
+         kill window {:?}; {:?}",
         started.elapsed().as_secs_f64(),
         model.present.len(),
         model.gone.len(),
-        window
+        window,
+        model.stats
     );
 }
