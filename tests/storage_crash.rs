@@ -150,3 +150,35 @@ fn running_out_of_space_during_commit_deletes_nothing() {
     std::fs::write(mail.join("alice"), mbox(&refs)).unwrap();
     enospc_leaves_everything(dir.path(), &[]);
 }
+
+#[test]
+fn a_journal_for_bytes_a_mail_reader_has_since_removed_is_set_aside() {
+    let msgs = messages();
+    let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+    let dir = mail_dir(USERS, &[("alice", &mbox(&refs))]);
+    crash_at(dir.path(), "applied");
+    // While poplar is down a mail reader breaks the stale dotlock and empties the mailbox.
+    std::fs::remove_file(dir.path().join("mail/alice.lock")).unwrap();
+    let path = dir.path().join("mail/alice");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let server = ServerProcess::spawn(dir.path(), &[], &[]);
+    let mut c = server.connect();
+    c.login("alice", "pw");
+    assert!(c.cmd("STAT").starts_with("+OK 0 "));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"",
+        "the journal wrote past the end"
+    );
+    assert!(
+        server.log().contains("not applied, kept as"),
+        "{}",
+        server.log()
+    );
+}

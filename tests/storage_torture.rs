@@ -106,6 +106,8 @@ struct Stats {
     deliveries_finished: u64,
     /// Killed slow deliveries found rolled back.
     deliveries_undone: u64,
+    /// Deliveries that aborted at a fault inside their replay of a journal.
+    recoveries_aborted: u64,
 }
 
 impl Model {
@@ -218,12 +220,25 @@ fn round(
     seed: u64,
 ) {
     if n % 3 == 1 {
-        // Recovery by a delivery before any server runs.
+        // Recovery by a delivery before any server runs; half the time that delivery aborts
+        // at a step of the replay (a second fault during recovery).
         let (id, m) = model.make(rng);
-        let (code, err) = deliver(dir, "alice", &["--lock-timeout", "30"], &m);
-        let lock = std::fs::read(dir.join("mail/alice.lock"));
-        assert_eq!(code, 0, "{err}; dotlock: {lock:?}");
-        model.present.insert(id, None);
+        let fault = rng
+            .chance(50)
+            .then(|| REPLAY_STEPS[rng.below(REPLAY_STEPS.len() as u64) as usize]);
+        match deliver_with_fault(dir, &m, fault) {
+            Ok(()) => {
+                model.present.insert(id, None);
+            }
+            Err(None) => {
+                model.stats.recoveries_aborted += 1;
+                model.either.insert(id, false);
+            }
+            Err(Some(err)) => {
+                let lock = std::fs::read(dir.join("mail/alice.lock"));
+                panic!("round {n}: delivery failed: {err}; dotlock: {lock:?}");
+            }
+        }
     }
     let server = ServerProcess::spawn(dir, &["--lock-timeout", "30"], &[]);
     let mut c = server.connect();
@@ -307,6 +322,46 @@ fn round(
         None => {
             model.either.insert(slow_id, false);
         }
+    }
+}
+
+/// The replay's crash points (`src/mailbox/journal.rs`).
+const REPLAY_STEPS: &[&str] = &[
+    "apply-partial",
+    "applied",
+    "truncated",
+    "state-marked",
+    "journal-removed",
+];
+
+/// Runs `poplar deliver` with `POPLAR_FAULT` set to `fault`: `Ok` if it delivered, `Err(None)`
+/// if it aborted at the fault, `Err(Some(why))` if it failed otherwise.
+fn deliver_with_fault(
+    dir: &std::path::Path,
+    msg: &[u8],
+    fault: Option<&str>,
+) -> Result<(), Option<String>> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_poplar"));
+    cmd.arg("deliver")
+        .arg("--mail")
+        .arg(format!("{}/mail/%n", dir.display()))
+        .args(["--lock-timeout", "30", "alice"])
+        .env_remove("POPLAR_FAULT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(f) = fault {
+        cmd.env("POPLAR_FAULT", f);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(msg);
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    match (out.status.success(), out.status.signal()) {
+        (true, _) => Ok(()),
+        (false, Some(_)) if fault.is_some() => Err(None),
+        _ => Err(Some(String::from_utf8_lossy(&out.stderr).into_owned())),
     }
 }
 

@@ -268,16 +268,27 @@ pub fn replay(mbox: &Path, file: &File) -> io::Result<Replay> {
     };
     let meta = file.metadata()?;
     if (meta.dev(), meta.ino()) != (head.dev, head.ino) {
-        let aside = sidecar(&path, &format!(".orphan-{}", std::process::id()));
-        log::error!(
-            "{}: journal belongs to a file no longer at this path; kept as {}",
-            path.display(),
-            aside.display()
-        );
-        std::fs::rename(&path, &aside)?;
-        return Ok(Replay::SetAside);
+        return set_aside(mbox, &path, "belongs to a file no longer at this path");
+    }
+    if meta.len() < head.region_start {
+        // Our commit never shortens the file below the region it rewrites: someone else
+        // rewrote it since, and applying would write past its end.
+        return set_aside(mbox, &path, "is for bytes the mailbox no longer has");
     }
     apply(mbox, file, &path, journal, head)
+}
+
+/// Keeps a journal that must not be applied beside the mbox for an operator, and logs it.
+fn set_aside(mbox: &Path, path: &Path, why: &str) -> io::Result<Replay> {
+    let aside = sidecar(path, &format!(".orphan-{}", std::process::id()));
+    log::error!(
+        "{}: journal {why}; not applied, kept as {}",
+        path.display(),
+        aside.display()
+    );
+    std::fs::rename(path, &aside)?;
+    sync_dir(mbox)?;
+    Ok(Replay::SetAside)
 }
 
 /// The head of a journal whose head and payload check out.
