@@ -24,7 +24,11 @@ fn main() -> ExitCode {
             init_logging();
             return poplar::deliver::run(&d);
         }
-        Ok(Action::Seed(s)) => return poplar::seed::run(&s),
+        Ok(Action::Seed(s)) => {
+            // Breaking a stale dotlock is logged as a warning, as for deliver.
+            init_logging();
+            return poplar::seed::run(&s);
+        }
         Ok(Action::Check(c)) => return poplar::check::run(&c),
         Err(e) if args.first().is_some_and(|a| a == "seed") => {
             eprintln!("poplar seed: {e}\n\n{}", poplar::seed::usage());

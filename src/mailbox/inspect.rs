@@ -257,7 +257,9 @@ fn access_problems(mbox: &Path, options: &MboxOptions) -> Vec<String> {
         _ => Path::new("."),
     };
     let mut problems = Vec::new();
-    if access(dir, AccessFlags::W_OK | AccessFlags::X_OK).is_err() {
+    if !dir.is_dir() {
+        problems.push(format!("directory {} does not exist", dir.display()));
+    } else if access(dir, AccessFlags::W_OK | AccessFlags::X_OK).is_err() {
         let what = if options.locks.order.contains(&LockKind::Dotlock) {
             "no dotlock, journal or UID index can be created"
         } else {
