@@ -19,6 +19,7 @@ run: demo-mail
 	@echo "poplar demo (--dev mode) on 127.0.0.1:1110 (mail in $(DEMO)/mail, reset by every 'make run')"
 	@echo "  users: alice (3 messages), bob (1 message), or any new name; any password works"
 	@echo "  try:   telnet 127.0.0.1 1110    then USER alice / PASS alice / STAT / LIST / RETR 1 / DELE 1 / QUIT"
+	@echo "  more mail: ./target/release/poplar seed --dev $(DEMO)/mail --to NAME FILE.eml|DIR|MBOX..."
 	@echo "  stop:  Ctrl-C"
 	@echo
 	exec ./target/release/poplar --dev $(DEMO)/mail --dev-any-password --listen 127.0.0.1:1110

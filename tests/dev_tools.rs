@@ -570,3 +570,25 @@ fn inetd_leaves_other_users_mailboxes_alone_and_recovers_its_own_at_login() {
         "one session touched another user's mailbox"
     );
 }
+
+#[test]
+fn a_failed_copy_to_deleted_stops_the_commit_and_is_cut_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let boxes = seeded_dev_dir(dir.path(), "fred");
+    let original = std::fs::read(boxes.join("fred")).unwrap();
+    std::fs::write(boxes.join("fred.deleted"), b"From old\n\nkept before\n\n").unwrap();
+    let server = DevServer::start(
+        &boxes,
+        &["--dev-keep-deleted"],
+        &[("POPLAR_FAULT", "enospc:keep-deleted")],
+    );
+    let mut c = server.connect("fred");
+    assert!(c.cmd("DELE 1").starts_with("+OK"));
+    let reply = c.cmd("QUIT");
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "{reply}");
+    assert_eq!(std::fs::read(boxes.join("fred")).unwrap(), original);
+    assert_eq!(
+        std::fs::read(boxes.join("fred.deleted")).unwrap(),
+        b"From old\n\nkept before\n\n"
+    );
+}
