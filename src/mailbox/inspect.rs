@@ -385,6 +385,16 @@ mod tests {
     }
 
     #[test]
+    fn a_mailbox_in_a_missing_directory_cannot_be_locked_or_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("gone/m");
+        let r = inspect(&mbox, &MboxOptions::default()).unwrap();
+        assert!(r.file.is_none() && r.messages.is_empty());
+        assert_eq!(r.access.len(), 1);
+        assert!(r.access[0].ends_with("does not exist"), "{:?}", r.access);
+    }
+
+    #[test]
     fn a_garbled_mbox_is_reported_and_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let mbox = dir.path().join("m");
