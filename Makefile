@@ -1,9 +1,10 @@
-# poplar: `make run` serves demo mail on 127.0.0.1:1110; `make test` runs every check.
+# poplar: `make run` serves demo mail on 127.0.0.1:1110; `make test` runs every check;
+# `make bench` compares poplar with Dovecot on loopback (docs/performance.md).
 SHELL := /bin/bash
 CARGO ?= cargo
 DEMO := target/demo
 
-.PHONY: run test deps fmt clippy unit
+.PHONY: run test deps fmt clippy unit bench
 
 run:
 	$(CARGO) build --release
@@ -35,3 +36,8 @@ unit: deps
 	$(CARGO) test
 
 test: deps fmt clippy unit
+
+# poplar against Dovecot on 127.0.0.1, one table of medians (installs dovecot-pop3d if missing).
+bench:
+	$(CARGO) build --release --bin poplar --example loadgen
+	bash examples/bench/run.sh
