@@ -3,7 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use memchr::memchr;
 use memchr::memmem::Finder;
@@ -18,6 +18,11 @@ pub struct Conn {
     lo: usize,
     hi: usize,
     line_dot: Finder<'static>,
+    /// Octets received so far.
+    pub received: u64,
+    /// Past this instant a read fails with `TimedOut`, even in the middle of a reply: no
+    /// run outlasts its time cap, however slow the server.
+    pub cutoff: Option<Instant>,
 }
 
 fn bad(what: impl Into<String>) -> io::Error {
@@ -37,6 +42,8 @@ impl Conn {
             lo: 0,
             hi: 0,
             line_dot: Finder::new(b"\n.").into_owned(),
+            received: 0,
+            cutoff: None,
         };
         c.status()?;
         Ok(c)
@@ -52,6 +59,9 @@ impl Conn {
             self.hi -= self.lo;
             self.lo = 0;
         }
+        if self.cutoff.is_some_and(|c| Instant::now() >= c) {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "time cap reached"));
+        }
         let n = self.s.read(&mut self.buf[self.hi..])?;
         if n == 0 {
             return Err(io::Error::new(
@@ -60,6 +70,7 @@ impl Conn {
             ));
         }
         self.hi += n;
+        self.received += n as u64;
         Ok(())
     }
 
