@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use getopts::Options;
 
-use crate::config::{Config, DEFAULT_LISTEN};
+use crate::config::{Config, DEFAULT_LISTEN, TlsFiles};
+use crate::dev::{DEV_PASSWORD, DevMode};
 use crate::mailbox::template::MailTemplate;
+use crate::proxy::Cidr;
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -78,6 +80,51 @@ fn options() -> Options {
         "host name in the APOP timestamp (default: this host's)",
         "NAME",
     );
+    o.optopt(
+        "",
+        "tls-cert",
+        "PEM certificate chain, leaf first; with --tls-key, enables STLS (reloaded on SIGHUP)",
+        "FILE",
+    );
+    o.optopt("", "tls-key", "PEM private key of --tls-cert", "FILE");
+    o.optmulti(
+        "",
+        "listen-tls",
+        "address to listen on with implicit TLS (POP3S, usually port 995), repeatable",
+        "ADDR",
+    );
+    o.optflag(
+        "",
+        "allow-cleartext",
+        "allow USER/PASS and other cleartext logins without TLS from non-loopback clients",
+    );
+    o.optmulti(
+        "",
+        "proxy-protocol",
+        "listen on ADDR for connections that start with a PROXY v1/v2 header (repeatable)",
+        "ADDR",
+    );
+    o.optmulti(
+        "",
+        "trusted-proxy",
+        "address or range allowed to send PROXY headers, e.g. 10.0.0.0/8 (repeatable)",
+        "CIDR",
+    );
+    o.optflag(
+        "",
+        "inetd",
+        "serve one session on stdin/stdout (inetd, systemd Accept=yes)",
+    );
+    o.optflagopt(
+        "",
+        "dev",
+        &format!(
+            "development mode: 127.0.0.1 only, any user, password '{DEV_PASSWORD}', mailboxes \
+             in DIR (default: a new directory under the system temp dir)"
+        ),
+        "DIR",
+    );
+    o.optflag("", "dev-any-password", "with --dev: accept any password");
     o.optflag("h", "help", "print this help and exit");
     o.optflag("V", "version", "print the version and exit");
     o
@@ -86,7 +133,8 @@ fn options() -> Options {
 /// The usage text, for `--help` and after a usage error.
 pub fn usage() -> String {
     options().usage(
-        "Usage: poplar --users FILE --mail TEMPLATE [--listen ADDR ...] [options]\n\n\
+        "Usage: poplar --users FILE --mail TEMPLATE [--listen ADDR ...] [options]\n       \
+         poplar --dev [DIR] [--dev-any-password] [--listen 127.0.0.1:PORT]\n\n\
          A POP3 server for mbox mailboxes. POPLAR_LOG sets the log filter (default info).",
     )
 }
@@ -100,30 +148,55 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
     if m.opt_present("version") {
         return Ok(Action::Version);
     }
-    if let Some(extra) = m.free.first() {
-        return Err(CliError(format!("unexpected argument '{extra}'")));
-    }
-    let users = m
-        .opt_str("users")
-        .ok_or_else(|| CliError("--users FILE is required".into()))?;
-    let mail = m
-        .opt_str("mail")
-        .ok_or_else(|| CliError("--mail TEMPLATE is required".into()))?;
-    let mail = MailTemplate::parse(&mail).map_err(|e| CliError(format!("--mail: {e}")))?;
-    let mut config = Config::new(PathBuf::from(users), mail);
-    let listen = m.opt_strs("listen");
+    let mut config = if m.opt_present("dev") {
+        dev_config(&m)?
+    } else {
+        if m.opt_present("dev-any-password") {
+            return Err(CliError("--dev-any-password needs --dev".into()));
+        }
+        if let Some(extra) = m.free.first() {
+            return Err(CliError(format!("unexpected argument '{extra}'")));
+        }
+        let users = m
+            .opt_str("users")
+            .ok_or_else(|| CliError("--users FILE is required".into()))?;
+        let mail = m
+            .opt_str("mail")
+            .ok_or_else(|| CliError("--mail TEMPLATE is required".into()))?;
+        let mail = MailTemplate::parse(&mail).map_err(|e| CliError(format!("--mail: {e}")))?;
+        Config::new(PathBuf::from(users), mail)
+    };
+    config.proxy_listen = addresses(&m, "proxy-protocol")?;
+    config.trusted_proxies = m
+        .opt_strs("trusted-proxy")
+        .iter()
+        .map(|c| c.parse::<Cidr>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| CliError(format!("--trusted-proxy: {e}")))?;
+    let listen = addresses(&m, "listen")?;
     if !listen.is_empty() {
-        config.listen = listen
-            .iter()
-            .map(|a| {
-                a.parse::<SocketAddr>().map_err(|_| {
-                    CliError(format!(
-                        "--listen: '{a}' is not an address such as 127.0.0.1:110 or [::1]:110"
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        config.listen = listen;
+    } else if !config.proxy_listen.is_empty() {
+        // Only PROXY listeners asked for: no plain listener by default.
+        config.listen.clear();
     }
+    config.tls = match (m.opt_str("tls-cert"), m.opt_str("tls-key")) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+        }),
+        (None, None) => None,
+        _ => return Err(CliError("--tls-cert and --tls-key go together".into())),
+    };
+    config.listen_tls = addresses(&m, "listen-tls")?;
+    if !config.listen_tls.is_empty() && config.tls.is_none() {
+        return Err(CliError(
+            "--listen-tls needs --tls-cert and --tls-key".into(),
+        ));
+    }
+    config.allow_cleartext = m.opt_present("allow-cleartext");
+    config.inetd = m.opt_present("inetd");
+    check_modes(&m, &config)?;
     if let Some(d) = seconds(&m, "idle-timeout")? {
         if d.is_zero() {
             return Err(CliError("--idle-timeout must be more than 0".into()));
@@ -143,7 +216,10 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
         config.shutdown_grace = d;
     }
     if let Some(h) = m.opt_str("hostname") {
+        // A longer name would push the greeting past 512 octets (RFC 2449 §4), and cutting it
+        // there would cut off the APOP timestamp's closing '>'.
         if h.is_empty()
+            || h.len() > 255
             || !h
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
@@ -153,6 +229,91 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
         config.hostname = h;
     }
     Ok(Action::Run(Box::new(config)))
+}
+
+/// The `--dev` configuration: its own users and mail, any DIR given as `--dev=DIR` or as the
+/// one free argument.
+fn dev_config(m: &getopts::Matches) -> Result<Config, CliError> {
+    // TLS and cleartext rules are for the network; --dev serves loopback only.
+    for flag in [
+        "users",
+        "mail",
+        "inetd",
+        "proxy-protocol",
+        "trusted-proxy",
+        "tls-cert",
+        "tls-key",
+        "listen-tls",
+        "allow-cleartext",
+    ] {
+        if m.opt_present(flag) {
+            return Err(CliError(format!("--{flag} cannot be used with --dev")));
+        }
+    }
+    let dir = match (m.opt_str("dev"), m.free.as_slice()) {
+        (Some(d), []) => Some(d),
+        (None, [d]) => Some(d.clone()),
+        (None, []) => None,
+        (_, [.., extra]) => return Err(CliError(format!("unexpected argument '{extra}'"))),
+    };
+    if dir.as_deref() == Some("") {
+        return Err(CliError("--dev: the directory name is empty".into()));
+    }
+    let mode = DevMode::new(dir.map(PathBuf::from), m.opt_present("dev-any-password"));
+    Ok(Config::dev(mode))
+}
+
+/// Combinations that cannot work, refused before anything starts.
+fn check_modes(m: &getopts::Matches, config: &Config) -> Result<(), CliError> {
+    if config.dev.is_some()
+        && let Some(a) = config.listen.iter().find(|a| a.ip() != DEV_IP)
+    {
+        return Err(CliError(format!(
+            "--dev listens on {DEV_IP} only, not on {a}"
+        )));
+    }
+    if config.inetd
+        && (m.opt_present("listen")
+            || !config.listen_tls.is_empty()
+            || !config.proxy_listen.is_empty())
+    {
+        return Err(CliError(
+            "--inetd serves stdin/stdout: --listen, --listen-tls and --proxy-protocol do not \
+             apply"
+                .into(),
+        ));
+    }
+    if config.inetd && !config.trusted_proxies.is_empty() {
+        return Err(CliError("--inetd does not read PROXY headers".into()));
+    }
+    if !config.proxy_listen.is_empty() && config.trusted_proxies.is_empty() {
+        return Err(CliError(
+            "--proxy-protocol needs at least one --trusted-proxy".into(),
+        ));
+    }
+    if config.proxy_listen.is_empty() && !config.trusted_proxies.is_empty() {
+        return Err(CliError(
+            "--trusted-proxy applies only to --proxy-protocol listeners".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The only address `--dev` listens on.
+const DEV_IP: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// Every value of a repeatable address option.
+fn addresses(m: &getopts::Matches, name: &str) -> Result<Vec<SocketAddr>, CliError> {
+    m.opt_strs(name)
+        .iter()
+        .map(|a| {
+            a.parse::<SocketAddr>().map_err(|_| {
+                CliError(format!(
+                    "--{name}: '{a}' is not an address such as 127.0.0.1:110 or [::1]:110"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// A non-negative number of seconds, fractions allowed.
@@ -187,7 +348,28 @@ mod tests {
         let c = run("--users u --mail /m/%n");
         assert_eq!(c.listen, vec!["127.0.0.1:1110".parse().unwrap()]);
         assert_eq!(c.idle_timeout, Duration::from_secs(600));
-        assert_eq!(c.users_file, PathBuf::from("u"));
+        assert_eq!(c.users_file, Some(PathBuf::from("u")));
+        assert!(c.proxy_listen.is_empty() && !c.inetd && c.dev.is_none());
+        assert_eq!(c.tls, None);
+        assert!(c.listen_tls.is_empty());
+        assert!(!c.allow_cleartext);
+    }
+
+    #[test]
+    fn tls_flags() {
+        let c = run(
+            "-u u -m /m/%n --tls-cert c.pem --tls-key k.pem --listen-tls 127.0.0.1:995 \
+             --listen-tls [::1]:995 --allow-cleartext",
+        );
+        let files = c.tls.unwrap();
+        assert_eq!(files.cert, PathBuf::from("c.pem"));
+        assert_eq!(files.key, PathBuf::from("k.pem"));
+        assert_eq!(c.listen_tls.len(), 2);
+        assert!(c.listen_tls[1].is_ipv6());
+        assert!(c.allow_cleartext);
+        // STLS alone, on the plain listeners.
+        let c = run("-u u -m /m/%n --tls-cert c.pem --tls-key k.pem");
+        assert!(c.tls.is_some() && c.listen_tls.is_empty());
     }
 
     #[test]
@@ -206,11 +388,81 @@ mod tests {
     }
 
     #[test]
+    fn dev_takes_its_directory_three_ways_and_needs_no_users_or_mail() {
+        for form in ["--dev /tmp/d", "--dev=/tmp/d", "/tmp/d --dev"] {
+            let c = run(form);
+            let mode = c.dev.as_ref().unwrap();
+            assert_eq!(mode.dir, PathBuf::from("/tmp/d"), "{form}");
+            assert!(!mode.fresh && !mode.any_password);
+            assert_eq!(c.users_file, None);
+        }
+        let c = run("--dev --dev-any-password --listen 127.0.0.1:0 --auth-delay 0");
+        let mode = c.dev.unwrap();
+        assert!(mode.fresh && mode.any_password);
+        assert_eq!(c.listen, vec!["127.0.0.1:0".parse().unwrap()]);
+        assert_eq!(c.auth_failure_delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn proxy_listeners_replace_the_default_listener_and_need_trusted_proxies() {
+        let c = run("-u u -m /m/%n --proxy-protocol 10.0.0.5:110 --trusted-proxy 10.0.0.0/8");
+        assert!(c.listen.is_empty());
+        assert_eq!(c.proxy_listen, vec!["10.0.0.5:110".parse().unwrap()]);
+        assert_eq!(c.trusted_proxies.len(), 1);
+        let c = run(
+            "-u u -m /m/%n -l [::]:110 --proxy-protocol 10.0.0.5:110 --trusted-proxy ::1 \
+             --trusted-proxy 10.0.0.1",
+        );
+        assert_eq!(c.listen.len(), 1);
+        assert_eq!(c.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn inetd_is_a_flag() {
+        assert!(run("--inetd -u u -m /m/%n --idle-timeout 30").inetd);
+    }
+
+    #[test]
+    fn mode_combinations_that_cannot_work_are_usage_errors() {
+        for bad in [
+            "--dev --listen 0.0.0.0:1110",
+            "--dev --listen [::1]:1110",
+            "--dev -u u",
+            "--dev -m /m/%n",
+            "--dev --inetd",
+            "--dev --proxy-protocol 127.0.0.1:1 --trusted-proxy 127.0.0.1",
+            "--dev --tls-cert c --tls-key k",
+            "--dev --allow-cleartext",
+            "-u u -m /m/%n --inetd --tls-cert c --tls-key k --listen-tls 127.0.0.1:995",
+            "--dev a b",
+            "--dev=a b",
+            "--dev=",
+            "-u u -m /m/%n --dev-any-password",
+            "-u u -m /m/%n --proxy-protocol 127.0.0.1:1",
+            "-u u -m /m/%n --trusted-proxy 127.0.0.1",
+            "-u u -m /m/%n --proxy-protocol 127.0.0.1:1 --trusted-proxy 10.0.0.0/33",
+            "-u u -m /m/%n --proxy-protocol nowhere --trusted-proxy 127.0.0.1",
+            "-u u -m /m/%n --inetd --listen 127.0.0.1:1",
+            "-u u -m /m/%n --inetd --proxy-protocol 127.0.0.1:1 --trusted-proxy 127.0.0.1",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad:?} should fail");
+        }
+    }
+
+    #[test]
     fn help_and_version() {
         assert!(matches!(parse(&args("--help")), Ok(Action::Help)));
         assert!(matches!(parse(&args("-h --users x")), Ok(Action::Help)));
         assert!(matches!(parse(&args("-V")), Ok(Action::Version)));
         assert!(usage().contains("--listen"));
+    }
+
+    #[test]
+    fn a_hostname_too_long_for_the_greeting_is_refused() {
+        let long = format!("--users u --mail /m/%n --hostname {}", "h".repeat(256));
+        assert!(parse(&args(&long)).is_err());
+        let longest = format!("--users u --mail /m/%n --hostname {}", "h".repeat(255));
+        assert_eq!(run(&longest).hostname.len(), 255);
     }
 
     #[test]
@@ -232,6 +484,10 @@ mod tests {
             "--users u --mail /m/%n --auth-delay x",
             "--users u --mail /m/%n --hostname a<b",
             "--users u --mail /m/%n --listen",
+            "--users u --mail /m/%n --tls-cert c.pem",
+            "--users u --mail /m/%n --tls-key k.pem",
+            "--users u --mail /m/%n --listen-tls 127.0.0.1:995",
+            "--users u --mail /m/%n --tls-cert c --tls-key k --listen-tls 127.0.0.1",
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad:?} should fail");
         }

@@ -51,3 +51,12 @@ pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Most header bytes of one message that feed its UID: enough for any real MTA's headers, and
 /// a bound on work for a hostile one.
 pub const MAX_UID_HEADER_BYTES: usize = 64 * 1024;
+
+/// How long a trusted proxy has to send its PROXY header. Proxies send it at once with the
+/// connection; a bound keeps a stuck one from holding a session slot.
+pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a client has for the whole TLS handshake (implicit or after STLS), however slowly
+/// it sends: a client that connects and says nothing holds only its own thread, and only this
+/// long.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);

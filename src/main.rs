@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use poplar::cli::{self, Action};
 use poplar::config::Config;
+use poplar::listeners;
 use poplar::server::Server;
 
 fn main() -> ExitCode {
@@ -24,11 +25,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::new().filter_or("POPLAR_LOG", "info")).init();
-    match serve(&config) {
+    // Under classic inetd stderr is the client's socket: log nowhere rather than to the client.
+    if !(config.inetd && poplar::inetd::stderr_is_the_client()) {
+        env_logger::Builder::from_env(env_logger::Env::new().filter_or("POPLAR_LOG", "info"))
+            .init();
+    }
+    let outcome = if config.dev.is_some() {
+        poplar::dev::run(&config)
+    } else if config.inetd {
+        poplar::inetd::run(&config).map(|_| ())
+    } else {
+        serve(&config)
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
+            // One line on stderr, which is also where the log goes: logging it too would
+            // print the same error twice.
             eprintln!("poplar: {e}");
             ExitCode::from(1)
         }
@@ -39,7 +52,17 @@ fn serve(config: &Config) -> Result<(), String> {
     if config.idle_timeout < poplar::limits::DEFAULT_IDLE_TIMEOUT {
         log::warn!("--idle-timeout below 600 s is shorter than RFC 1939 allows");
     }
-    let mut server = Server::from_config(config)?;
+    let inherited =
+        listeners::inherited().map_err(|e| format!("cannot use the sockets from systemd: {e}"))?;
+    let mut server = if inherited.is_empty() {
+        Server::from_config(config)?
+    } else {
+        log::info!(
+            "socket activation: serving {} inherited sockets; --listen is ignored",
+            inherited.len()
+        );
+        Server::from_inherited(config, inherited)?
+    };
     server
         .handle_signals()
         .map_err(|e| format!("cannot handle signals: {e}"))?;

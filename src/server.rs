@@ -1,8 +1,9 @@
 //! The accept loop: one mio Poll over every listener, the stop waker and the signals; one
-//! thread per session; admission; reload on SIGHUP; graceful shutdown.
+//! thread per session (TLS handshakes and PROXY headers included); admission; reload on
+//! SIGHUP; graceful shutdown. `listeners` supplies sockets from systemd and reads PROXY headers.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,8 +19,12 @@ use signal_hook_mio::v1_0::Signals;
 use crate::auth::{UsersHandle, passwd};
 use crate::config::Config;
 use crate::limits;
+use crate::listeners::real_peer;
 use crate::mailbox::mbox::MboxStore;
-use crate::session::{self, Context, Settings, Tag};
+use crate::proxy::Cidr;
+use crate::session::{self, Context, Link, Settings, Tag};
+use crate::tls::Certificates;
+use crate::transport::{Connection, Timeouts};
 
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -88,12 +93,19 @@ impl Drop for Slot {
 pub struct Server {
     poll: Poll,
     listeners: Vec<TcpListener>,
+    /// Whether each listener speaks implicit TLS (`--listen-tls`).
+    /// Beside `listeners`: what each one's connections start with.
+    kinds: Vec<ListenerKind>,
+    certificates: Option<Arc<Certificates>>,
+    /// Who may send PROXY headers (`--trusted-proxy`).
+    trusted_proxies: Arc<[Cidr]>,
     signals: Option<Signals>,
     waker: Arc<Waker>,
     stopping: Arc<AtomicBool>,
     ctx: Arc<Context>,
-    users_file: PathBuf,
-    idle_timeout: Duration,
+    /// The passwd-file that SIGHUP reloads; `None` when the users came from elsewhere.
+    users_file: Option<PathBuf>,
+    timeouts: Timeouts,
     max_connections: usize,
     shutdown_grace: Duration,
     sessions: Arc<Sessions>,
@@ -105,45 +117,102 @@ impl Server {
     /// that can fail at start-up fails here, before serving. Unusable lines in the users file
     /// are logged by number; those users cannot log in.
     pub fn from_config(config: &Config) -> Result<Server, String> {
-        let users_path = config.users_file.display();
-        let (users, problems) = passwd::load(&config.users_file)
-            .map_err(|e| format!("cannot read {users_path}: {e}"))?;
-        for p in &problems {
-            log::warn!("{users_path}: {p}; that user cannot log in");
-        }
-        log::info!("{} users loaded from {users_path}", users.len());
-        let ctx = Context {
-            users: UsersHandle::new(users),
-            store: Arc::new(MboxStore::new(config.mail.clone())),
-            settings: Settings {
-                auth_failure_delay: config.auth_failure_delay,
-                hostname: config.hostname.clone(),
-            },
-        };
-        Server::bind(config, ctx).map_err(|e| e.to_string())
+        Server::bind(config, context(config)?).map_err(|e| e.to_string())
     }
 
-    /// Binds every `--listen` address for sessions in `ctx`.
-    pub fn bind(config: &Config, ctx: Context) -> io::Result<Server> {
-        let poll = Poll::new()?;
-        let mut listeners = Vec::new();
-        for (i, addr) in config.listen.iter().enumerate() {
-            let mut l = TcpListener::bind(*addr)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-            poll.registry()
-                .register(&mut l, Token(i), Interest::READABLE)?;
-            listeners.push(l);
+    /// Like [`from_config`](Server::from_config), but serves the listening sockets systemd
+    /// handed over instead of binding any address. A socket bound at a `--listen-tls` address
+    /// speaks implicit TLS, one at a `--proxy-protocol` address expects PROXY headers.
+    pub fn from_inherited(
+        config: &Config,
+        inherited: Vec<std::net::TcpListener>,
+    ) -> Result<Server, String> {
+        let mut server = Server::unbound(config, context(config)?).map_err(|e| e.to_string())?;
+        let addrs = inherited
+            .iter()
+            .map(std::net::TcpListener::local_addr)
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(|e| e.to_string())?;
+        // A marker that matches nothing would leave a TLS or PROXY port served as plain POP3.
+        let markers = [
+            ("--listen-tls", &config.listen_tls),
+            ("--proxy-protocol", &config.proxy_listen),
+        ];
+        for (flag, marked) in markers {
+            if let Some(a) = marked.iter().find(|a| !addrs.contains(a)) {
+                let have: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+                return Err(format!(
+                    "{flag} {a} matches none of the sockets from systemd ({})",
+                    have.join(", ")
+                ));
+            }
         }
+        for (l, addr) in inherited.into_iter().zip(addrs) {
+            let kind = ListenerKind {
+                implicit_tls: config.listen_tls.contains(&addr),
+                proxied: config.proxy_listen.contains(&addr),
+            };
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            server
+                .add_listener(TcpListener::from_std(l), kind)
+                .map_err(|e| format!("cannot serve the socket on {addr}: {e}"))?;
+        }
+        Ok(server)
+    }
+
+    /// Loads the TLS certificate, if any, and binds every `--listen`, `--listen-tls` and
+    /// `--proxy-protocol` address for sessions in `ctx`.
+    pub fn bind(config: &Config, ctx: Context) -> io::Result<Server> {
+        let mut server = Server::unbound(config, ctx)?;
+        let kind = |implicit_tls, proxied| ListenerKind {
+            implicit_tls,
+            proxied,
+        };
+        let plain = config.listen.iter().map(|a| (a, kind(false, false)));
+        let tls = config.listen_tls.iter().map(|a| (a, kind(true, false)));
+        let proxied = config.proxy_listen.iter().map(|a| (a, kind(false, true)));
+        for (addr, kind) in plain.chain(tls).chain(proxied) {
+            let l = TcpListener::bind(*addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            server.add_listener(l, kind)?;
+        }
+        Ok(server)
+    }
+
+    fn add_listener(&mut self, mut l: TcpListener, kind: ListenerKind) -> io::Result<()> {
+        let token = Token(self.listeners.len());
+        self.poll
+            .registry()
+            .register(&mut l, token, Interest::READABLE)?;
+        if kind.proxied {
+            let addr = l.local_addr()?;
+            log::info!("{addr}: connections start with a PROXY header");
+        }
+        self.listeners.push(l);
+        self.kinds.push(kind);
+        Ok(())
+    }
+
+    /// A server with no listener yet, its TLS certificate loaded if one is configured.
+    fn unbound(config: &Config, ctx: Context) -> io::Result<Server> {
+        let certificates = certificates(config)?;
+        let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         Ok(Server {
             poll,
-            listeners,
+            listeners: Vec::new(),
+            kinds: Vec::new(),
+            certificates,
+            trusted_proxies: config.trusted_proxies.clone().into(),
             signals: None,
             waker,
             stopping: Arc::new(AtomicBool::new(false)),
             ctx: Arc::new(ctx),
             users_file: config.users_file.clone(),
-            idle_timeout: config.idle_timeout,
+            timeouts: Timeouts {
+                handshake: config.tls_handshake_timeout,
+                idle: config.idle_timeout,
+            },
             max_connections: config.max_connections,
             shutdown_grace: config.shutdown_grace,
             sessions: Arc::default(),
@@ -151,7 +220,9 @@ impl Server {
         })
     }
 
-    /// The addresses actually bound (useful with port 0).
+    /// The addresses actually bound (useful with port 0): the `--listen` ones, then the
+    /// `--listen-tls` ones, then the `--proxy-protocol` ones, each in the order given (or
+    /// systemd's order for inherited sockets).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
@@ -167,7 +238,8 @@ impl Server {
         }
     }
 
-    /// Makes SIGTERM and SIGINT stop the server and SIGHUP reload the users file.
+    /// Makes SIGTERM and SIGINT stop the server and SIGHUP reload the users file and the TLS
+    /// certificate.
     pub fn handle_signals(&mut self) -> io::Result<()> {
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
         self.poll
@@ -217,7 +289,10 @@ impl Server {
         let pending: Vec<i32> = signals.pending().collect();
         for sig in pending {
             match sig {
-                SIGHUP => self.reload_users(),
+                SIGHUP => {
+                    self.reload_users();
+                    self.reload_certificates();
+                }
                 _ => {
                     log::info!("signal {sig}: stopping");
                     self.stopping.store(true, Ordering::SeqCst);
@@ -228,29 +303,43 @@ impl Server {
 
     /// Reloads the users file; a file that cannot be read or has errors keeps the old table.
     fn reload_users(&self) {
-        match passwd::load(&self.users_file) {
+        let Some(users_file) = &self.users_file else {
+            log::info!("SIGHUP: no users file to reload");
+            return;
+        };
+        match passwd::load(users_file) {
             Ok((users, problems)) if problems.is_empty() => {
-                log::info!(
-                    "reloaded {} ({} users)",
-                    self.users_file.display(),
-                    users.len()
-                );
+                log::info!("reloaded {} ({} users)", users_file.display(), users.len());
                 self.ctx.users.replace(users);
             }
             Ok((_, problems)) => {
                 for p in &problems {
-                    log::warn!("{}: {p}", self.users_file.display());
+                    log::warn!("{}: {p}", users_file.display());
                 }
                 log::warn!(
                     "{} has {} bad lines; keeping the users loaded before",
-                    self.users_file.display(),
+                    users_file.display(),
                     problems.len()
                 );
             }
             Err(e) => log::warn!(
                 "cannot reload {}: {e}; keeping the users loaded before",
-                self.users_file.display()
+                users_file.display()
             ),
+        }
+    }
+
+    /// Reloads the TLS certificate and key; a broken pair keeps the one in force.
+    fn reload_certificates(&self) {
+        let Some(certificates) = &self.certificates else {
+            return;
+        };
+        let cert = certificates.files().cert.display();
+        match certificates.reload() {
+            Ok(()) => log::info!("reloaded the TLS certificate from {cert}"),
+            Err(e) => {
+                log::warn!("cannot reload the TLS certificate: {e}; keeping the one loaded before")
+            }
         }
     }
 
@@ -258,7 +347,7 @@ impl Server {
     fn accept_batch(&self, i: usize) -> bool {
         for _ in 0..limits::MAX_ACCEPTS_PER_POLL {
             match self.listeners[i].accept() {
-                Ok((stream, peer)) => self.admit(stream.into(), peer),
+                Ok((stream, peer)) => self.admit(stream.into(), peer, self.kinds[i]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
@@ -273,7 +362,7 @@ impl Server {
         true
     }
 
-    fn admit(&self, stream: TcpStream, peer: SocketAddr) {
+    fn admit(&self, stream: TcpStream, peer: SocketAddr, kind: ListenerKind) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let tag = Tag {
             id,
@@ -303,19 +392,38 @@ impl Server {
         };
         let Some(slot) = registered else {
             log::warn!("{tag} refused: {} sessions open", self.max_connections);
-            let _ =
-                (&stream).write_all(b"-ERR [SYS/TEMP] too many connections, try again later\r\n");
+            // A TLS client could not read a cleartext reply: it just sees the close.
+            if !kind.implicit_tls {
+                let _ = (&stream)
+                    .write_all(b"-ERR [SYS/TEMP] too many connections, try again later\r\n");
+            }
             return;
         };
         let ctx = self.ctx.clone();
+        let certificates = self.certificates.clone();
+        let timeouts = self.timeouts;
+        let trusted = kind.proxied.then(|| self.trusted_proxies.clone());
         let spawned = thread::Builder::new()
             .name(format!("pop3-{id}"))
             .stack_size(limits::SESSION_STACK_SIZE)
             .spawn(move || {
                 let _slot = slot;
-                let input = BufReader::with_capacity(limits::SESSION_READ_BUFFER, &stream);
-                let output = BufWriter::with_capacity(limits::SESSION_WRITE_BUFFER, &stream);
-                session::run(&ctx, &tag, input, output);
+                // Here, not in the accept loop: a slow client or proxy delays only itself.
+                let tag = match trusted {
+                    None => tag,
+                    Some(trusted) => match real_peer(tag, &stream, &trusted, timeouts.idle) {
+                        Some(tag) => tag,
+                        None => return,
+                    },
+                };
+                let mut link = Connection::new(stream, certificates, timeouts);
+                if kind.implicit_tls
+                    && let Err(e) = link.start_tls()
+                {
+                    log::info!("{tag} TLS handshake failed: {e}");
+                    return;
+                }
+                session::serve(&ctx, &tag, &mut link);
             });
         if let Err(e) = spawned {
             log::error!("cannot start a session thread: {e}");
@@ -327,8 +435,8 @@ impl Server {
         stream.set_nonblocking(false)?;
         // Replies are buffered and flushed whole; Nagle would only add delay.
         stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(self.idle_timeout))?;
-        stream.set_write_timeout(Some(self.idle_timeout))
+        stream.set_read_timeout(Some(self.timeouts.idle))?;
+        stream.set_write_timeout(Some(self.timeouts.idle))
     }
 
     /// Stops accepting, lets sessions finish within the grace period, then cuts off the
@@ -357,4 +465,55 @@ impl Server {
         }
         log::info!("shut down");
     }
+}
+
+/// The TLS certificate and key of `--tls-cert`/`--tls-key`, loaded, if configured.
+pub fn certificates(config: &Config) -> io::Result<Option<Arc<Certificates>>> {
+    let Some(files) = &config.tls else {
+        return Ok(None);
+    };
+    let c = Certificates::open(files.clone()).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("cannot load the TLS certificate: {e}"),
+        )
+    })?;
+    log::info!("TLS certificate loaded from {}", files.cert.display());
+    Ok(Some(Arc::new(c)))
+}
+
+/// What a listener's connections start with.
+#[derive(Debug, Clone, Copy)]
+struct ListenerKind {
+    /// A TLS handshake (`--listen-tls`).
+    implicit_tls: bool,
+    /// A PROXY header (`--proxy-protocol`), before anything else, TLS included.
+    proxied: bool,
+}
+
+/// The sessions' context from the configuration: the users file loaded (unusable lines
+/// logged by number), the mbox store, the settings.
+pub fn context(config: &Config) -> Result<Context, String> {
+    let users_file = config
+        .users_file
+        .as_ref()
+        .ok_or_else(|| "no users file given".to_owned())?;
+    let users_path = users_file.display();
+    let (users, problems) =
+        passwd::load(users_file).map_err(|e| format!("cannot read {users_path}: {e}"))?;
+    for p in &problems {
+        log::warn!("{users_path}: {p}; that user cannot log in");
+    }
+    log::info!("{} users loaded from {users_path}", users.len());
+    Ok(Context {
+        users: UsersHandle::new(users),
+        store: Arc::new(MboxStore::new(config.mail.clone())),
+        settings: Settings {
+            auth_failure_delay: config.auth_failure_delay,
+            hostname: config.hostname.clone(),
+            allow_cleartext: config.allow_cleartext,
+            treat_as_remote: config.treat_as_remote.clone(),
+            trace_commands: false,
+        },
+    })
 }

@@ -167,8 +167,9 @@ pub fn write_reply<W: Write + ?Sized>(w: &mut W, reply: &Reply) -> io::Result<()
     }
 }
 
-/// RETR hands rendered bytes to its writer in blocks of about this size: one block is one
-/// large write, and a small message plus its status line fit one session write buffer.
+/// RETR renders stored bytes this many at a time, and hands each rendered piece to its writer
+/// in one `write_all`: one large write per file chunk, and a small message plus its status
+/// line still fit one session write buffer.
 pub const RENDER_BLOCK: usize = 64 * 1024;
 
 /// Lines up to this long are copied with one fixed-size copy (most mail lines are shorter).
@@ -214,17 +215,17 @@ pub enum Extent {
 /// unterminated last line and writes the terminator. For TOP it stops after the requested
 /// body lines.
 ///
-/// A whole message (RETR) is rendered into a block of its own and handed to `out` in
-/// [`RENDER_BLOCK`]-sized writes: per line that costs one `memchr` and two copies into that
-/// block, no call into `out` (profiling showed the per-line `write_all`s as the largest share
-/// of poplar's own CPU time in RETR). TOP, rare and short, goes line by line to `out`; give
-/// it a buffered writer.
+/// A whole message (RETR) is rendered into a block of its own, [`RENDER_BLOCK`] stored octets
+/// at a time, and each block goes to `out` in one `write_all`: per line that costs one
+/// `memchr` and two copies into the block, no call into `out` (profiling showed the per-line
+/// `write_all`s as the largest share of poplar's own CPU time in RETR). Whatever a `write`
+/// call was given has reached `out` when it returns. TOP, rare and short, goes line by line
+/// to `out`; give it a buffered writer.
 pub struct MessageWriter<'w, W: Write + ?Sized> {
     out: &'w mut W,
-    /// RETR: `rendered[..filled]` is rendered and not yet handed to `out`; the rest is room
-    /// (zeroed once, when the block grows, not for every piece).
+    /// RETR: the block each piece is rendered into (zeroed once, when it grows, not for
+    /// every piece).
     rendered: Vec<u8>,
-    filled: usize,
     at_line_start: bool,
     prev_cr: bool,
     /// `Some(n)`: TOP, with `n` body lines still to send once the headers are done.
@@ -244,7 +245,6 @@ impl<'w, W: Write + ?Sized> MessageWriter<'w, W> {
         MessageWriter {
             out,
             rendered: Vec::new(),
-            filled: 0,
             at_line_start: true,
             prev_cr: false,
             remaining_body_lines,
@@ -262,13 +262,9 @@ impl<'w, W: Write + ?Sized> MessageWriter<'w, W> {
     /// Sends the next stored bytes of the message. Bytes after TOP's last line are ignored.
     pub fn write(&mut self, mut chunk: &[u8]) -> io::Result<()> {
         if self.remaining_body_lines.is_none() {
-            // Pieces of at most a block keep the rendered block at most 3 blocks long.
             for piece in chunk.chunks(RENDER_BLOCK) {
-                self.render_whole(piece);
-                if self.filled >= RENDER_BLOCK {
-                    self.out.write_all(&self.rendered[..self.filled])?;
-                    self.filled = 0;
-                }
+                let len = self.render_whole(piece);
+                self.out.write_all(&self.rendered[..len])?;
             }
             return Ok(());
         }
@@ -309,28 +305,25 @@ impl<'w, W: Write + ?Sized> MessageWriter<'w, W> {
     }
 
     /// Ends the message: a CRLF if the last line had none, then `.` CRLF. Not flushed.
-    pub fn finish(mut self) -> io::Result<()> {
-        self.rendered.truncate(self.filled);
+    pub fn finish(self) -> io::Result<()> {
         if !self.at_line_start {
             // A stored CR at the very end is already out; only its LF is missing.
-            let end: &[u8] = if self.prev_cr { b"\n" } else { b"\r\n" };
-            self.rendered.extend_from_slice(end);
+            self.out
+                .write_all(if self.prev_cr { b"\n" } else { b"\r\n" })?;
         }
-        self.rendered.extend_from_slice(b".\r\n");
-        // With a small message, this lands in `out`'s buffer beside the status line, and
-        // both leave in one segment at the flush.
-        self.out.write_all(&self.rendered)
+        self.out.write_all(b".\r\n")
     }
 
-    /// RETR's fast path: renders `piece` onto `rendered`. `at_line_start` means the piece's
-    /// first byte starts a line that has not been checked for a leading dot yet; `prev_cr`
-    /// that the previous piece ended in a CR (whose LF may start this one).
-    fn render_whole(&mut self, piece: &[u8]) {
-        let Some(&last) = piece.last() else { return };
-        let mut pos = self.filled;
+    /// RETR's fast path: renders `piece` into `rendered` and returns the rendered length.
+    /// `at_line_start` means the piece's first byte starts a line that has not been checked
+    /// for a leading dot yet; `prev_cr` that the previous piece ended in a CR (whose LF may
+    /// start this one).
+    fn render_whole(&mut self, piece: &[u8]) -> usize {
+        let Some(&last) = piece.last() else { return 0 };
+        let mut pos = 0;
         // Worst case: every octet an LF that gains a CR, or a line-starting dot doubled;
         // plus room for the fixed-size copies below to run past the end.
-        let room = pos + 2 * piece.len() + 1 + COPY_WINDOW;
+        let room = 2 * piece.len() + 1 + COPY_WINDOW;
         if self.rendered.len() < room {
             self.rendered.resize(room, 0);
         }
@@ -371,9 +364,9 @@ impl<'w, W: Write + ?Sized> MessageWriter<'w, W> {
         }
         let tail = piece.len() - start;
         out[pos..pos + tail].copy_from_slice(&piece[start..]);
-        self.filled = pos + tail;
         self.at_line_start = last == b'\n';
         self.prev_cr = last == b'\r';
+        pos + tail
     }
 
     fn note_content(&mut self, bytes: &[u8]) {

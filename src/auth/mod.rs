@@ -56,6 +56,27 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 #[derive(Debug, Default)]
 pub struct Users {
     by_name: HashMap<String, (UserName, Secret)>,
+    /// `--dev`: every valid user name logs in by this rule instead of the table.
+    anyone: Option<Anyone>,
+}
+
+/// The login rule of `--dev` mode, for any user name that is safe as a path.
+#[derive(Debug, Clone)]
+pub enum Anyone {
+    /// Every user has this secret.
+    Password(Secret),
+    /// Every password (and APOP digest) is accepted.
+    AnyPassword,
+}
+
+impl Anyone {
+    fn verify(&self, name: &[u8], check: impl FnOnce(&Secret) -> bool) -> Option<UserName> {
+        let user = UserName::new(name).ok()?;
+        match self {
+            Anyone::AnyPassword => Some(user),
+            Anyone::Password(secret) => check(secret).then_some(user),
+        }
+    }
 }
 
 /// A secret that no password matches, checked for unknown users so that they cost the same
@@ -72,6 +93,15 @@ impl Users {
                 .into_iter()
                 .map(|(n, s)| (n.as_str().to_owned(), (n, s)))
                 .collect(),
+            anyone: None,
+        }
+    }
+
+    /// A table that lets in every valid user name by `rule` (`--dev`).
+    pub fn anyone(rule: Anyone) -> Users {
+        Users {
+            by_name: HashMap::new(),
+            anyone: Some(rule),
         }
     }
 
@@ -87,6 +117,9 @@ impl Users {
 
     /// Checks a USER/PASS login. Unknown users cost the same work as wrong passwords.
     pub fn verify_password(&self, name: &[u8], password: &[u8]) -> Option<UserName> {
+        if let Some(rule) = &self.anyone {
+            return rule.verify(name, |s| s.verify(password));
+        }
         match self.lookup(name) {
             Some((user, secret)) => secret.verify(password).then(|| user.clone()),
             None => {
@@ -99,6 +132,12 @@ impl Users {
     /// Checks an APOP login: `digest` must be the hex MD5 of `timestamp` and the user's plain
     /// secret (RFC 1939 §7). Users without a plain secret cannot use APOP.
     pub fn verify_apop(&self, name: &[u8], timestamp: &str, digest: &[u8]) -> Option<UserName> {
+        if let Some(rule) = &self.anyone {
+            return rule.verify(name, |s| {
+                let want = apop_digest(timestamp, s.plain().unwrap_or_default());
+                ct_eq(want.as_bytes(), &digest.to_ascii_lowercase())
+            });
+        }
         let found = self.lookup(name);
         let dummy = dummy_secret();
         let secret = found

@@ -43,9 +43,15 @@ impl MailStore for MboxStore {
     }
 }
 
-/// The key that makes two names of one file the same mailbox: the canonical directory plus
-/// the file name (the file itself may not exist yet).
+/// The key that makes two names of one file the same mailbox: the file's canonical path, so
+/// that a symlink to it is the same mailbox; for a file that does not exist yet, the canonical
+/// directory plus the file name.
 fn lock_key(path: &Path) -> io::Result<PathBuf> {
+    match path.canonicalize() {
+        Ok(p) => return Ok(p),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
+    }
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "mailbox path has no file name")
     })?;

@@ -5,7 +5,7 @@ use crate::mailbox::UserName;
 use crate::wire::{Reply, RespCode};
 
 use super::transaction::Transaction;
-use super::{Context, Tag, capabilities, mailbox_reply, wrong_state};
+use super::{Channel, Context, Tag, capabilities, mailbox_reply, wrong_state};
 
 /// What the client has told us so far in AUTHORIZATION.
 pub(super) struct Authorization {
@@ -13,6 +13,8 @@ pub(super) struct Authorization {
     user: Option<Vec<u8>>,
     /// Failed logins in this session.
     failures: u32,
+    /// What the connection allows.
+    channel: Channel,
 }
 
 /// What a command in AUTHORIZATION leads to.
@@ -23,14 +25,29 @@ pub(super) enum AuthStep {
     LoggedIn(Box<Transaction>, Reply),
     /// QUIT: reply and close without UPDATE.
     Quit(Reply),
+    /// STLS: reply, then run the TLS handshake and call [`Authorization::tls_started`].
+    StartTls(Reply),
 }
 
 impl Authorization {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(channel: Channel) -> Self {
         Authorization {
             user: None,
             failures: 0,
+            channel,
         }
+    }
+
+    /// TLS is up after STLS: forget what the client said before it (RFC 2595 §4).
+    pub(super) fn tls_started(&mut self, channel: Channel) {
+        self.user = None;
+        self.channel = channel;
+    }
+
+    /// The cleartext policy: whether USER/PASS (and the SASL mechanisms that send the
+    /// password itself) may be used on this connection.
+    fn plaintext_allowed(&self) -> bool {
+        self.channel.secure
     }
 
     pub(super) fn handle(
@@ -41,6 +58,13 @@ impl Authorization {
         cmd: Command,
     ) -> AuthStep {
         match cmd {
+            Command::User(_) | Command::Pass(_) if !self.plaintext_allowed() => {
+                self.user = None;
+                AuthStep::Reply(Reply::err_code(
+                    RespCode::Auth,
+                    "cleartext login refused without TLS",
+                ))
+            }
             Command::User(name) => {
                 // Always +OK: the answer must not tell whether the user exists.
                 self.user = Some(name);
@@ -59,8 +83,14 @@ impl Authorization {
                 self.finish_login(ctx, tag, &name, verified, "APOP")
             }
             Command::Auth { .. } => AuthStep::Reply(Reply::err("no SASL mechanisms are offered")),
+            Command::Stls if self.channel.stls => {
+                AuthStep::StartTls(Reply::ok("begin TLS negotiation"))
+            }
+            Command::Stls if self.channel.tls => {
+                AuthStep::Reply(Reply::err("TLS is already active"))
+            }
             Command::Stls => AuthStep::Reply(Reply::err("TLS is not configured")),
-            Command::Capa => AuthStep::Reply(capabilities()),
+            Command::Capa => AuthStep::Reply(capabilities(self.channel)),
             Command::Quit => AuthStep::Quit(Reply::ok("bye")),
             other => AuthStep::Reply(wrong_state(&other)),
         }
@@ -88,7 +118,7 @@ impl Authorization {
         };
         match ctx.store.open(&user) {
             Ok(maildrop) => {
-                let t = Transaction::new(user, maildrop);
+                let t = Transaction::new(user, maildrop, self.channel);
                 let (count, octets) = t.totals();
                 log::info!(
                     "{tag} login user={shown} method={how} messages={count} octets={octets}"

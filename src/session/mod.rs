@@ -3,9 +3,11 @@
 //! and log lines.
 
 mod authorization;
+mod link;
 mod transaction;
 
 use std::io::{self, BufRead, Read, Write};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,6 +21,8 @@ use crate::wire::{self, Extent, Line, MessageWriter, Reply, RespCode};
 use authorization::{AuthStep, Authorization};
 use transaction::{Transaction, TxStep};
 
+pub use link::{Link, Plain};
+
 /// Settings that shape every session.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -26,6 +30,12 @@ pub struct Settings {
     pub auth_failure_delay: Duration,
     /// The host name in the APOP timestamp.
     pub hostname: String,
+    /// Allow cleartext logins without TLS from peers off loopback (`--allow-cleartext`).
+    pub allow_cleartext: bool,
+    /// Loopback peers treated as remote by the cleartext policy (tests only).
+    pub treat_as_remote: Vec<IpAddr>,
+    /// Log every command at info instead of debug (`--dev`); secrets stay masked.
+    pub trace_commands: bool,
 }
 
 impl Default for Settings {
@@ -33,6 +43,9 @@ impl Default for Settings {
         Settings {
             auth_failure_delay: crate::limits::DEFAULT_AUTH_FAILURE_DELAY,
             hostname: "localhost".into(),
+            allow_cleartext: false,
+            treat_as_remote: Vec::new(),
+            trace_commands: false,
         }
     }
 }
@@ -63,6 +76,8 @@ pub enum Ending {
     NetworkError,
     /// The mailbox failed in the middle of sending a message.
     MailboxError,
+    /// The TLS handshake after STLS failed or timed out.
+    TlsFailed,
 }
 
 impl Ending {
@@ -74,6 +89,7 @@ impl Ending {
             Ending::Timeout => "timeout",
             Ending::NetworkError => "network-error",
             Ending::MailboxError => "mailbox-error",
+            Ending::TlsFailed => "tls-failed",
         }
     }
 }
@@ -81,16 +97,58 @@ impl Ending {
 /// Counters for the end-of-session log line.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
+    /// When the login succeeded.
+    pub logged_in: Option<Instant>,
+    /// Messages in the maildrop at login.
+    pub messages: usize,
     /// RETR commands answered with a message.
     pub retr: u64,
     /// Octets sent by RETR (message sizes as listed).
     pub retr_octets: u64,
     /// TOP commands answered.
     pub top: u64,
+    /// Octets of message text sent by TOP, as on the wire (dot-stuffed, terminator excluded).
+    pub top_octets: u64,
     /// Messages removed by the commit.
     pub deleted: u64,
     /// Octets of the messages removed by the commit.
     pub deleted_octets: u64,
+    /// How long the commit took, if one ran.
+    pub commit_time: Option<Duration>,
+    /// The mailbox file's size before and after the commit, if one ran.
+    pub mailbox_bytes: Option<(u64, u64)>,
+}
+
+impl Stats {
+    /// The stable `key=value` fields of the end-of-session line; `-` marks what did not
+    /// happen (no login, no commit).
+    fn end_line(&self, tag: &Tag, user: Option<&str>, ending: Ending, started: Instant) -> String {
+        let dash = || "-".to_owned();
+        let ms = |d: Duration| d.as_millis().to_string();
+        let (before, after) = self
+            .mailbox_bytes
+            .map_or((dash(), dash()), |(b, a)| (b.to_string(), a.to_string()));
+        format!(
+            "session end id={} peer={} user={} reason={} duration_ms={} login_ms={} \
+             commit_ms={} messages={} retr={} retr_octets={} top={} top_octets={} dele={} \
+             dele_octets={} mailbox_before={before} mailbox_after={after}",
+            tag.id,
+            tag.peer.map_or_else(dash, |p| p.to_string()),
+            user.map_or_else(dash, |u| crate::logsafe::token(u.as_bytes())),
+            ending.as_str(),
+            started.elapsed().as_millis(),
+            self.logged_in
+                .map_or_else(dash, |t| ms(t.saturating_duration_since(started))),
+            self.commit_time.map_or_else(dash, ms),
+            self.messages,
+            self.retr,
+            self.retr_octets,
+            self.top,
+            self.top_octets,
+            self.deleted,
+            self.deleted_octets,
+        )
+    }
 }
 
 /// A session's identity: its number and the client's address (for logs, limits and policy).
@@ -111,68 +169,106 @@ impl std::fmt::Display for Tag {
     }
 }
 
+/// What the connection allows now, for the cleartext policy, STLS and CAPA.
+#[derive(Debug, Clone, Copy)]
+struct Channel {
+    /// TLS protects the connection.
+    tls: bool,
+    /// STLS can start TLS now.
+    stls: bool,
+    /// Cleartext passwords may cross it: TLS is active, the peer is on loopback, or the
+    /// operator allows cleartext everywhere.
+    secure: bool,
+}
+
+impl Channel {
+    /// Allows nothing: for the phase left behind when the session enters UPDATE.
+    const NONE: Channel = Channel {
+        tls: false,
+        stls: false,
+        secure: false,
+    };
+
+    fn of<L: Link>(settings: &Settings, tag: &Tag, link: &L) -> Channel {
+        let local = match tag.peer {
+            // Not a network session (a pipe, a test): nothing crosses a network.
+            None => true,
+            Some(p) => {
+                let ip = p.ip().to_canonical();
+                ip.is_loopback() && !settings.treat_as_remote.contains(&ip)
+            }
+        };
+        let tls = link.is_tls();
+        Channel {
+            tls,
+            stls: link.can_start_tls(),
+            secure: tls || local || settings.allow_cleartext,
+        }
+    }
+}
+
 /// What the session is doing now.
 enum Phase {
     Authorization(Authorization),
     Transaction(Box<Transaction>),
 }
 
+/// Runs one session over a separate reader and writer, without TLS: see [`serve`].
+pub fn run<R: BufRead, W: Write>(ctx: &Context, tag: &Tag, input: R, output: W) -> Ending {
+    serve(ctx, tag, &mut Plain::new(input, output))
+}
+
 /// Runs one session to its end: greets, answers commands in order, and on QUIT in
-/// TRANSACTION commits the deletions. Any other ending commits nothing.
-pub fn run<R: BufRead, W: Write>(ctx: &Context, tag: &Tag, mut input: R, mut output: W) -> Ending {
+/// TRANSACTION commits the deletions. Any other ending commits nothing. After QUIT's reply
+/// the link is closed cleanly (a TLS close_notify).
+pub fn serve<L: Link>(ctx: &Context, tag: &Tag, link: &mut L) -> Ending {
     let started = Instant::now();
-    log::info!("{tag} session start");
+    log::info!("{tag} session start tls={}", link.is_tls());
     let timestamp = apop_timestamp(tag.id, &ctx.settings.hostname);
-    let mut phase = Phase::Authorization(Authorization::new());
+    let mut phase = Phase::Authorization(Authorization::new(Channel::of(&ctx.settings, tag, link)));
     let mut stats = Stats::default();
     let mut user = None;
     let greeting = Reply::ok(format!("poplar ready {timestamp}"));
-    let ending = match send(&mut output, &greeting) {
+    let ending = match send(link, &greeting) {
         Err(e) => io_ending(&e),
         Ok(()) => command_loop(
-            ctx,
-            tag,
-            &timestamp,
-            &mut phase,
-            &mut stats,
-            &mut user,
-            &mut input,
-            &mut output,
+            ctx, tag, &timestamp, &mut phase, &mut stats, &mut user, link,
         ),
     };
+    if matches!(ending, Ending::Quit | Ending::CommitFailed)
+        && let Err(e) = link.close()
+    {
+        log::debug!("{tag} closing: {e}");
+    }
     log::info!(
-        "{tag} session end user={} reason={} duration_ms={} retr={} retr_octets={} top={} dele={} dele_octets={}",
-        user.as_deref().unwrap_or("-"),
-        ending.as_str(),
-        started.elapsed().as_millis(),
-        stats.retr,
-        stats.retr_octets,
-        stats.top,
-        stats.deleted,
-        stats.deleted_octets,
+        "{tag} {}",
+        stats.end_line(tag, user.as_deref(), ending, started)
     );
     ending
 }
 
-#[allow(clippy::too_many_arguments)]
-fn command_loop<R: BufRead, W: Write>(
+fn command_loop<L: Link>(
     ctx: &Context,
     tag: &Tag,
     timestamp: &str,
     phase: &mut Phase,
     stats: &mut Stats,
     user: &mut Option<String>,
-    input: &mut R,
-    output: &mut W,
+    link: &mut L,
 ) -> Ending {
     let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
+    let trace = if ctx.settings.trace_commands {
+        log::Level::Info
+    } else {
+        log::Level::Debug
+    };
     loop {
-        match wire::read_line(input, &mut line, MAX_COMMAND_LINE) {
+        match wire::read_line(link, &mut line, MAX_COMMAND_LINE) {
             Ok(Line::Complete) => {}
             Ok(Line::Eof) => return Ending::Disconnected,
             Ok(Line::TooLong) => {
-                log::debug!("{tag} C: (line too long)");
-                if let Err(e) = send(output, &Reply::err("line too long")) {
+                log::log!(trace, "{tag} C: (line too long)");
+                if let Err(e) = send(link, &Reply::err("line too long")) {
                     return io_ending(&e);
                 }
                 continue;
@@ -182,38 +278,47 @@ fn command_loop<R: BufRead, W: Write>(
         let cmd = match command::parse(&line) {
             Ok(c) => c,
             Err(e) => {
-                log::debug!("{tag} C: ({e}) {}", crate::logsafe::escape(&line));
-                if let Err(e) = send(output, &Reply::err(e.to_string())) {
+                log::log!(trace, "{tag} C: ({e}) {}", unparsed_trace(&line));
+                if let Err(e) = send(link, &Reply::err(e.to_string())) {
                     return io_ending(&e);
                 }
                 continue;
             }
         };
-        log::debug!("{tag} C: {cmd:?}");
+        log::log!(trace, "{tag} C: {cmd:?}");
         let result = match phase {
             Phase::Authorization(auth) => match auth.handle(ctx, tag, timestamp, cmd) {
-                AuthStep::Reply(r) => send(output, &r),
+                AuthStep::Reply(r) => send(link, &r),
                 AuthStep::Quit(r) => {
-                    return send(output, &r).map_or_else(|e| io_ending(&e), |()| Ending::Quit);
+                    return send(link, &r).map_or_else(|e| io_ending(&e), |()| Ending::Quit);
                 }
+                AuthStep::StartTls(r) => match start_tls(ctx, tag, link, &r) {
+                    Ok(channel) => {
+                        auth.tls_started(channel);
+                        Ok(())
+                    }
+                    Err(ending) => return ending,
+                },
                 AuthStep::LoggedIn(t, r) => {
                     *user = Some(t.user().as_str().to_owned());
+                    stats.logged_in = Some(Instant::now());
+                    stats.messages = t.totals().0;
                     *phase = Phase::Transaction(t);
-                    send(output, &r)
+                    send(link, &r)
                 }
             },
             Phase::Transaction(t) => match t.handle(cmd) {
-                TxStep::Reply(r) => send(output, &r),
+                TxStep::Reply(r) => send(link, &r),
                 TxStep::Send {
                     index,
                     extent,
                     status,
-                } => match send_message(output, t.maildrop(), index, extent, &status) {
-                    Ok(()) => {
-                        t.count_sent(index, extent, stats);
+                } => match send_message(link, t.maildrop(), index, extent, &status) {
+                    Ok(octets) => {
+                        t.count_sent(index, extent, octets, stats);
                         Ok(())
                     }
-                    Err(SendError::Refused(e)) => send(output, &mailbox_reply(tag, &e)),
+                    Err(SendError::Refused(e)) => send(link, &mailbox_reply(tag, &e)),
                     Err(SendError::Client(e)) => Err(e),
                     Err(SendError::Midway(e)) => {
                         log::warn!("{tag} mailbox failed while sending a message: {e}");
@@ -228,12 +333,16 @@ fn command_loop<R: BufRead, W: Write>(
         }
     }
     // QUIT in TRANSACTION: the UPDATE state.
-    let Phase::Transaction(t) =
-        std::mem::replace(phase, Phase::Authorization(Authorization::new()))
-    else {
+    let Phase::Transaction(t) = std::mem::replace(
+        phase,
+        Phase::Authorization(Authorization::new(Channel::NONE)),
+    ) else {
         unreachable!("the loop only breaks out of TRANSACTION");
     };
-    let (reply, ending) = match t.commit(stats) {
+    let committing = Instant::now();
+    let committed = t.commit(stats);
+    stats.commit_time = Some(committing.elapsed());
+    let (reply, ending) = match committed {
         Ok(left) => (
             Reply::ok(format!("bye, {left} messages left")),
             Ending::Quit,
@@ -249,8 +358,29 @@ fn command_loop<R: BufRead, W: Write>(
             )
         }
     };
-    let _ = send(output, &reply);
+    let _ = send(link, &reply);
     ending
+}
+
+/// Answers STLS with `reply` and runs the handshake; returns what the connection allows
+/// now, or how the session ends.
+fn start_tls<L: Link>(
+    ctx: &Context,
+    tag: &Tag,
+    link: &mut L,
+    reply: &Reply,
+) -> Result<Channel, Ending> {
+    send(link, reply).map_err(|e| io_ending(&e))?;
+    match link.start_tls() {
+        Ok(()) => {
+            log::debug!("{tag} TLS started");
+            Ok(Channel::of(&ctx.settings, tag, link))
+        }
+        Err(e) => {
+            log::info!("{tag} TLS handshake after STLS failed: {e}");
+            Err(Ending::TlsFailed)
+        }
+    }
 }
 
 /// Writes a reply and flushes it, so pipelined replies leave in order and none waits.
@@ -309,21 +439,26 @@ enum SendError {
     Midway(io::Error),
 }
 
-/// Streams a message: `+OK`, the stuffed body, and the terminator in the same flush.
+/// Streams a message: `+OK`, the stuffed body, and the terminator in the same flush. Returns
+/// the octets of the body as sent, terminator excluded.
 fn send_message<W: Write>(
     out: &mut W,
     maildrop: &mut dyn Maildrop,
     index: usize,
     extent: Extent,
     status: &str,
-) -> Result<(), SendError> {
+) -> Result<u64, SendError> {
     // The listed size (CRLF counted) is never below the stored size, so a small message is
     // read in one call into a buffer its own size, instead of zeroing a whole chunk per RETR.
     let listed = maildrop.messages().get(index).map_or(0, |m| m.size);
     let mut buf = vec![0u8; listed.clamp(1, FILE_CHUNK as u64) as usize];
     let mut reader = maildrop.reader(index).map_err(SendError::Refused)?;
     wire::write_ok(out, status).map_err(SendError::Client)?;
-    let mut writer = MessageWriter::new(out, extent);
+    let mut counted = Counted {
+        inner: out,
+        octets: 0,
+    };
+    let mut writer = MessageWriter::new(&mut counted, extent);
     while !writer.is_done() {
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
@@ -334,15 +469,38 @@ fn send_message<W: Write>(
         writer.write(&buf[..n]).map_err(SendError::Client)?;
     }
     writer.finish().map_err(SendError::Client)?;
-    out.flush().map_err(SendError::Client)
+    // The terminator `.` CRLF is the last thing finish() writes.
+    let body = counted.octets.saturating_sub(3);
+    out.flush().map_err(SendError::Client)?;
+    Ok(body)
 }
 
-/// The capability list (RFC 2449 §5), the same before and after login.
-fn capabilities() -> Reply {
+/// Counts the octets that pass through to the client.
+struct Counted<'w, W: Write> {
+    inner: &'w mut W,
+    octets: u64,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.octets += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The capability list (RFC 2449 §5): STLS only while it can be used (RFC 2595 §4), USER only
+/// where cleartext passwords are accepted.
+fn capabilities(channel: Channel) -> Reply {
     let caps = [
         "TOP",
         "UIDL",
         "USER",
+        "STLS",
         "RESP-CODES",
         "AUTH-RESP-CODE",
         "PIPELINING",
@@ -350,8 +508,15 @@ fn capabilities() -> Reply {
     ];
     let mut lines = String::new();
     for c in caps {
-        lines.push_str(c);
-        lines.push_str("\r\n");
+        let offered = match c {
+            "USER" => channel.secure,
+            "STLS" => channel.stls,
+            _ => true,
+        };
+        if offered {
+            lines.push_str(c);
+            lines.push_str("\r\n");
+        }
     }
     Reply::Multi {
         first: "capability list follows".into(),
@@ -367,6 +532,21 @@ fn apop_timestamp(id: u64, hostname: &str) -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() % 1_000_000_000_000);
     format!("<{}.{id}.{seq}.{nanos}@{hostname}>", std::process::id())
+}
+
+/// A line that did not parse, for the debug trace: escaped, and masked after the keyword when
+/// it starts like a command that carries a secret, because a malformed `PASS` line (a tab, a
+/// stray control byte) still holds the password.
+fn unparsed_trace(line: &[u8]) -> String {
+    let carries_secret = line.len() > 4
+        && [&b"PASS"[..], b"APOP", b"AUTH"]
+            .iter()
+            .any(|k| line[..4].eq_ignore_ascii_case(k));
+    if carries_secret {
+        format!("{} ***", crate::logsafe::escape(&line[..4]))
+    } else {
+        crate::logsafe::escape(line)
+    }
 }
 
 /// The reply to a command that is valid in another phase.

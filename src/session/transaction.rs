@@ -7,13 +7,15 @@ use crate::command::{Command, MsgNum};
 use crate::mailbox::{MailboxError, Maildrop, UserName};
 use crate::wire::{Extent, Reply};
 
-use super::{Stats, capabilities, wrong_state};
+use super::{Channel, Stats, capabilities, wrong_state};
 
 /// A logged-in session: the locked maildrop and the marks set by DELE.
 pub(super) struct Transaction {
     user: UserName,
     maildrop: Box<dyn Maildrop>,
     deleted: Vec<bool>,
+    /// What the connection allows, for CAPA.
+    channel: Channel,
 }
 
 /// What a command in TRANSACTION leads to.
@@ -31,12 +33,17 @@ pub(super) enum TxStep {
 }
 
 impl Transaction {
-    pub(super) fn new(user: UserName, maildrop: Box<dyn Maildrop>) -> Self {
+    pub(super) fn new(user: UserName, maildrop: Box<dyn Maildrop>, channel: Channel) -> Self {
         let n = maildrop.messages().len();
         Transaction {
             user,
             maildrop,
             deleted: vec![false; n],
+            // STLS is valid only in AUTHORIZATION (RFC 2595 §4).
+            channel: Channel {
+                stls: false,
+                ..channel
+            },
         }
     }
 
@@ -127,7 +134,7 @@ impl Transaction {
                 Reply::ok(format!("{n} messages ({size} octets)"))
             }
             Command::Noop => Reply::ok(""),
-            Command::Capa => capabilities(),
+            Command::Capa => capabilities(self.channel),
             Command::Quit => return TxStep::Quit,
             other => wrong_state(&other),
         };
@@ -147,13 +154,17 @@ impl Transaction {
     }
 
     /// Counts a message sent by RETR or TOP for the end-of-session line.
-    pub(super) fn count_sent(&self, index: usize, extent: Extent, stats: &mut Stats) {
+    /// `octets` is what went on the wire for the text (TOP's count; RETR counts its size).
+    pub(super) fn count_sent(&self, index: usize, extent: Extent, octets: u64, stats: &mut Stats) {
         match extent {
             Extent::Whole => {
                 stats.retr += 1;
                 stats.retr_octets += self.maildrop.messages()[index].size;
             }
-            Extent::Top(_) => stats.top += 1,
+            Extent::Top(_) => {
+                stats.top += 1;
+                stats.top_octets += octets;
+            }
         }
     }
 
@@ -171,6 +182,7 @@ impl Transaction {
         let summary = self.maildrop.commit(&self.deleted)?;
         stats.deleted = summary.deleted as u64;
         stats.deleted_octets = deleted_octets;
+        stats.mailbox_bytes = Some((summary.bytes_before, summary.bytes_after));
         Ok(left)
     }
 }

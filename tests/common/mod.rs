@@ -15,8 +15,10 @@ use poplar::server::{Server, ShutdownHandle};
 
 /// A poplar server running in this process until dropped.
 pub struct TestServer {
-    /// Where it listens.
+    /// Where it listens (the first `--listen` address).
     pub addr: SocketAddr,
+    /// Every bound address: the `--listen` ones, then the `--listen-tls` ones.
+    pub addrs: Vec<SocketAddr>,
     /// The temporary directory holding `users` and `mail/<user>`.
     pub dir: tempfile::TempDir,
     handle: ShutdownHandle,
@@ -51,11 +53,13 @@ impl TestServer {
         config.shutdown_grace = Duration::from_millis(200);
         tweak(&mut config);
         let server = Server::from_config(&config).unwrap();
-        let addr = server.local_addrs()[0];
+        let addrs = server.local_addrs();
+        let addr = addrs[0];
         let handle = server.shutdown_handle();
         let thread = std::thread::spawn(move || server.run().unwrap());
         TestServer {
             addr,
+            addrs,
             dir,
             handle,
             thread: Some(thread),
