@@ -9,6 +9,8 @@ use getopts::Options;
 
 use crate::config::{Config, DEFAULT_LISTEN, TlsFiles};
 use crate::dev::{DEV_PASSWORD, DevMode};
+use crate::mailbox::lock::LockKind;
+use crate::mailbox::mbox::MboxOptions;
 use crate::mailbox::template::MailTemplate;
 use crate::proxy::Cidr;
 
@@ -21,6 +23,8 @@ pub enum Action {
     Help,
     /// Print the version and exit 0.
     Version,
+    /// `poplar deliver`: append stdin to a user's mbox.
+    Deliver(Box<crate::deliver::Deliver>),
 }
 
 /// A command-line mistake: printed with the usage, exit code 2.
@@ -125,9 +129,59 @@ fn options() -> Options {
         "DIR",
     );
     o.optflag("", "dev-any-password", "with --dev: accept any password");
+    mbox_options(&mut o);
     o.optflag("h", "help", "print this help and exit");
     o.optflag("V", "version", "print the version and exit");
     o
+}
+
+/// The storage flags, shared by the server and `poplar deliver`.
+pub fn mbox_options(o: &mut Options) {
+    o.optflag(
+        "",
+        "mbox-unquote",
+        "send '>From ' lines with one '>' less (mboxrd writers); sizes follow",
+    );
+    o.optflag(
+        "",
+        "uidl-from-header",
+        "use unique X-UIDL: headers as UIDs (migration from qpopper; spam can forge them)",
+    );
+    o.optopt(
+        "",
+        "mbox-locks",
+        "locks toward delivery agents, in order (default dotlock,fcntl)",
+        "LIST",
+    );
+    o.optopt(
+        "",
+        "lock-timeout",
+        "longest wait for the mbox locks before 'mailbox busy' (default 10)",
+        "SECS",
+    );
+    o.optopt(
+        "",
+        "stale-lock-age",
+        "break a dotlock unchanged this long, with its mbox (default 300)",
+        "SECS",
+    );
+}
+
+/// Reads the storage flags into `mbox`.
+pub fn mbox_flags(m: &getopts::Matches, mbox: &mut MboxOptions) -> Result<(), CliError> {
+    mbox.view.unquote = m.opt_present("mbox-unquote");
+    mbox.view.uidl_from_header = m.opt_present("uidl-from-header");
+    if let Some(list) = m.opt_str("mbox-locks") {
+        mbox.locks.order =
+            LockKind::parse_list(&list).map_err(|e| CliError(format!("--mbox-locks: {e}")))?;
+    }
+    if let Some(d) = seconds(m, "lock-timeout")? {
+        mbox.locks.timeout = d;
+    }
+    if let Some(d) = seconds(m, "stale-lock-age")? {
+        mbox.locks.stale_after = d;
+    }
+    Ok(())
 }
 
 /// The usage text, for `--help` and after a usage error.
@@ -141,6 +195,14 @@ pub fn usage() -> String {
 
 /// Parses the arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Action, CliError> {
+    match args.first().map(String::as_str) {
+        Some("deliver") => crate::deliver::parse(&args[1..]).map(|d| Action::Deliver(Box::new(d))),
+        _ => parse_server(args),
+    }
+}
+
+/// Parses the server's own arguments.
+fn parse_server(args: &[String]) -> Result<Action, CliError> {
     let m = options().parse(args).map_err(|e| CliError(e.to_string()))?;
     if m.opt_present("help") {
         return Ok(Action::Help);
@@ -228,6 +290,7 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
         }
         config.hostname = h;
     }
+    mbox_flags(&m, &mut config.mbox)?;
     Ok(Action::Run(Box::new(config)))
 }
 
@@ -317,7 +380,7 @@ fn addresses(m: &getopts::Matches, name: &str) -> Result<Vec<SocketAddr>, CliErr
 }
 
 /// A non-negative number of seconds, fractions allowed.
-fn seconds(m: &getopts::Matches, name: &str) -> Result<Option<Duration>, CliError> {
+pub fn seconds(m: &getopts::Matches, name: &str) -> Result<Option<Duration>, CliError> {
     let Some(v) = m.opt_str(name) else {
         return Ok(None);
     };

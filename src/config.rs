@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::dev::DevMode;
 use crate::limits;
+use crate::mailbox::mbox::MboxOptions;
 use crate::mailbox::template::MailTemplate;
 use crate::proxy::Cidr;
 
@@ -36,6 +37,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Host name for the APOP timestamp (`--hostname`).
     pub hostname: String,
+    /// How mbox files are read, locked and shown (`--mbox-unquote`, `--uidl-from-header`,
+    /// `--mbox-locks`, `--lock-timeout`, `--stale-lock-age`).
+    pub mbox: MboxOptions,
     /// Serve one session on stdin/stdout and exit (`--inetd`).
     pub inetd: bool,
     /// Development mode (`--dev`), with its directory and password rule.
@@ -88,6 +92,7 @@ impl Config {
             auth_failure_delay: limits::DEFAULT_AUTH_FAILURE_DELAY,
             shutdown_grace: limits::DEFAULT_SHUTDOWN_GRACE,
             hostname: system_hostname(),
+            mbox: MboxOptions::default(),
             inetd: false,
             dev: None,
             tls: None,

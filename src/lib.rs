@@ -13,6 +13,7 @@ pub mod auth;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod deliver;
 pub mod dev;
 pub mod inetd;
 pub mod limits;

@@ -52,6 +52,19 @@ pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// a bound on work for a hostile one.
 pub const MAX_UID_HEADER_BYTES: usize = 64 * 1024;
 
+/// How long a login waits for another session of the same mailbox in this process to end
+/// before answering `[IN-USE]`. A poller that QUITs and logs in again at once (curl, fetchmail,
+/// Zammad) can otherwise race its own previous session's last steps.
+pub const IN_USE_WAIT: Duration = Duration::from_secs(1);
+
+/// Default longest wait for the locks toward delivery agents (dotlock, fcntl) at login, at
+/// QUIT and in `poplar deliver`; a timeout answers "mailbox busy" (or EX_TEMPFAIL).
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default age after which a dotlock is stale when neither it nor the mbox changed: a few
+/// minutes, like Postfix's `stale_lock_time`, far above any scan or commit poplar holds it for.
+pub const DEFAULT_STALE_LOCK_AGE: Duration = Duration::from_secs(300);
+
 /// How long a trusted proxy has to send its PROXY header. Proxies send it at once with the
 /// connection; a bound keeps a stuck one from holding a session slot.
 pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);

@@ -20,6 +20,14 @@ fn main() -> ExitCode {
             println!("poplar {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        Ok(Action::Deliver(d)) => {
+            init_logging();
+            return poplar::deliver::run(&d);
+        }
+        Err(e) if args.first().is_some_and(|a| a == "deliver") => {
+            eprintln!("poplar deliver: {e}\n\n{}", poplar::deliver::usage());
+            return ExitCode::from(poplar::deliver::EX_USAGE);
+        }
         Err(e) => {
             eprintln!("poplar: {e}\n\n{}", cli::usage());
             return ExitCode::from(2);
@@ -27,8 +35,7 @@ fn main() -> ExitCode {
     };
     // Under classic inetd stderr is the client's socket: log nowhere rather than to the client.
     if !(config.inetd && poplar::inetd::stderr_is_the_client()) {
-        env_logger::Builder::from_env(env_logger::Env::new().filter_or("POPLAR_LOG", "info"))
-            .init();
+        init_logging();
     }
     let outcome = if config.dev.is_some() {
         poplar::dev::run(&config)
@@ -46,6 +53,10 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("POPLAR_LOG", "info")).init();
 }
 
 fn serve(config: &Config) -> Result<(), String> {

@@ -505,9 +505,16 @@ pub fn context(config: &Config) -> Result<Context, String> {
         log::warn!("{users_path}: {p}; that user cannot log in");
     }
     log::info!("{} users loaded from {users_path}", users.len());
+    let store = MboxStore::with_options(config.mail.clone(), config.mbox.clone());
+    for user in users.names() {
+        // Finish any commit a crash interrupted before serving anyone.
+        if let Err(e) = store.recover(user) {
+            log::error!("recovering the mailbox of {user}: {e}");
+        }
+    }
     Ok(Context {
         users: UsersHandle::new(users),
-        store: Arc::new(MboxStore::new(config.mail.clone())),
+        store: Arc::new(store),
         settings: Settings {
             auth_failure_delay: config.auth_failure_delay,
             hostname: config.hostname.clone(),

@@ -68,13 +68,15 @@ put() {
     local src=$1
     shift
     for u in "$@"; do
+        # poplar's sidecars (index, session lock, journal) go too: a first login is a first.
+        rm -f "$T/pp/mail/$u".poplar-*
         cp "$T/src/$src" "$T/pp/mail/$u"
         cp "$T/src/$src" "$T/dv/mail/$u"
         rm -rf "$T/dv/index/$u" "$T/dv/home/$u"
     done
     chown -R nobody:nogroup "$T/dv/mail" "$T/dv/index" "$T/dv/home"
 }
-drop() { for u in "$@"; do rm -rf "$T/pp/mail/$u" "$T/dv/mail/$u" "$T/dv/index/$u" "$T/dv/home/$u"; done; }
+drop() { for u in "$@"; do rm -rf "$T/pp/mail/$u" "$T/pp/mail/$u".poplar-* "$T/dv/mail/$u" "$T/dv/index/$u" "$T/dv/home/$u"; done; }
 
 # ---- servers ----------------------------------------------------------------------------
 cat >"$DV_CONF" <<EOF

@@ -110,6 +110,11 @@ impl Users {
         self.by_name.len()
     }
 
+    /// Every user name, in no particular order (for start-up recovery of their mailboxes).
+    pub fn names(&self) -> impl Iterator<Item = &UserName> {
+        self.by_name.values().map(|(n, _)| n)
+    }
+
     /// Whether no user can log in.
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
