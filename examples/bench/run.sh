@@ -127,6 +127,11 @@ for _ in $(seq 50); do
     [ -f "$T/dv/run/master.pid" ] && (exec 3<>"/dev/tcp/127.0.0.1/$PP_PORT") 2>/dev/null && break
     sleep 0.1
 done
+if ! kill -0 "$PP_PID" 2>/dev/null || ! [ -f "$T/dv/run/master.pid" ]; then
+    echo "a server did not start (port $PP_PORT or $DV_PORT taken? set BENCH_PORT):" >&2
+    tail -5 "$T/poplar.log" "$T/dv/dovecot.log" >&2 2>/dev/null
+    exit 1
+fi
 DV_PID=$(cat "$T/dv/run/master.pid")
 DV_VERSION=$(/usr/sbin/dovecot --version)
 PP=127.0.0.1:$PP_PORT
