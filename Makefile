@@ -1,10 +1,11 @@
 # poplar: `make run` serves demo mail on 127.0.0.1:1110 (`make run-tls` adds STLS and POP3S on
-# 127.0.0.1:1995 with a fresh self-signed certificate); `make test` runs every check.
+# 127.0.0.1:1995 with a fresh self-signed certificate); `make test` runs every check;
+# `make bench` compares poplar with Dovecot on loopback (docs/performance.md).
 SHELL := /bin/bash
 CARGO ?= cargo
 DEMO := target/demo
 
-.PHONY: run run-tls demo-mail test deps tls-deps fmt clippy unit
+.PHONY: run run-tls demo-mail test deps tls-deps fmt clippy unit bench
 
 demo-mail:
 	$(CARGO) build --release
@@ -68,3 +69,8 @@ unit: deps
 	$(CARGO) test
 
 test: deps fmt clippy unit
+
+# poplar against Dovecot on 127.0.0.1, one table of medians (installs dovecot-pop3d if missing).
+bench:
+	$(CARGO) build --release --bin poplar --example loadgen
+	bash examples/bench/run.sh
