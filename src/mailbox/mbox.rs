@@ -13,7 +13,7 @@ use super::template::MailTemplate;
 use super::uid::{self, ViewOptions};
 use super::{
     CommitSummary, LockGuard, LockTable, MailStore, MailboxError, Maildrop, MessageInfo, UserName,
-    commit, journal, rollback,
+    commit, journal, keep, rollback,
 };
 
 /// Times a login opens the mailbox again when it was replaced while waiting for the locks.
@@ -29,6 +29,8 @@ pub struct MboxOptions {
     pub view: ViewOptions,
     /// Locks toward delivery agents: `--mbox-locks`, `--lock-timeout`, `--stale-lock-age`.
     pub locks: LockOptions,
+    /// `--dev-keep-deleted`: copy deleted messages to `<mbox>.deleted` before removing them.
+    pub keep_deleted: bool,
 }
 
 /// Mailboxes stored as mbox files at the paths a template gives.
@@ -280,6 +282,10 @@ impl Maildrop for MboxDrop {
         let fcntl = self.options.locks.order.contains(&LockKind::Fcntl);
         if rollback::recover(&self.path, file, fcntl)? == rollback::Rollback::Owned {
             return Err(MailboxError::Busy);
+        }
+        if self.options.keep_deleted {
+            // Copied and synced first: a crash from here on can only duplicate them there.
+            keep::keep_deleted(&self.path, file, &self.extents, deleted)?;
         }
         let summary = commit::commit(&self.path, file, &self.extents, self.len, deleted)?;
         log::debug!("committed {}: {summary:?}", self.path.display());
