@@ -103,3 +103,40 @@ fn an_index_owned_by_another_user_is_not_believed() {
     assert_ne!(before, after, "a foreign index gave the UIDs");
     assert_ne!(std::fs::metadata(&index).unwrap().uid(), NOBODY);
 }
+
+#[test]
+fn a_delivery_note_planted_by_another_user_truncates_nothing() {
+    let dir = mail_dir(USERS, &[("alice", &two())]);
+    let path = dir.path().join("mail/alice");
+    let meta = std::fs::metadata(&path).unwrap();
+    // A note that would cut the last message (a dead pid of this host).
+    let last = two().windows(6).rposition(|w| w == b"\nFrom ").unwrap() as u64 + 1;
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let host = String::from_utf8(
+        std::process::Command::new("hostname")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let note = dir.path().join("mail/alice.poplar-append");
+    let text = format!(
+        "poplar-append 1 {} {} {last} {dead} {}\n",
+        meta.dev(),
+        meta.ino(),
+        host.trim()
+    );
+    std::fs::write(&note, text).unwrap();
+    if !chown_nobody(&note) {
+        eprintln!("cannot chown (not root): skipped");
+        return;
+    }
+    let server = ServerProcess::spawn(dir.path(), &[], &[]);
+    let mut c = server.connect();
+    c.login("alice", "pw");
+    assert!(c.cmd("STAT").starts_with("+OK 2 "));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert_eq!(std::fs::read(&path).unwrap(), two());
+}

@@ -108,6 +108,8 @@ struct Stats {
     deliveries_undone: u64,
     /// Deliveries that aborted at a fault inside their replay of a journal.
     recoveries_aborted: u64,
+    /// Servers killed during a login.
+    logins_killed: u64,
 }
 
 impl Model {
@@ -239,6 +241,18 @@ fn round(
                 panic!("round {n}: delivery failed: {err}; dotlock: {lock:?}");
             }
         }
+    }
+    if rng.chance(25) {
+        // A server killed during a login: its recovery, index update and scan.
+        let server = ServerProcess::spawn(dir, &["--lock-timeout", "30"], &[]);
+        let mut c = server.connect();
+        assert!(c.cmd("USER alice").starts_with("+OK"));
+        let delay = Duration::from_micros(rng.below(20_000));
+        c.send_raw(b"PASS pw\r\n");
+        std::thread::sleep(delay);
+        let _ = nix_kill(server.child.id());
+        drop(server);
+        model.stats.logins_killed += 1;
     }
     let server = ServerProcess::spawn(dir, &["--lock-timeout", "30"], &[]);
     let mut c = server.connect();

@@ -127,6 +127,16 @@ pub fn recover(mbox: &Path, file: &File, fcntl_held: bool) -> io::Result<Rollbac
         .open(&path)
     {
         Ok(f) => {
+            // A note tells us to cut the mbox: only its writers may have made it (poplar's
+            // user, root, or the mailbox's owner, as whom an MTA runs `poplar deliver`).
+            let (owner, mbox_owner) = (f.metadata()?.uid(), file.metadata()?.uid());
+            if ![nix::unistd::geteuid().as_raw(), 0, mbox_owner].contains(&owner) {
+                log::error!(
+                    "{}: delivery note owned by user {owner}, not by a delivery agent; ignored",
+                    path.display()
+                );
+                return Ok(Rollback::Kept);
+            }
             // Not text or too long: parse() refuses it below.
             let _ = f.take(MAX_NOTE).read_to_string(&mut text);
         }
