@@ -55,11 +55,11 @@ impl MboxStore {
         }
     }
 
-    /// Finishes an interrupted commit on `user`'s mbox, if one is pending (done at start-up;
-    /// every login and delivery does it too). A missing mbox is fine.
+    /// Finishes an interrupted commit or delivery on `user`'s mbox, if one is pending (at
+    /// start-up; every login, commit and delivery does it too). A missing mbox is fine.
     pub fn recover(&self, user: &UserName) -> Result<journal::Replay, MailboxError> {
         let path = self.template.expand(user);
-        if !journal_exists(&path) {
+        if !pending_recovery(&path) {
             return Ok(journal::Replay::Clean);
         }
         let _guard = self.locks.acquire(lock_key(&path)?)?;
@@ -77,7 +77,8 @@ fn recover_locked(path: &Path, file: &File, locks: &LockOptions) -> io::Result<j
     Ok(replay)
 }
 
-fn journal_exists(mbox: &Path) -> bool {
+/// Whether a crash left work for [`recover_locked`]: a journal or a delivery note.
+fn pending_recovery(mbox: &Path) -> bool {
     super::lock::sidecar(mbox, ".poplar-journal").exists() || rollback::note_path(mbox).exists()
 }
 
@@ -276,13 +277,14 @@ impl Maildrop for MboxDrop {
             });
         };
         let _locks = lock_for_delivery(&self.path, file, &self.options.locks)?;
-        self.check_unchanged()?;
         // A delivery killed since login left its partial message after the scanned bytes:
-        // truncate it away now, or the commit would carry it over as mail.
+        // truncate it away now, or the commit would carry it over as mail. Then check what
+        // is left.
         let fcntl = self.options.locks.order.contains(&LockKind::Fcntl);
         if rollback::recover(&self.path, file, fcntl)? == rollback::Rollback::Owned {
             return Err(MailboxError::Busy);
         }
+        self.check_unchanged()?;
         if self.options.keep_deleted {
             // Copied and synced first: a crash from here on can only duplicate them there.
             keep::keep_deleted(&self.path, file, &self.extents, deleted)?;
