@@ -19,6 +19,8 @@ pub enum Action {
     Help,
     /// Print the version and exit 0.
     Version,
+    /// `poplar pw`: hash a password for the users file.
+    Pw(crate::pw::Args),
 }
 
 /// A command-line mistake: printed with the usage, exit code 2.
@@ -78,6 +80,41 @@ fn options() -> Options {
         "host name in the APOP timestamp (default: this host's)",
         "NAME",
     );
+    o.optopt(
+        "",
+        "max-per-address",
+        "most simultaneous connections from one client address, IPv6 by /64 (default 20)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "max-per-user",
+        "most simultaneous logged-in sessions of one user (default 4)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "max-bad-commands",
+        "bad commands allowed before login; the next closes the connection (default 10)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "auth-timeout",
+        "close a connection idle this many seconds before login (default 60; below --idle-timeout)",
+        "SECS",
+    );
+    o.optopt(
+        "",
+        "write-timeout",
+        "close a connection whose writes make no progress for this many seconds (default 120)",
+        "SECS",
+    );
+    o.optflag(
+        "",
+        "no-apop",
+        "offer neither APOP nor CRAM-MD5 (both need plain secrets in the users file)",
+    );
     o.optflag("h", "help", "print this help and exit");
     o.optflag("V", "version", "print the version and exit");
     o
@@ -93,6 +130,12 @@ pub fn usage() -> String {
 
 /// Parses the arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Action, CliError> {
+    // Subcommands: one arm each, into the subcommand's own module.
+    #[allow(clippy::single_match)]
+    match args.first().map(String::as_str) {
+        Some("pw") => return crate::pw::parse(&args[1..]).map(Action::Pw),
+        _ => {}
+    }
     let m = options().parse(args).map_err(|e| CliError(e.to_string()))?;
     if m.opt_present("help") {
         return Ok(Action::Help);
@@ -142,6 +185,32 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
     if let Some(d) = seconds(&m, "shutdown-grace")? {
         config.shutdown_grace = d;
     }
+    if let Some(n) = count(&m, "max-per-address")? {
+        config.max_per_address = n;
+    }
+    if let Some(n) = count(&m, "max-per-user")? {
+        config.max_per_user = n;
+    }
+    if let Some(n) = m.opt_str("max-bad-commands") {
+        config.max_bad_commands = n
+            .parse()
+            .map_err(|_| CliError(format!("--max-bad-commands: '{n}' is not a number")))?;
+    }
+    if let Some(d) = seconds(&m, "auth-timeout")? {
+        config.auth_timeout = d;
+    }
+    if config.auth_timeout.is_zero() || config.auth_timeout > config.idle_timeout {
+        return Err(CliError(
+            "--auth-timeout must be more than 0 and at most --idle-timeout".into(),
+        ));
+    }
+    if let Some(d) = seconds(&m, "write-timeout")? {
+        if d.is_zero() {
+            return Err(CliError("--write-timeout must be more than 0".into()));
+        }
+        config.write_timeout = d;
+    }
+    config.apop = !m.opt_present("no-apop");
     if let Some(h) = m.opt_str("hostname") {
         if h.is_empty()
             || !h
@@ -153,6 +222,18 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
         config.hostname = h;
     }
     Ok(Action::Run(Box::new(config)))
+}
+
+/// A count above zero.
+fn count(m: &getopts::Matches, name: &str) -> Result<Option<usize>, CliError> {
+    let Some(v) = m.opt_str(name) else {
+        return Ok(None);
+    };
+    v.parse::<usize>()
+        .ok()
+        .filter(|&n| n > 0)
+        .map(Some)
+        .ok_or_else(|| CliError(format!("--{name}: '{v}' is not a number above 0")))
 }
 
 /// A non-negative number of seconds, fractions allowed.
@@ -188,13 +269,18 @@ mod tests {
         assert_eq!(c.listen, vec!["127.0.0.1:1110".parse().unwrap()]);
         assert_eq!(c.idle_timeout, Duration::from_secs(600));
         assert_eq!(c.users_file, PathBuf::from("u"));
+        assert_eq!(c.auth_timeout, Duration::from_secs(60));
+        assert_eq!(c.max_per_address, 20);
+        assert!(c.apop);
     }
 
     #[test]
     fn every_flag() {
         let c = run(
             "-l 127.0.0.1:0 --listen [::1]:2110 -u users -m ./mail/%d/%n --idle-timeout 700 \
-             --max-connections 5 --auth-delay 0.25 --shutdown-grace 0 --hostname mail.example",
+             --max-connections 5 --auth-delay 0.25 --shutdown-grace 0 --hostname mail.example \
+             --max-per-address 3 --max-per-user 2 --max-bad-commands 0 --auth-timeout 30 \
+             --write-timeout 9 --no-apop",
         );
         assert_eq!(c.listen.len(), 2);
         assert!(c.listen[1].is_ipv6());
@@ -203,6 +289,12 @@ mod tests {
         assert_eq!(c.auth_failure_delay, Duration::from_millis(250));
         assert_eq!(c.shutdown_grace, Duration::ZERO);
         assert_eq!(c.hostname, "mail.example");
+        assert_eq!(c.max_per_address, 3);
+        assert_eq!(c.max_per_user, 2);
+        assert_eq!(c.max_bad_commands, 0);
+        assert_eq!(c.auth_timeout, Duration::from_secs(30));
+        assert_eq!(c.write_timeout, Duration::from_secs(9));
+        assert!(!c.apop);
     }
 
     #[test]
@@ -211,6 +303,10 @@ mod tests {
         assert!(matches!(parse(&args("-h --users x")), Ok(Action::Help)));
         assert!(matches!(parse(&args("-V")), Ok(Action::Version)));
         assert!(usage().contains("--listen"));
+        assert!(matches!(
+            parse(&args("pw -s PLAIN")),
+            Ok(Action::Pw(crate::pw::Args::Hash(_)))
+        ));
     }
 
     #[test]
@@ -232,6 +328,12 @@ mod tests {
             "--users u --mail /m/%n --auth-delay x",
             "--users u --mail /m/%n --hostname a<b",
             "--users u --mail /m/%n --listen",
+            "--users u --mail /m/%n --max-per-address 0",
+            "--users u --mail /m/%n --max-per-user x",
+            "--users u --mail /m/%n --max-bad-commands -1",
+            "--users u --mail /m/%n --auth-timeout 0",
+            "--users u --mail /m/%n --auth-timeout 700",
+            "--users u --mail /m/%n --write-timeout 0",
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad:?} should fail");
         }

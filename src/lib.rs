@@ -15,6 +15,7 @@ pub mod config;
 pub mod limits;
 pub mod logsafe;
 pub mod mailbox;
+pub mod pw;
 pub mod server;
 pub mod session;
 pub mod wire;

@@ -51,3 +51,50 @@ pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Most header bytes of one message that feed its UID: enough for any real MTA's headers, and
 /// a bound on work for a hostile one.
 pub const MAX_UID_HEADER_BYTES: usize = 64 * 1024;
+
+/// Longest failed-login delay: failures from one address double the delay up to this
+/// (unless `--auth-delay` itself is longer).
+pub const MAX_AUTH_FAILURE_DELAY: Duration = Duration::from_secs(15);
+
+/// How long an address's failures are remembered after its last one.
+pub const AUTH_FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
+
+/// Most client addresses whose failures are remembered: a bound on memory however many
+/// addresses an attacker uses. Expired entries are dropped first when it is reached.
+pub const MAX_TRACKED_ADDRESSES: usize = 65_536;
+
+/// Failed logins in one session before it is closed.
+pub const MAX_AUTH_FAILURES_PER_SESSION: u32 = 3;
+
+/// Default cap on simultaneous connections from one client address (IPv6: one /64). Users
+/// behind one NAT share it, so it is not tiny.
+pub const DEFAULT_MAX_PER_ADDRESS: usize = 20;
+
+/// Default cap on simultaneous logged-in sessions of one user.
+pub const DEFAULT_MAX_PER_USER: usize = 4;
+
+/// Default number of unknown or malformed commands (or commands of the wrong state) allowed
+/// before login; the next one closes the connection. Real clients make one or two at most.
+pub const DEFAULT_MAX_BAD_COMMANDS: u32 = 10;
+
+/// Default AUTHORIZATION timeout: a client has this long between lines until it has logged
+/// in. Kept short because an unauthenticated connection is only worth so much waiting;
+/// TRANSACTION keeps the RFC 1939 ten minutes.
+pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default write timeout: a client that stops reading (say, in the middle of RETR) is cut off
+/// after this long without progress, freeing its thread and buffers.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Longest SASL continuation line, CRLF included (RFC 5034 §4 lets responses exceed the
+/// command limit; Dovecot allows 8 KiB, which fits OAuth-sized tokens).
+pub const MAX_SASL_LINE: usize = 8 * 1024 + 2;
+
+/// Longest wait for a free password-hashing slot before a login is refused `[SYS/TEMP]`.
+pub const HASH_QUEUE_WAIT: Duration = Duration::from_secs(10);
+
+/// How many password hashes may run at once: half the cores (at least one), so a flood of
+/// logins against expensive hashes always leaves cores for sessions already logged in.
+pub fn hash_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}

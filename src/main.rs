@@ -19,8 +19,14 @@ fn main() -> ExitCode {
             println!("poplar {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        Ok(Action::Pw(args)) => return pw(args),
         Err(e) => {
-            eprintln!("poplar: {e}\n\n{}", cli::usage());
+            let usage = if args.first().map(String::as_str) == Some("pw") {
+                poplar::pw::usage()
+            } else {
+                cli::usage()
+            };
+            eprintln!("poplar: {e}\n\n{usage}");
             return ExitCode::from(2);
         }
     };
@@ -32,6 +38,22 @@ fn main() -> ExitCode {
             eprintln!("poplar: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+fn pw(args: poplar::pw::Args) -> ExitCode {
+    match args {
+        poplar::pw::Args::Help => {
+            print!("{}", poplar::pw::usage());
+            ExitCode::SUCCESS
+        }
+        poplar::pw::Args::Hash(scheme) => match poplar::pw::run(scheme) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("poplar pw: {e}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 

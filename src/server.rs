@@ -15,6 +15,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::auth::guard::{ClientKey, Guards};
 use crate::auth::{UsersHandle, passwd};
 use crate::config::Config;
 use crate::limits;
@@ -41,22 +42,64 @@ impl ShutdownHandle {
     }
 }
 
-/// Open sessions, so that shutdown can cut them off and wait for them.
+/// Open sessions, so that shutdown can cut them off and wait for them, and their count per
+/// client address for admission.
 #[derive(Default)]
 struct Sessions {
-    open: Mutex<HashMap<u64, TcpStream>>,
+    open: Mutex<Open>,
     changed: Condvar,
 }
 
+/// What [`Sessions`] guards: every open session's stream, and how many each address has.
+#[derive(Default)]
+struct Open {
+    streams: HashMap<u64, TcpStream>,
+    per_address: HashMap<ClientKey, usize>,
+}
+
+/// Why a connection was not admitted.
+enum Refusal {
+    Total,
+    PerAddress(ClientKey),
+}
+
 impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, TcpStream>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes a place for session `id` from `key`, or says which limit refuses it. The one
+    /// place where connections are counted per address: `key` is whatever address the
+    /// connection is accounted to.
+    fn admit(
+        self: &Arc<Self>,
+        id: u64,
+        key: ClientKey,
+        stream: TcpStream,
+        max_total: usize,
+        max_per_address: usize,
+    ) -> Result<Slot, Refusal> {
+        let mut open = self.lock();
+        if open.streams.len() >= max_total {
+            return Err(Refusal::Total);
+        }
+        let n = open.per_address.entry(key).or_insert(0);
+        if *n >= max_per_address {
+            return Err(Refusal::PerAddress(key));
+        }
+        *n += 1;
+        open.streams.insert(id, stream);
+        Ok(Slot {
+            sessions: self.clone(),
+            id,
+            key,
+        })
     }
 
     /// Waits until no session is open or `deadline` passes; returns how many are left.
     fn wait_empty(&self, deadline: Instant) -> usize {
         let mut open = self.lock();
-        while !open.is_empty() {
+        while !open.streams.is_empty() {
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -67,7 +110,7 @@ impl Sessions {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        open.len()
+        open.streams.len()
     }
 }
 
@@ -75,11 +118,20 @@ impl Sessions {
 struct Slot {
     sessions: Arc<Sessions>,
     id: u64,
+    key: ClientKey,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.sessions.lock().remove(&self.id);
+        let mut open = self.sessions.lock();
+        open.streams.remove(&self.id);
+        if let Some(n) = open.per_address.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.per_address.remove(&self.key);
+            }
+        }
+        drop(open);
         self.sessions.changed.notify_all();
     }
 }
@@ -93,8 +145,10 @@ pub struct Server {
     stopping: Arc<AtomicBool>,
     ctx: Arc<Context>,
     users_file: PathBuf,
-    idle_timeout: Duration,
+    auth_timeout: Duration,
+    write_timeout: Duration,
     max_connections: usize,
+    max_per_address: usize,
     shutdown_grace: Duration,
     sessions: Arc<Sessions>,
     next_id: AtomicU64,
@@ -115,9 +169,16 @@ impl Server {
         let ctx = Context {
             users: UsersHandle::new(users),
             store: Arc::new(MboxStore::new(config.mail.clone())),
+            guards: Arc::new(Guards::new(
+                config.auth_failure_delay,
+                limits::hash_parallelism(),
+                config.max_per_user,
+            )),
             settings: Settings {
-                auth_failure_delay: config.auth_failure_delay,
                 hostname: config.hostname.clone(),
+                apop: config.apop,
+                idle_timeout: config.idle_timeout,
+                max_bad_commands: config.max_bad_commands,
             },
         };
         Server::bind(config, ctx).map_err(|e| e.to_string())
@@ -143,8 +204,10 @@ impl Server {
             stopping: Arc::new(AtomicBool::new(false)),
             ctx: Arc::new(ctx),
             users_file: config.users_file.clone(),
-            idle_timeout: config.idle_timeout,
+            auth_timeout: config.auth_timeout.min(config.idle_timeout),
+            write_timeout: config.write_timeout,
             max_connections: config.max_connections,
+            max_per_address: config.max_per_address,
             shutdown_grace: config.shutdown_grace,
             sessions: Arc::default(),
             next_id: AtomicU64::new(1),
@@ -283,30 +346,38 @@ impl Server {
             log::warn!("{tag} cannot set up connection: {e}");
             return;
         }
-        let registered = match stream.try_clone() {
-            Ok(clone) => {
-                let mut open = self.sessions.lock();
-                if open.len() >= self.max_connections {
-                    None
-                } else {
-                    open.insert(id, clone);
-                    Some(Slot {
-                        sessions: self.sessions.clone(),
-                        id,
-                    })
-                }
-            }
+        let clone = match stream.try_clone() {
+            Ok(c) => c,
             Err(e) => {
                 log::warn!("{tag} cannot set up connection: {e}");
                 return;
             }
         };
-        let Some(slot) = registered else {
-            log::warn!("{tag} refused: {} sessions open", self.max_connections);
-            let _ =
-                (&stream).write_all(b"-ERR [SYS/TEMP] too many connections, try again later\r\n");
-            return;
-        };
+        let key = ClientKey::of(peer.ip());
+        let slot =
+            match self
+                .sessions
+                .admit(id, key, clone, self.max_connections, self.max_per_address)
+            {
+                Ok(slot) => slot,
+                Err(refusal) => {
+                    let text: &[u8] = match refusal {
+                        Refusal::Total => {
+                            log::warn!("{tag} refused: {} sessions open", self.max_connections);
+                            b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
+                        }
+                        Refusal::PerAddress(key) => {
+                            log::warn!(
+                                "{tag} refused: {} sessions open from {key}",
+                                self.max_per_address
+                            );
+                            b"-ERR [SYS/TEMP] too many connections from your address\r\n"
+                        }
+                    };
+                    let _ = (&stream).write_all(text);
+                    return;
+                }
+            };
         let ctx = self.ctx.clone();
         let spawned = thread::Builder::new()
             .name(format!("pop3-{id}"))
@@ -327,8 +398,10 @@ impl Server {
         stream.set_nonblocking(false)?;
         // Replies are buffered and flushed whole; Nagle would only add delay.
         stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(self.idle_timeout))?;
-        stream.set_write_timeout(Some(self.idle_timeout))
+        // The AUTHORIZATION timeout; a logged-in session waits through it up to its idle
+        // timeout (see session::Settings::idle_timeout).
+        stream.set_read_timeout(Some(self.auth_timeout))?;
+        stream.set_write_timeout(Some(self.write_timeout))
     }
 
     /// Stops accepting, lets sessions finish within the grace period, then cuts off the
@@ -338,14 +411,14 @@ impl Server {
             let _ = self.poll.registry().deregister(l);
         }
         self.listeners.clear();
-        let open = self.sessions.lock().len();
+        let open = self.sessions.lock().streams.len();
         log::info!("stopped accepting; {open} sessions open");
         let left = self
             .sessions
             .wait_empty(Instant::now() + self.shutdown_grace);
         if left > 0 {
             log::info!("cutting off {left} sessions");
-            for stream in self.sessions.lock().values() {
+            for stream in self.sessions.lock().streams.values() {
                 let _ = stream.shutdown(Shutdown::Both);
             }
             let stuck = self

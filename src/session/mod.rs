@@ -11,8 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::auth::UsersHandle;
+use crate::auth::guard::{Guards, UserSlot};
+use crate::auth::sasl::Mechanism;
 use crate::command::{self, Command};
-use crate::limits::{FILE_CHUNK, MAX_COMMAND_LINE};
+use crate::limits::{FILE_CHUNK, MAX_COMMAND_LINE, MAX_SASL_LINE};
 use crate::mailbox::{MailStore, MailboxError, Maildrop};
 use crate::wire::{self, Extent, Line, MessageWriter, Reply, RespCode};
 
@@ -22,28 +24,39 @@ use transaction::{Transaction, TxStep};
 /// Settings that shape every session.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Delay before a failed login is answered (the same for unknown users).
-    pub auth_failure_delay: Duration,
-    /// The host name in the APOP timestamp.
+    /// The host name in the APOP timestamp and CRAM-MD5 challenges.
     pub hostname: String,
+    /// Whether APOP and CRAM-MD5 (the mechanisms that need plain secrets) are offered
+    /// (`--no-apop` turns them off).
+    pub apop: bool,
+    /// Inactivity timeout in TRANSACTION. The connection's own read timeout is the shorter
+    /// AUTHORIZATION timeout; logged-in sessions wait through it until this runs out.
+    pub idle_timeout: Duration,
+    /// Bad commands allowed before login; the next one closes the connection.
+    pub max_bad_commands: u32,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            auth_failure_delay: crate::limits::DEFAULT_AUTH_FAILURE_DELAY,
             hostname: "localhost".into(),
+            apop: true,
+            idle_timeout: crate::limits::DEFAULT_IDLE_TIMEOUT,
+            max_bad_commands: crate::limits::DEFAULT_MAX_BAD_COMMANDS,
         }
     }
 }
 
-/// What every session shares: who may log in, where mail lives, and the settings.
+/// What every session shares: who may log in, where mail lives, the login guards and the
+/// settings.
 #[derive(Clone)]
 pub struct Context {
     /// The users table in force.
     pub users: UsersHandle,
     /// Where maildrops come from.
     pub store: Arc<dyn MailStore>,
+    /// Failure delays, the hashing gate and per-user session slots.
+    pub guards: Arc<Guards>,
     /// Session settings.
     pub settings: Settings,
 }
@@ -63,6 +76,10 @@ pub enum Ending {
     NetworkError,
     /// The mailbox failed in the middle of sending a message.
     MailboxError,
+    /// Too many failed logins in the session.
+    AuthFailures,
+    /// Too many bad commands before login.
+    BadCommands,
 }
 
 impl Ending {
@@ -74,6 +91,8 @@ impl Ending {
             Ending::Timeout => "timeout",
             Ending::NetworkError => "network-error",
             Ending::MailboxError => "mailbox-error",
+            Ending::AuthFailures => "auth-failures",
+            Ending::BadCommands => "bad-commands",
         }
     }
 }
@@ -122,27 +141,27 @@ enum Phase {
 pub fn run<R: BufRead, W: Write>(ctx: &Context, tag: &Tag, mut input: R, mut output: W) -> Ending {
     let started = Instant::now();
     log::info!("{tag} session start");
-    let timestamp = apop_timestamp(tag.id, &ctx.settings.hostname);
-    let mut phase = Phase::Authorization(Authorization::new());
-    let mut stats = Stats::default();
-    let mut user = None;
-    let greeting = Reply::ok(format!("poplar ready {timestamp}"));
+    let apop = ctx.settings.apop && ctx.users.current().any_plain();
+    let timestamp = apop.then(|| apop_timestamp(tag.id, &ctx.settings.hostname));
+    let greeting = match &timestamp {
+        Some(ts) => Reply::ok(format!("poplar ready {ts}")),
+        None => Reply::ok("poplar ready"),
+    };
+    let mut session = Session {
+        phase: Phase::Authorization(Authorization::new(timestamp)),
+        stats: Stats::default(),
+        user: None,
+        mechanisms: Vec::new(),
+        _user_slot: None,
+    };
     let ending = match send(&mut output, &greeting) {
         Err(e) => io_ending(&e),
-        Ok(()) => command_loop(
-            ctx,
-            tag,
-            &timestamp,
-            &mut phase,
-            &mut stats,
-            &mut user,
-            &mut input,
-            &mut output,
-        ),
+        Ok(()) => session.command_loop(ctx, tag, &mut input, &mut output),
     };
+    let stats = session.stats;
     log::info!(
         "{tag} session end user={} reason={} duration_ms={} retr={} retr_octets={} top={} dele={} dele_octets={}",
-        user.as_deref().unwrap_or("-"),
+        session.user.as_deref().unwrap_or("-"),
         ending.as_str(),
         started.elapsed().as_millis(),
         stats.retr,
@@ -154,103 +173,211 @@ pub fn run<R: BufRead, W: Write>(ctx: &Context, tag: &Tag, mut input: R, mut out
     ending
 }
 
-#[allow(clippy::too_many_arguments)]
-fn command_loop<R: BufRead, W: Write>(
-    ctx: &Context,
-    tag: &Tag,
-    timestamp: &str,
-    phase: &mut Phase,
-    stats: &mut Stats,
-    user: &mut Option<String>,
-    input: &mut R,
-    output: &mut W,
-) -> Ending {
-    let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
-    loop {
-        match wire::read_line(input, &mut line, MAX_COMMAND_LINE) {
-            Ok(Line::Complete) => {}
-            Ok(Line::Eof) => return Ending::Disconnected,
-            Ok(Line::TooLong) => {
-                log::debug!("{tag} C: (line too long)");
-                if let Err(e) = send(output, &Reply::err("line too long")) {
-                    return io_ending(&e);
+/// One session's state between lines.
+struct Session {
+    phase: Phase,
+    stats: Stats,
+    /// The logged-in user, for the end-of-session line.
+    user: Option<String>,
+    /// The SASL mechanisms offered before login, announced by CAPA after it too (RFC 2449 §5).
+    mechanisms: Vec<Mechanism>,
+    /// The logged-in user's place among their sessions, held until the session ends.
+    _user_slot: Option<UserSlot>,
+}
+
+/// What to do after a line has been answered.
+enum Next {
+    /// Read the next line.
+    Continue,
+    /// The session is over.
+    End(Ending),
+    /// QUIT in TRANSACTION: UPDATE.
+    Update,
+}
+
+impl Session {
+    fn command_loop<R: BufRead, W: Write>(
+        &mut self,
+        ctx: &Context,
+        tag: &Tag,
+        input: &mut R,
+        output: &mut W,
+    ) -> Ending {
+        let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
+        let mut last_input = Instant::now();
+        loop {
+            let sasl = matches!(&self.phase, Phase::Authorization(a) if a.in_exchange());
+            let max = if sasl {
+                MAX_SASL_LINE
+            } else {
+                MAX_COMMAND_LINE
+            };
+            let read = match wire::read_line(input, &mut line, max) {
+                Ok(Line::Eof) => return Ending::Disconnected,
+                Ok(read) => read,
+                Err(e) if self.waits_on(&e, &line, last_input, ctx) => continue,
+                Err(e) => return io_ending(&e),
+            };
+            last_input = Instant::now();
+            let next = match &mut self.phase {
+                Phase::Authorization(auth) => {
+                    let step = authorization_line(ctx, tag, auth, sasl, &read, &line);
+                    self.after_auth_step(ctx, step, output)
                 }
-                continue;
-            }
-            Err(e) => return io_ending(&e),
-        }
-        let cmd = match command::parse(&line) {
-            Ok(c) => c,
-            Err(e) => {
-                log::debug!("{tag} C: ({e}) {}", crate::logsafe::escape(&line));
-                if let Err(e) = send(output, &Reply::err(e.to_string())) {
-                    return io_ending(&e);
-                }
-                continue;
-            }
-        };
-        log::debug!("{tag} C: {cmd:?}");
-        let result = match phase {
-            Phase::Authorization(auth) => match auth.handle(ctx, tag, timestamp, cmd) {
-                AuthStep::Reply(r) => send(output, &r),
-                AuthStep::Quit(r) => {
-                    return send(output, &r).map_or_else(|e| io_ending(&e), |()| Ending::Quit);
-                }
-                AuthStep::LoggedIn(t, r) => {
-                    *user = Some(t.user().as_str().to_owned());
-                    *phase = Phase::Transaction(t);
-                    send(output, &r)
-                }
-            },
-            Phase::Transaction(t) => match t.handle(cmd) {
-                TxStep::Reply(r) => send(output, &r),
-                TxStep::Send {
-                    index,
-                    extent,
-                    status,
-                } => match send_message(output, t.maildrop(), index, extent, &status) {
-                    Ok(()) => {
-                        t.count_sent(index, extent, stats);
-                        Ok(())
+                Phase::Transaction(t) => {
+                    let r = transaction_line(tag, t, &self.mechanisms, &read, &line);
+                    match r {
+                        TxStep::Reply(r) => send(output, &r).map(|()| Next::Continue),
+                        TxStep::Send {
+                            index,
+                            extent,
+                            status,
+                        } => match send_message(output, t.maildrop(), index, extent, &status) {
+                            Ok(()) => {
+                                t.count_sent(index, extent, &mut self.stats);
+                                Ok(Next::Continue)
+                            }
+                            Err(SendError::Refused(e)) => {
+                                send(output, &mailbox_reply(tag, &e)).map(|()| Next::Continue)
+                            }
+                            Err(SendError::Client(e)) => Err(e),
+                            Err(SendError::Midway(e)) => {
+                                log::warn!("{tag} mailbox failed while sending a message: {e}");
+                                Ok(Next::End(Ending::MailboxError))
+                            }
+                        },
+                        TxStep::Quit => Ok(Next::Update),
                     }
-                    Err(SendError::Refused(e)) => send(output, &mailbox_reply(tag, &e)),
-                    Err(SendError::Client(e)) => Err(e),
-                    Err(SendError::Midway(e)) => {
-                        log::warn!("{tag} mailbox failed while sending a message: {e}");
-                        return Ending::MailboxError;
-                    }
-                },
-                TxStep::Quit => break,
-            },
-        };
-        if let Err(e) = result {
-            return io_ending(&e);
+                }
+            };
+            match next {
+                Ok(Next::Continue) => {}
+                Ok(Next::End(ending)) => return ending,
+                Ok(Next::Update) => return self.update(tag, output),
+                Err(e) => return io_ending(&e),
+            }
         }
     }
-    // QUIT in TRANSACTION: the UPDATE state.
-    let Phase::Transaction(t) =
-        std::mem::replace(phase, Phase::Authorization(Authorization::new()))
-    else {
-        unreachable!("the loop only breaks out of TRANSACTION");
-    };
-    let (reply, ending) = match t.commit(stats) {
-        Ok(left) => (
-            Reply::ok(format!("bye, {left} messages left")),
-            Ending::Quit,
-        ),
+
+    /// Whether a failed read is only the short AUTHORIZATION read timeout passing while a
+    /// logged-in client is still within its idle time (with no partial line lost), so the
+    /// session goes on waiting.
+    fn waits_on(&self, e: &io::Error, line: &[u8], last_input: Instant, ctx: &Context) -> bool {
+        matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ) && matches!(self.phase, Phase::Transaction(_))
+            && line.is_empty()
+            && last_input.elapsed() < ctx.settings.idle_timeout
+    }
+
+    /// Writes an AUTHORIZATION step's reply and moves to TRANSACTION on login.
+    fn after_auth_step<W: Write>(
+        &mut self,
+        ctx: &Context,
+        step: AuthStep,
+        output: &mut W,
+    ) -> io::Result<Next> {
+        match step {
+            AuthStep::Reply(r) => send(output, &r).map(|()| Next::Continue),
+            AuthStep::Quit(r) => send(output, &r).map(|()| Next::End(Ending::Quit)),
+            AuthStep::Close(r, ending) => send(output, &r).map(|()| Next::End(ending)),
+            AuthStep::LoggedIn(t, slot, r) => {
+                if let Phase::Authorization(auth) = &self.phase {
+                    self.mechanisms = auth.mechanisms(ctx);
+                }
+                self.user = Some(t.user().as_str().to_owned());
+                self._user_slot = Some(slot);
+                self.phase = Phase::Transaction(t);
+                send(output, &r).map(|()| Next::Continue)
+            }
+        }
+    }
+
+    /// QUIT in TRANSACTION: the UPDATE state.
+    fn update<W: Write>(&mut self, tag: &Tag, output: &mut W) -> Ending {
+        let Phase::Transaction(t) = std::mem::replace(
+            &mut self.phase,
+            Phase::Authorization(Authorization::new(None)),
+        ) else {
+            unreachable!("UPDATE only follows TRANSACTION");
+        };
+        let (reply, ending) = match t.commit(&mut self.stats) {
+            Ok(left) => (
+                Reply::ok(format!("bye, {left} messages left")),
+                Ending::Quit,
+            ),
+            Err(e) => {
+                log::warn!("{tag} commit failed, nothing deleted: {e}");
+                (
+                    Reply::err_code(
+                        RespCode::SysTemp,
+                        "could not remove deleted messages; mailbox unchanged",
+                    ),
+                    Ending::CommitFailed,
+                )
+            }
+        };
+        let _ = send(output, &reply);
+        ending
+    }
+}
+
+/// Decides what one line read in AUTHORIZATION leads to: a SASL response, or a command.
+fn authorization_line(
+    ctx: &Context,
+    tag: &Tag,
+    auth: &mut Authorization,
+    sasl: bool,
+    read: &Line,
+    line: &[u8],
+) -> AuthStep {
+    let complete = *read == Line::Complete;
+    if sasl {
+        log::debug!("{tag} C: (SASL response)");
+        return auth.sasl_response(ctx, tag, complete.then_some(line));
+    }
+    if !complete {
+        log::debug!("{tag} C: (line too long)");
+        return auth.bad_command(ctx, Reply::err("line too long"));
+    }
+    match command::parse(line) {
+        Ok(Command::Capa) => AuthStep::Reply(capabilities(&auth.mechanisms(ctx))),
+        Ok(cmd) => {
+            log::debug!("{tag} C: {cmd:?}");
+            auth.handle(ctx, tag, cmd)
+        }
         Err(e) => {
-            log::warn!("{tag} commit failed, nothing deleted: {e}");
-            (
-                Reply::err_code(
-                    RespCode::SysTemp,
-                    "could not remove deleted messages; mailbox unchanged",
-                ),
-                Ending::CommitFailed,
-            )
+            log::debug!("{tag} C: ({e}) {}", crate::logsafe::escape(line));
+            auth.bad_command(ctx, Reply::err(e.to_string()))
+        }
+    }
+}
+
+/// Decides what one line read in TRANSACTION leads to.
+fn transaction_line(
+    tag: &Tag,
+    t: &mut Transaction,
+    mechanisms: &[Mechanism],
+    read: &Line,
+    line: &[u8],
+) -> TxStep {
+    if *read != Line::Complete {
+        log::debug!("{tag} C: (line too long)");
+        return TxStep::Reply(Reply::err("line too long"));
+    }
+    let cmd = match command::parse(line) {
+        Ok(c) => c,
+        Err(e) => {
+            log::debug!("{tag} C: ({e}) {}", crate::logsafe::escape(line));
+            return TxStep::Reply(Reply::err(e.to_string()));
         }
     };
-    let _ = send(output, &reply);
-    ending
+    log::debug!("{tag} C: {cmd:?}");
+    if cmd == Command::Capa {
+        return TxStep::Reply(capabilities(mechanisms));
+    }
+    t.handle(cmd)
 }
 
 /// Writes a reply and flushes it, so pipelined replies leave in order and none waits.
@@ -334,22 +461,30 @@ fn send_message<W: Write>(
     out.flush().map_err(SendError::Client)
 }
 
-/// The capability list (RFC 2449 §5), the same before and after login.
-fn capabilities() -> Reply {
-    let caps = [
+/// The capability list (RFC 2449 §5), the same before and after login: `SASL` names the
+/// mechanisms that can work on this connection, and is left out when none can.
+fn capabilities(mechanisms: &[Mechanism]) -> Reply {
+    let mut lines = String::new();
+    for c in [
         "TOP",
         "UIDL",
         "USER",
         "RESP-CODES",
         "AUTH-RESP-CODE",
         "PIPELINING",
-        "IMPLEMENTATION poplar",
-    ];
-    let mut lines = String::new();
-    for c in caps {
+    ] {
         lines.push_str(c);
         lines.push_str("\r\n");
     }
+    if !mechanisms.is_empty() {
+        lines.push_str("SASL");
+        for m in mechanisms {
+            lines.push(' ');
+            lines.push_str(m.name());
+        }
+        lines.push_str("\r\n");
+    }
+    lines.push_str("IMPLEMENTATION poplar\r\n");
     Reply::Multi {
         first: "capability list follows".into(),
         lines,

@@ -1,4 +1,5 @@
-//! The TRANSACTION state: STAT, LIST, UIDL, RETR, TOP, DELE, RSET, NOOP, CAPA and QUIT. It
+//! The TRANSACTION state: STAT, LIST, UIDL, RETR, TOP, DELE, RSET, NOOP and QUIT (CAPA is
+//! answered by the session loop, the same in both states). It
 //! owns the deletion marks; only QUIT hands them to the maildrop.
 
 use std::fmt::Write as _;
@@ -7,7 +8,7 @@ use crate::command::{Command, MsgNum};
 use crate::mailbox::{MailboxError, Maildrop, UserName};
 use crate::wire::{Extent, Reply};
 
-use super::{Stats, capabilities, wrong_state};
+use super::{Stats, wrong_state};
 
 /// A logged-in session: the locked maildrop and the marks set by DELE.
 pub(super) struct Transaction {
@@ -127,7 +128,6 @@ impl Transaction {
                 Reply::ok(format!("{n} messages ({size} octets)"))
             }
             Command::Noop => Reply::ok(""),
-            Command::Capa => capabilities(),
             Command::Quit => return TxStep::Quit,
             other => wrong_state(&other),
         };
