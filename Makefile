@@ -24,6 +24,11 @@ deps:
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3; }
 	@python3 -c 'import poplib' || { echo "python3 lacks poplib" >&2; exit 1; }
 	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+	@# Reference password tools for tests/schemes.rs: mkpasswd, openssl passwd, doveadm pw.
+	@command -v mkpasswd >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends whois; }
+	@command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends openssl; }
+	@command -v doveadm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dovecot-core; }
+	@python3 -W ignore -c 'import crypt' || { echo "python3 lacks the crypt module" >&2; exit 1; }
 
 fmt:
 	$(CARGO) fmt --all -- --check

@@ -288,8 +288,12 @@ pub fn hash(scheme: Scheme, password: &[u8]) -> Result<String, String> {
 }
 
 fn sha_crypt(algorithm: sha_crypt::Algorithm, password: &[u8]) -> Result<String, String> {
+    // 12 random bytes make the 16 salt characters crypt(3) reads; the crate's own default
+    // salt is longer, and glibc, libxcrypt and Dovecot would cut it and compute another hash.
+    let mut salt = [0u8; 12];
+    getrandom::fill(&mut salt).map_err(|e| e.to_string())?;
     sha_crypt::ShaCrypt::from(algorithm)
-        .hash_password(password)
+        .hash_password_with_salt(password, &salt)
         .map(|h| h.to_string())
         .map_err(|e| e.to_string())
 }
@@ -317,6 +321,13 @@ mod tests {
             assert!(secret.verify(b"p\xc3\xa4ss word"), "{line}");
             assert!(!secret.verify(b"p\xc3\xa4ss wordx"), "{line}");
             assert!(!secret.verify(b""), "{line}");
+            if let Some(salt) = line.strip_prefix("{SHA512-CRYPT}$6$rounds=5000$") {
+                assert_eq!(
+                    salt.find('$'),
+                    Some(16),
+                    "crypt(3) reads 16 salt characters"
+                );
+            }
         }
     }
 
