@@ -101,7 +101,7 @@ fn options() -> Options {
     o.optopt(
         "",
         "auth-timeout",
-        "close a connection idle this many seconds before login (default 60; below --idle-timeout)",
+        "close a connection not logged in this many seconds after connecting (default 60)",
         "SECS",
     );
     o.optopt(

@@ -36,7 +36,7 @@ pub struct Config {
     pub max_per_user: usize,
     /// Bad commands allowed before login (`--max-bad-commands`).
     pub max_bad_commands: u32,
-    /// Read timeout until login (`--auth-timeout`); shorter than `idle_timeout`.
+    /// Time from connecting to logging in (`--auth-timeout`); at most `idle_timeout`.
     pub auth_timeout: Duration,
     /// Longest a write may make no progress (`--write-timeout`).
     pub write_timeout: Duration,

@@ -41,6 +41,11 @@ pub const SESSION_WRITE_BUFFER: usize = 64 * 1024;
 /// Chunk size for reading message bytes from the mailbox file.
 pub const FILE_CHUNK: usize = 64 * 1024;
 
+/// Queue of connections the kernel holds until they are accepted (capped by
+/// net.core.somaxconn): deep enough that a burst of connections waits briefly instead of
+/// having its SYNs dropped.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
 /// Most connections accepted per readiness event before the accept loop looks at its other
 /// sources (the stop waker, signals) again.
 pub const MAX_ACCEPTS_PER_POLL: usize = 64;
@@ -77,9 +82,9 @@ pub const DEFAULT_MAX_PER_USER: usize = 4;
 /// before login; the next one closes the connection. Real clients make one or two at most.
 pub const DEFAULT_MAX_BAD_COMMANDS: u32 = 10;
 
-/// Default AUTHORIZATION timeout: a client has this long between lines until it has logged
-/// in. Kept short because an unauthenticated connection is only worth so much waiting;
-/// TRANSACTION keeps the RFC 1939 ten minutes.
+/// Default AUTHORIZATION timeout: a client must have logged in this long after connecting,
+/// however it trickles its bytes in. Short, because an unauthenticated connection is worth
+/// little waiting; TRANSACTION keeps the RFC 1939 ten minutes of idle time.
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Default write timeout: a client that stops reading (say, in the middle of RETR) is cut off

@@ -145,6 +145,7 @@ pub struct Server {
     stopping: Arc<AtomicBool>,
     ctx: Arc<Context>,
     users_file: PathBuf,
+    idle_timeout: Duration,
     auth_timeout: Duration,
     write_timeout: Duration,
     max_connections: usize,
@@ -177,7 +178,6 @@ impl Server {
             settings: Settings {
                 hostname: config.hostname.clone(),
                 apop: config.apop,
-                idle_timeout: config.idle_timeout,
                 max_bad_commands: config.max_bad_commands,
             },
         };
@@ -191,6 +191,9 @@ impl Server {
         for (i, addr) in config.listen.iter().enumerate() {
             let mut l = TcpListener::bind(*addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            // mio listens with a backlog of 128; a burst of connections beyond it has its SYNs
+            // dropped and retried a second later. Listening again raises it (Linux allows it).
+            rustix::net::listen(&l, limits::LISTEN_BACKLOG)?;
             poll.registry()
                 .register(&mut l, Token(i), Interest::READABLE)?;
             listeners.push(l);
@@ -204,6 +207,7 @@ impl Server {
             stopping: Arc::new(AtomicBool::new(false)),
             ctx: Arc::new(ctx),
             users_file: config.users_file.clone(),
+            idle_timeout: config.idle_timeout,
             auth_timeout: config.auth_timeout.min(config.idle_timeout),
             write_timeout: config.write_timeout,
             max_connections: config.max_connections,
@@ -248,8 +252,13 @@ impl Server {
         let mut events = Events::with_capacity(64);
         // Listeners whose backlog was not drained in one batch (edge-triggered readiness).
         let mut pending = vec![false; self.listeners.len()];
+        let mut next_deadline = None;
         while !self.stopping.load(Ordering::SeqCst) {
-            let timeout = pending.iter().any(|&p| p).then_some(Duration::ZERO);
+            let timeout = if pending.iter().any(|&p| p) {
+                Some(Duration::ZERO)
+            } else {
+                next_deadline.map(|d: Instant| d.saturating_duration_since(Instant::now()))
+            };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -268,6 +277,7 @@ impl Server {
                     *more = self.accept_batch(i);
                 }
             }
+            next_deadline = self.reap();
         }
         self.shutdown();
         Ok(())
@@ -315,6 +325,26 @@ impl Server {
                 self.users_file.display()
             ),
         }
+    }
+
+    /// Cuts off sessions that have not logged in within the AUTHORIZATION timeout (however
+    /// much they trickle in); returns when the next one is due.
+    fn reap(&self) -> Option<Instant> {
+        let (expired, next) = self.ctx.guards.deadlines.expired(Instant::now());
+        if !expired.is_empty() {
+            let open = self.sessions.lock();
+            for id in expired {
+                if let Some(stream) = open.streams.get(&id) {
+                    log::warn!(
+                        "[{id}] not logged in within {:?}: closing",
+                        self.auth_timeout
+                    );
+                    // No farewell line: a client that does not read could block the loop.
+                    let _ = stream.shutdown(Shutdown::Both);
+                }
+            }
+        }
+        next
     }
 
     /// Accepts up to a batch of connections on listener `i`; returns whether more may wait.
@@ -378,6 +408,10 @@ impl Server {
                     return;
                 }
             };
+        self.ctx
+            .guards
+            .deadlines
+            .start(id, Instant::now() + self.auth_timeout);
         let ctx = self.ctx.clone();
         let spawned = thread::Builder::new()
             .name(format!("pop3-{id}"))
@@ -387,6 +421,7 @@ impl Server {
                 let input = BufReader::with_capacity(limits::SESSION_READ_BUFFER, &stream);
                 let output = BufWriter::with_capacity(limits::SESSION_WRITE_BUFFER, &stream);
                 session::run(&ctx, &tag, input, output);
+                ctx.guards.deadlines.clear(id);
             });
         if let Err(e) = spawned {
             log::error!("cannot start a session thread: {e}");
@@ -398,9 +433,8 @@ impl Server {
         stream.set_nonblocking(false)?;
         // Replies are buffered and flushed whole; Nagle would only add delay.
         stream.set_nodelay(true)?;
-        // The AUTHORIZATION timeout; a logged-in session waits through it up to its idle
-        // timeout (see session::Settings::idle_timeout).
-        stream.set_read_timeout(Some(self.auth_timeout))?;
+        // Before login, the total AUTHORIZATION deadline cuts in sooner (see `reap`).
+        stream.set_read_timeout(Some(self.idle_timeout))?;
         stream.set_write_timeout(Some(self.write_timeout))
     }
 

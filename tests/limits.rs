@@ -138,6 +138,29 @@ fn authorization_times_out_sooner_than_a_logged_in_session() {
 }
 
 #[test]
+fn a_trickling_client_is_cut_off_at_the_authorization_deadline() {
+    let s = alice_server(|c| c.auth_timeout = Duration::from_millis(500));
+    let mut c = s.connect();
+    let start = Instant::now();
+    // One byte every 50 ms: each read is quick, but the login never comes.
+    let mut cut = false;
+    for b in b"USER alice".iter().cycle().take(200) {
+        std::thread::sleep(Duration::from_millis(50));
+        if c.writer.write_all(&[*b]).is_err() {
+            cut = true;
+            break;
+        }
+    }
+    let rest = closed(&mut c);
+    assert!(cut || rest.is_empty(), "{rest:?}");
+    about(
+        start.elapsed().min(Duration::from_secs(9)),
+        Duration::from_millis(450),
+    );
+    assert!(start.elapsed() < Duration::from_secs(9), "never cut off");
+}
+
+#[test]
 fn a_client_that_never_reads_is_cut_off_by_the_write_timeout() {
     // A message far larger than the socket buffers, so the server's writes block.
     let big = vec![b'x'; 8 << 20];

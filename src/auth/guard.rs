@@ -199,6 +199,39 @@ impl UserSlots {
     }
 }
 
+/// When each session still in AUTHORIZATION must have logged in: a total deadline, so that a
+/// client sending a byte now and then cannot stay unauthenticated for ever. The server sets
+/// and enforces them; a session clears its own on login.
+#[derive(Debug, Default)]
+pub struct LoginDeadlines(Mutex<HashMap<u64, Instant>>);
+
+impl LoginDeadlines {
+    /// Session `id` must log in by `deadline`.
+    pub fn start(&self, id: u64, deadline: Instant) {
+        lock(&self.0).insert(id, deadline);
+    }
+
+    /// Session `id` has logged in, or ended: it has no deadline any more.
+    pub fn clear(&self, id: u64) {
+        lock(&self.0).remove(&id);
+    }
+
+    /// Removes and returns the sessions whose deadline has passed at `now`, and the next
+    /// deadline still pending.
+    pub fn expired(&self, now: Instant) -> (Vec<u64>, Option<Instant>) {
+        let mut map = lock(&self.0);
+        let gone: Vec<u64> = map
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &gone {
+            map.remove(id);
+        }
+        (gone, map.values().min().copied())
+    }
+}
+
 /// Everything that guards logins, shared by all sessions.
 #[derive(Debug)]
 pub struct Guards {
@@ -208,6 +241,8 @@ pub struct Guards {
     pub gate: Gate,
     /// Logged-in sessions per user.
     pub users: Arc<UserSlots>,
+    /// AUTHORIZATION deadlines.
+    pub deadlines: LoginDeadlines,
 }
 
 impl Guards {
@@ -218,6 +253,7 @@ impl Guards {
             throttle: Throttle::new(base),
             gate: Gate::new(hash_slots),
             users: UserSlots::new(per_user),
+            deadlines: LoginDeadlines::default(),
         }
     }
 }
@@ -281,6 +317,22 @@ mod tests {
             .collect();
         threads.into_iter().for_each(|t| t.join().unwrap());
         assert_eq!(lock(&running).1, 2);
+    }
+
+    #[test]
+    fn deadlines_expire_once_and_report_the_next() {
+        let d = LoginDeadlines::default();
+        let now = Instant::now();
+        d.start(1, now);
+        d.start(2, now + Duration::from_secs(5));
+        d.start(3, now + Duration::from_secs(9));
+        d.clear(3);
+        assert_eq!(
+            d.expired(now),
+            (vec![1], Some(now + Duration::from_secs(5)))
+        );
+        assert_eq!(d.expired(now), (vec![], Some(now + Duration::from_secs(5))));
+        assert_eq!(d.expired(now + Duration::from_secs(6)), (vec![2], None));
     }
 
     #[test]

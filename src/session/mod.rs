@@ -8,7 +8,7 @@ mod transaction;
 use std::io::{self, BufRead, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::auth::UsersHandle;
 use crate::auth::guard::{Guards, UserSlot};
@@ -29,9 +29,6 @@ pub struct Settings {
     /// Whether APOP and CRAM-MD5 (the mechanisms that need plain secrets) are offered
     /// (`--no-apop` turns them off).
     pub apop: bool,
-    /// Inactivity timeout in TRANSACTION. The connection's own read timeout is the shorter
-    /// AUTHORIZATION timeout; logged-in sessions wait through it until this runs out.
-    pub idle_timeout: Duration,
     /// Bad commands allowed before login; the next one closes the connection.
     pub max_bad_commands: u32,
 }
@@ -41,7 +38,6 @@ impl Default for Settings {
         Settings {
             hostname: "localhost".into(),
             apop: true,
-            idle_timeout: crate::limits::DEFAULT_IDLE_TIMEOUT,
             max_bad_commands: crate::limits::DEFAULT_MAX_BAD_COMMANDS,
         }
     }
@@ -204,7 +200,6 @@ impl Session {
         output: &mut W,
     ) -> Ending {
         let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
-        let mut last_input = Instant::now();
         loop {
             let sasl = matches!(&self.phase, Phase::Authorization(a) if a.in_exchange());
             let max = if sasl {
@@ -215,14 +210,12 @@ impl Session {
             let read = match wire::read_line(input, &mut line, max) {
                 Ok(Line::Eof) => return Ending::Disconnected,
                 Ok(read) => read,
-                Err(e) if self.waits_on(&e, &line, last_input, ctx) => continue,
                 Err(e) => return io_ending(&e),
             };
-            last_input = Instant::now();
             let next = match &mut self.phase {
                 Phase::Authorization(auth) => {
                     let step = authorization_line(ctx, tag, auth, sasl, &read, &line);
-                    self.after_auth_step(ctx, step, output)
+                    self.after_auth_step(ctx, tag, step, output)
                 }
                 Phase::Transaction(t) => {
                     let r = transaction_line(tag, t, &self.mechanisms, &read, &line);
@@ -259,22 +252,11 @@ impl Session {
         }
     }
 
-    /// Whether a failed read is only the short AUTHORIZATION read timeout passing while a
-    /// logged-in client is still within its idle time (with no partial line lost), so the
-    /// session goes on waiting.
-    fn waits_on(&self, e: &io::Error, line: &[u8], last_input: Instant, ctx: &Context) -> bool {
-        matches!(
-            e.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-        ) && matches!(self.phase, Phase::Transaction(_))
-            && line.is_empty()
-            && last_input.elapsed() < ctx.settings.idle_timeout
-    }
-
     /// Writes an AUTHORIZATION step's reply and moves to TRANSACTION on login.
     fn after_auth_step<W: Write>(
         &mut self,
         ctx: &Context,
+        tag: &Tag,
         step: AuthStep,
         output: &mut W,
     ) -> io::Result<Next> {
@@ -283,6 +265,7 @@ impl Session {
             AuthStep::Quit(r) => send(output, &r).map(|()| Next::End(Ending::Quit)),
             AuthStep::Close(r, ending) => send(output, &r).map(|()| Next::End(ending)),
             AuthStep::LoggedIn(t, slot, r) => {
+                ctx.guards.deadlines.clear(tag.id);
                 if let Phase::Authorization(auth) = &self.phase {
                     self.mechanisms = auth.mechanisms(ctx);
                 }
