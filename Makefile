@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEMO := target/demo
 
-.PHONY: run test deps fmt clippy unit
+.PHONY: run test deps fmt clippy unit fuzz
 
 run:
 	$(CARGO) build --release
@@ -40,3 +40,17 @@ unit: deps
 	$(CARGO) test
 
 test: deps fmt clippy unit
+
+# Fuzzing (fuzz/): each target runs FUZZ_SECONDS (default 60) from the corpus kept in
+# fuzz/corpus/. cargo-fuzz wants nightly flags (-Z sanitizer); RUSTC_BOOTSTRAP=1 lets the
+# stable toolchain accept them.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := parse sasl session
+
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			|| exit 1; \
+	done

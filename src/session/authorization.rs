@@ -10,7 +10,7 @@ use crate::mailbox::UserName;
 use crate::wire::{Reply, RespCode};
 
 use super::transaction::Transaction;
-use super::{Context, Ending, Tag, apop_timestamp, mailbox_reply, wrong_state};
+use super::{Context, Ending, Tag, apop_timestamp, capabilities, mailbox_reply, wrong_state};
 
 /// What the client has told us so far in AUTHORIZATION.
 pub(super) struct Authorization {
@@ -64,6 +64,11 @@ impl Authorization {
             .into_iter()
             .filter(|m| self.mechanism_usable(ctx, *m))
             .collect()
+    }
+
+    /// The CAPA reply for this connection now.
+    pub(super) fn capabilities(&self, ctx: &Context) -> Reply {
+        capabilities(&self.mechanisms(ctx), self.plaintext_allowed)
     }
 
     fn mechanism_usable(&self, ctx: &Context, m: Mechanism) -> bool {

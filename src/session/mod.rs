@@ -147,7 +147,7 @@ pub fn run<R: BufRead, W: Write>(ctx: &Context, tag: &Tag, mut input: R, mut out
         phase: Phase::Authorization(Authorization::new(timestamp)),
         stats: Stats::default(),
         user: None,
-        mechanisms: Vec::new(),
+        capabilities: None,
         _user_slot: None,
     };
     let ending = match send(&mut output, &greeting) {
@@ -175,8 +175,8 @@ struct Session {
     stats: Stats,
     /// The logged-in user, for the end-of-session line.
     user: Option<String>,
-    /// The SASL mechanisms offered before login, announced by CAPA after it too (RFC 2449 §5).
-    mechanisms: Vec<Mechanism>,
+    /// After login, the capabilities announced before it, which CAPA repeats (RFC 2449 §5).
+    capabilities: Option<Reply>,
     /// The logged-in user's place among their sessions, held until the session ends.
     _user_slot: Option<UserSlot>,
 }
@@ -218,7 +218,7 @@ impl Session {
                     self.after_auth_step(ctx, tag, step, output)
                 }
                 Phase::Transaction(t) => {
-                    let r = transaction_line(tag, t, &self.mechanisms, &read, &line);
+                    let r = transaction_line(tag, t, self.capabilities.as_ref(), &read, &line);
                     match r {
                         TxStep::Reply(r) => send(output, &r).map(|()| Next::Continue),
                         TxStep::Send {
@@ -267,7 +267,7 @@ impl Session {
             AuthStep::LoggedIn(t, slot, r) => {
                 ctx.guards.deadlines.clear(tag.id);
                 if let Phase::Authorization(auth) = &self.phase {
-                    self.mechanisms = auth.mechanisms(ctx);
+                    self.capabilities = Some(auth.capabilities(ctx));
                 }
                 self.user = Some(t.user().as_str().to_owned());
                 self._user_slot = Some(slot);
@@ -325,7 +325,7 @@ fn authorization_line(
         return auth.bad_command(ctx, Reply::err("line too long"));
     }
     match command::parse(line) {
-        Ok(Command::Capa) => AuthStep::Reply(capabilities(&auth.mechanisms(ctx))),
+        Ok(Command::Capa) => AuthStep::Reply(auth.capabilities(ctx)),
         Ok(cmd) => {
             log::debug!("{tag} C: {cmd:?}");
             auth.handle(ctx, tag, cmd)
@@ -341,7 +341,7 @@ fn authorization_line(
 fn transaction_line(
     tag: &Tag,
     t: &mut Transaction,
-    mechanisms: &[Mechanism],
+    capabilities: Option<&Reply>,
     read: &Line,
     line: &[u8],
 ) -> TxStep {
@@ -357,8 +357,8 @@ fn transaction_line(
         }
     };
     log::debug!("{tag} C: {cmd:?}");
-    if cmd == Command::Capa {
-        return TxStep::Reply(capabilities(mechanisms));
+    if let (Command::Capa, Some(capa)) = (&cmd, capabilities) {
+        return TxStep::Reply(capa.clone());
     }
     t.handle(cmd)
 }
@@ -445,8 +445,9 @@ fn send_message<W: Write>(
 }
 
 /// The capability list (RFC 2449 §5), the same before and after login: `SASL` names the
-/// mechanisms that can work on this connection, and is left out when none can.
-fn capabilities(mechanisms: &[Mechanism]) -> Reply {
+/// mechanisms that can work on this connection, and is left out when none can; `USER` is
+/// listed only where passwords may be sent as they are.
+fn capabilities(mechanisms: &[Mechanism], user: bool) -> Reply {
     let mut lines = String::new();
     for c in [
         "TOP",
@@ -456,6 +457,9 @@ fn capabilities(mechanisms: &[Mechanism]) -> Reply {
         "AUTH-RESP-CODE",
         "PIPELINING",
     ] {
+        if c == "USER" && !user {
+            continue;
+        }
         lines.push_str(c);
         lines.push_str("\r\n");
     }
