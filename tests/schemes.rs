@@ -1,4 +1,5 @@
-//! Every password scheme against hashes made at run time by the reference tools: Debian's
+//! Every password scheme (and yescrypt behind `{CRYPT}`) against hashes made at run time by
+//! the reference tools: Debian's
 //! `mkpasswd` (package whois), `openssl passwd`, Python's `crypt` and Dovecot's `doveadm pw`.
 //! `make deps` installs them.
 
@@ -48,6 +49,13 @@ fn reference_hashes() -> Vec<(String, String)> {
         v.push((format!("mkpasswd {m}"), format!("{{{scheme}}}{h}")));
         v.push((format!("mkpasswd {m}, {{CRYPT}}"), format!("{{CRYPT}}{h}")));
         v.push((format!("mkpasswd {m}, no prefix"), h));
+    }
+    for prefix in ["{CRYPT}", ""] {
+        let h = tool("mkpasswd", &["-m", "yescrypt", "--stdin"]);
+        v.push((
+            format!("mkpasswd yescrypt {prefix}"),
+            format!("{prefix}{h}"),
+        ));
     }
     let rounds = tool("mkpasswd", &["-m", "sha512crypt", "-R", "10000", "--stdin"]);
     v.push(("mkpasswd sha512crypt rounds=10000".into(), rounds));

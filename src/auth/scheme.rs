@@ -15,7 +15,8 @@ use subtle::ConstantTimeEq;
 pub enum Scheme {
     /// `{PLAIN}` (also `{CLEAR}`, `{CLEARTEXT}`): the password itself.
     Plain,
-    /// `{CRYPT}`, or no prefix at all: any crypt(3) string, told apart by its `$id$`.
+    /// `{CRYPT}`, or no prefix at all: any crypt(3) string, told apart by its `$id$`
+    /// (DES, `$1$`, `$5$`, `$6$`, `$2?$`, `$y$`).
     Crypt,
     /// `{SHA512-CRYPT}`: `$6$`.
     Sha512Crypt,
@@ -90,6 +91,8 @@ pub enum Algorithm {
     Argon2i,
     /// `$argon2id$`.
     Argon2id,
+    /// `$y$`: yescrypt, Debian's default for /etc/shadow (only behind `{CRYPT}`).
+    Yescrypt,
 }
 
 impl Algorithm {
@@ -103,6 +106,7 @@ impl Algorithm {
             Some("2a" | "2b" | "2y") => Algorithm::Bcrypt,
             Some("argon2i") => Algorithm::Argon2i,
             Some("argon2id") => Algorithm::Argon2id,
+            Some("y") => Algorithm::Yescrypt,
             Some(_) => return None,
             None if hash.len() == 13 && hash.bytes().all(is_crypt64) => Algorithm::Des,
             None => return None,
@@ -227,6 +231,7 @@ fn well_formed(algorithm: Algorithm, hash: &str) -> bool {
         }
         Algorithm::Bcrypt => hash.len() == 60 && bcrypt::HashParts::from_str(hash).is_ok(),
         Algorithm::Argon2i | Algorithm::Argon2id => PasswordHash::new(hash).is_ok(),
+        Algorithm::Yescrypt => yescrypt::PasswordHashRef::new(hash).is_ok(),
     }
 }
 
@@ -240,6 +245,9 @@ fn verify_hash(algorithm: Algorithm, hash: &str, password: &[u8]) -> bool {
         Algorithm::Bcrypt => bcrypt::verify(password, hash).unwrap_or(false),
         Algorithm::Argon2i | Algorithm::Argon2id => PasswordHash::new(hash)
             .is_ok_and(|h| Argon2::default().verify_password(password, &h).is_ok()),
+        Algorithm::Yescrypt => yescrypt::Yescrypt::default()
+            .verify_password(password, hash)
+            .is_ok(),
     }
 }
 
@@ -348,6 +356,7 @@ mod tests {
         assert!(Secret::parse(b"{BLF-CRYPT}$2y$10$short").is_err());
         assert!(Secret::parse(b"{ARGON2ID}$argon2id$v=19$garbage").is_err());
         assert!(Secret::parse(b"{CRYPT}$9$what$ever").is_err());
+        assert!(Secret::parse(b"{CRYPT}$y$j9T$short").is_err());
         assert!(Secret::parse(b"{MD5-CRYPT\xff").is_err());
         assert!(Secret::parse(b"nobrace").is_err());
     }
