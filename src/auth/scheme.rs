@@ -231,7 +231,13 @@ fn well_formed(algorithm: Algorithm, hash: &str) -> bool {
         }
         Algorithm::Bcrypt => hash.len() == 60 && bcrypt::HashParts::from_str(hash).is_ok(),
         Algorithm::Argon2i | Algorithm::Argon2id => PasswordHash::new(hash).is_ok(),
-        Algorithm::Yescrypt => yescrypt::PasswordHashRef::new(hash).is_ok(),
+        Algorithm::Yescrypt => {
+            let parts: Vec<&str> = hash.split('$').collect();
+            yescrypt::PasswordHashRef::new(hash).is_ok()
+                && parts.len() == 5
+                && parts[4].len() == 43
+                && parts[4].bytes().all(is_crypt64)
+        }
     }
 }
 
