@@ -199,3 +199,26 @@ fn a_client_that_never_reads_is_cut_off_by_the_write_timeout() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn per_user_limit_refuses_a_further_login_before_touching_the_mailbox() {
+    let s = alice_server(|c| c.max_per_user = 1);
+    let mut first = s.connect();
+    first.login("alice", "secret");
+    let mut second = s.connect();
+    second.cmd("USER alice");
+    assert_eq!(
+        second.cmd("PASS secret"),
+        "-ERR [IN-USE] too many sessions for this user"
+    );
+    assert_eq!(first.cmd("QUIT"), "+OK bye, 1 messages left");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        second.cmd("USER alice");
+        if second.cmd("PASS secret").starts_with("+OK") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the user's slot was never freed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -188,6 +188,8 @@ impl Exchange {
                 self.state = State::LoginPassword(response);
                 Step::Challenge(b"Password:".to_vec())
             }
+            // An empty user name cannot log in; say so rather than look it up.
+            State::LoginPassword(user) if user.is_empty() => Step::Failed(SaslError::Malformed),
             State::LoginPassword(user) => Step::Done(Credentials::Password {
                 user,
                 password: response,
@@ -290,6 +292,9 @@ mod tests {
         let (mut ex, step) = Exchange::start(Mechanism::Login, "", Some(b"dGlt"));
         assert_eq!(step, Step::Challenge(b"Password:".to_vec()));
         assert_eq!(ex.respond(b""), pw(b"tim", b""));
+        // Found by the sasl fuzz target: an empty user name used to reach the lookup.
+        let (mut ex, _) = Exchange::start(Mechanism::Login, "", Some(b"="));
+        assert_eq!(ex.respond(b"eA=="), Step::Failed(SaslError::Malformed));
     }
 
     #[test]
