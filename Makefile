@@ -1,34 +1,65 @@
-# poplar: `make run` serves demo mail on 127.0.0.1:1110; `make test` runs every check.
+# poplar: `make run` serves demo mail on 127.0.0.1:1110 (`make run-tls` adds STLS and POP3S on
+# 127.0.0.1:1995 with a fresh self-signed certificate); `make test` runs every check.
 SHELL := /bin/bash
 CARGO ?= cargo
 DEMO := target/demo
 
-.PHONY: run test deps fmt clippy unit fuzz
+.PHONY: run run-tls demo-mail test deps tls-deps fmt clippy unit fuzz
 
-run:
+demo-mail:
 	$(CARGO) build --release
 	rm -rf $(DEMO) && mkdir -p $(DEMO)/mail
 	cp examples/demo/users $(DEMO)/users
 	cp examples/demo/alice.mbox $(DEMO)/mail/alice
 	cp examples/demo/bob.mbox $(DEMO)/mail/bob
+
+# --dev serves the demo mailboxes in $(DEMO)/mail to any user name, with any password.
+run: demo-mail
 	@echo
-	@echo "poplar demo on 127.0.0.1:1110 (mail in $(DEMO)/mail, reset by every 'make run')"
-	@echo "  users: alice (password alice, 3 messages), bob (password bob, 1 message)"
+	@echo "poplar demo (--dev mode) on 127.0.0.1:1110 (mail in $(DEMO)/mail, reset by every 'make run')"
+	@echo "  users: alice (3 messages), bob (1 message), or any new name; any password works"
 	@echo "  try:   telnet 127.0.0.1 1110    then USER alice / PASS alice / STAT / LIST / RETR 1 / DELE 1 / QUIT"
 	@echo "  stop:  Ctrl-C"
 	@echo
-	exec ./target/release/poplar --listen 127.0.0.1:1110 --users $(DEMO)/users --mail '$(DEMO)/mail/%n'
+	exec ./target/release/poplar --dev $(DEMO)/mail --dev-any-password --listen 127.0.0.1:1110
 
-# Tools the tests drive: python3 with poplib, and curl (installed from Debian if missing).
-deps:
+# The TLS demo: a self-signed certificate for localhost and 127.0.0.1, made at every start.
+run-tls: demo-mail tls-deps
+	mkdir -p $(DEMO)/tls
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+	  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+	  -keyout $(DEMO)/tls/key.pem -out $(DEMO)/tls/cert.pem 2>/dev/null
+	@echo
+	@echo "poplar TLS demo: STLS on 127.0.0.1:1110, implicit TLS (POP3S) on 127.0.0.1:1995"
+	@echo "  certificate: $(DEMO)/tls/cert.pem (self-signed, new at every 'make run-tls')"
+	@echo "  users: alice (password alice, 3 messages), bob (password bob, 1 message)"
+	@echo "  try:   openssl s_client -starttls pop3 -crlf -connect 127.0.0.1:1110 -CAfile $(DEMO)/tls/cert.pem"
+	@echo "         openssl s_client -crlf -connect 127.0.0.1:1995 -CAfile $(DEMO)/tls/cert.pem"
+	@echo "         curl --cacert $(DEMO)/tls/cert.pem -u alice:alice pop3s://127.0.0.1:1995/1"
+	@echo "  reload the certificate: kill -HUP <pid>;  stop: Ctrl-C"
+	@echo
+	exec ./target/release/poplar --listen 127.0.0.1:1110 --listen-tls 127.0.0.1:1995 \
+	  --tls-cert $(DEMO)/tls/cert.pem --tls-key $(DEMO)/tls/key.pem \
+	  --users $(DEMO)/users --mail '$(DEMO)/mail/%n'
+
+# openssl, for the TLS demo's certificate and the s_client test.
+tls-deps:
+	@command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl; }
+
+# Tools the tests drive: python3 with poplib (it also execs poplar with inherited sockets for
+# the socket-activation test), and curl (installed from Debian if missing).
+deps: tls-deps
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3; }
-	@python3 -c 'import poplib' || { echo "python3 lacks poplib" >&2; exit 1; }
+	@python3 -c 'import poplib, ssl' || { echo "python3 lacks poplib or ssl" >&2; exit 1; }
 	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
 	@# Reference password tools for tests/schemes.rs: mkpasswd, openssl passwd, doveadm pw.
 	@command -v mkpasswd >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends whois; }
-	@command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends openssl; }
 	@command -v doveadm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dovecot-core; }
 	@python3 -W ignore -c 'import crypt' || { echo "python3 lacks the crypt module" >&2; exit 1; }
+# The docs tests check the man page with groff and the example units with systemd-analyze;
+# each skips with a printed reason if its tool could not be installed.
+	@command -v groff >/dev/null || { apt-get update -qq && apt-get install -y -qq groff-base; } || true
+	@command -v systemd-analyze >/dev/null || { apt-get update -qq && apt-get install -y -qq systemd; } || true
 
 fmt:
 	$(CARGO) fmt --all -- --check

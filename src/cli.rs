@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use getopts::Options;
 
-use crate::config::{Config, DEFAULT_LISTEN};
+use crate::config::{Config, DEFAULT_LISTEN, TlsFiles};
+use crate::dev::{DEV_PASSWORD, DevMode};
+use crate::mailbox::lock::LockKind;
+use crate::mailbox::mbox::MboxOptions;
 use crate::mailbox::template::MailTemplate;
+use crate::proxy::Cidr;
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -21,6 +25,8 @@ pub enum Action {
     Version,
     /// `poplar pw`: hash a password for the users file.
     Pw(crate::pw::Args),
+    /// `poplar deliver`: append stdin to a user's mbox.
+    Deliver(Box<crate::deliver::Deliver>),
 }
 
 /// A command-line mistake: printed with the usage, exit code 2.
@@ -115,27 +121,126 @@ fn options() -> Options {
         "no-apop",
         "offer neither APOP nor CRAM-MD5 (both need plain secrets in the users file)",
     );
+    o.optopt(
+        "",
+        "tls-cert",
+        "PEM certificate chain, leaf first; with --tls-key, enables STLS (reloaded on SIGHUP)",
+        "FILE",
+    );
+    o.optopt("", "tls-key", "PEM private key of --tls-cert", "FILE");
+    o.optmulti(
+        "",
+        "listen-tls",
+        "address to listen on with implicit TLS (POP3S, usually port 995), repeatable",
+        "ADDR",
+    );
+    o.optflag(
+        "",
+        "allow-cleartext",
+        "allow USER/PASS and other cleartext logins without TLS from non-loopback clients",
+    );
+    o.optmulti(
+        "",
+        "proxy-protocol",
+        "listen on ADDR for connections that start with a PROXY v1/v2 header (repeatable)",
+        "ADDR",
+    );
+    o.optmulti(
+        "",
+        "trusted-proxy",
+        "address or range allowed to send PROXY headers, e.g. 10.0.0.0/8 (repeatable)",
+        "CIDR",
+    );
+    o.optflag(
+        "",
+        "inetd",
+        "serve one session on stdin/stdout (inetd, systemd Accept=yes)",
+    );
+    o.optflagopt(
+        "",
+        "dev",
+        &format!(
+            "development mode: 127.0.0.1 only, any user, password '{DEV_PASSWORD}', mailboxes \
+             in DIR (default: a new directory under the system temp dir)"
+        ),
+        "DIR",
+    );
+    o.optflag("", "dev-any-password", "with --dev: accept any password");
+    mbox_options(&mut o);
     o.optflag("h", "help", "print this help and exit");
     o.optflag("V", "version", "print the version and exit");
     o
 }
 
+/// The storage flags, shared by the server and `poplar deliver`.
+pub fn mbox_options(o: &mut Options) {
+    o.optflag(
+        "",
+        "mbox-unquote",
+        "send '>From ' lines with one '>' less (mboxrd writers); sizes follow",
+    );
+    o.optflag(
+        "",
+        "uidl-from-header",
+        "use unique X-UIDL: headers as UIDs (migration from qpopper; spam can forge them)",
+    );
+    o.optopt(
+        "",
+        "mbox-locks",
+        "locks toward delivery agents, in order (default dotlock,fcntl)",
+        "LIST",
+    );
+    o.optopt(
+        "",
+        "lock-timeout",
+        "longest wait for the mbox locks before 'mailbox busy' (default 10)",
+        "SECS",
+    );
+    o.optopt(
+        "",
+        "stale-lock-age",
+        "break a dotlock unchanged this long, with its mbox (default 300)",
+        "SECS",
+    );
+}
+
+/// Reads the storage flags into `mbox`.
+pub fn mbox_flags(m: &getopts::Matches, mbox: &mut MboxOptions) -> Result<(), CliError> {
+    mbox.view.unquote = m.opt_present("mbox-unquote");
+    mbox.view.uidl_from_header = m.opt_present("uidl-from-header");
+    if let Some(list) = m.opt_str("mbox-locks") {
+        mbox.locks.order =
+            LockKind::parse_list(&list).map_err(|e| CliError(format!("--mbox-locks: {e}")))?;
+    }
+    if let Some(d) = seconds(m, "lock-timeout")? {
+        mbox.locks.timeout = d;
+    }
+    if let Some(d) = seconds(m, "stale-lock-age")? {
+        mbox.locks.stale_after = d;
+    }
+    Ok(())
+}
+
 /// The usage text, for `--help` and after a usage error.
 pub fn usage() -> String {
     options().usage(
-        "Usage: poplar --users FILE --mail TEMPLATE [--listen ADDR ...] [options]\n\n\
+        "Usage: poplar --users FILE --mail TEMPLATE [--listen ADDR ...] [options]\n       \
+         poplar --dev [DIR] [--dev-any-password] [--listen 127.0.0.1:PORT]\n\n\
          A POP3 server for mbox mailboxes. POPLAR_LOG sets the log filter (default info).",
     )
 }
 
 /// Parses the arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Action, CliError> {
-    // Subcommands: one arm each, into the subcommand's own module.
-    #[allow(clippy::single_match)]
     match args.first().map(String::as_str) {
-        Some("pw") => return crate::pw::parse(&args[1..]).map(Action::Pw),
-        _ => {}
+        Some("deliver") => crate::deliver::parse(&args[1..]).map(|d| Action::Deliver(Box::new(d))),
+        Some("pw") => crate::pw::parse(&args[1..]).map(Action::Pw),
+        _ => parse_server(args),
     }
+}
+
+/// Parses the server's own arguments.
+fn parse_server(args: &[String]) -> Result<Action, CliError> {
     let m = options().parse(args).map_err(|e| CliError(e.to_string()))?;
     if m.opt_present("help") {
         return Ok(Action::Help);
@@ -143,30 +248,55 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
     if m.opt_present("version") {
         return Ok(Action::Version);
     }
-    if let Some(extra) = m.free.first() {
-        return Err(CliError(format!("unexpected argument '{extra}'")));
-    }
-    let users = m
-        .opt_str("users")
-        .ok_or_else(|| CliError("--users FILE is required".into()))?;
-    let mail = m
-        .opt_str("mail")
-        .ok_or_else(|| CliError("--mail TEMPLATE is required".into()))?;
-    let mail = MailTemplate::parse(&mail).map_err(|e| CliError(format!("--mail: {e}")))?;
-    let mut config = Config::new(PathBuf::from(users), mail);
-    let listen = m.opt_strs("listen");
+    let mut config = if m.opt_present("dev") {
+        dev_config(&m)?
+    } else {
+        if m.opt_present("dev-any-password") {
+            return Err(CliError("--dev-any-password needs --dev".into()));
+        }
+        if let Some(extra) = m.free.first() {
+            return Err(CliError(format!("unexpected argument '{extra}'")));
+        }
+        let users = m
+            .opt_str("users")
+            .ok_or_else(|| CliError("--users FILE is required".into()))?;
+        let mail = m
+            .opt_str("mail")
+            .ok_or_else(|| CliError("--mail TEMPLATE is required".into()))?;
+        let mail = MailTemplate::parse(&mail).map_err(|e| CliError(format!("--mail: {e}")))?;
+        Config::new(PathBuf::from(users), mail)
+    };
+    config.proxy_listen = addresses(&m, "proxy-protocol")?;
+    config.trusted_proxies = m
+        .opt_strs("trusted-proxy")
+        .iter()
+        .map(|c| c.parse::<Cidr>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| CliError(format!("--trusted-proxy: {e}")))?;
+    let listen = addresses(&m, "listen")?;
     if !listen.is_empty() {
-        config.listen = listen
-            .iter()
-            .map(|a| {
-                a.parse::<SocketAddr>().map_err(|_| {
-                    CliError(format!(
-                        "--listen: '{a}' is not an address such as 127.0.0.1:110 or [::1]:110"
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        config.listen = listen;
+    } else if !config.proxy_listen.is_empty() {
+        // Only PROXY listeners asked for: no plain listener by default.
+        config.listen.clear();
     }
+    config.tls = match (m.opt_str("tls-cert"), m.opt_str("tls-key")) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+        }),
+        (None, None) => None,
+        _ => return Err(CliError("--tls-cert and --tls-key go together".into())),
+    };
+    config.listen_tls = addresses(&m, "listen-tls")?;
+    if !config.listen_tls.is_empty() && config.tls.is_none() {
+        return Err(CliError(
+            "--listen-tls needs --tls-cert and --tls-key".into(),
+        ));
+    }
+    config.allow_cleartext = m.opt_present("allow-cleartext");
+    config.inetd = m.opt_present("inetd");
+    check_modes(&m, &config)?;
     if let Some(d) = seconds(&m, "idle-timeout")? {
         if d.is_zero() {
             return Err(CliError("--idle-timeout must be more than 0".into()));
@@ -196,13 +326,15 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
             .parse()
             .map_err(|_| CliError(format!("--max-bad-commands: '{n}' is not a number")))?;
     }
-    if let Some(d) = seconds(&m, "auth-timeout")? {
-        config.auth_timeout = d;
-    }
-    if config.auth_timeout.is_zero() || config.auth_timeout > config.idle_timeout {
-        return Err(CliError(
-            "--auth-timeout must be more than 0 and at most --idle-timeout".into(),
-        ));
+    match seconds(&m, "auth-timeout")? {
+        Some(d) if d.is_zero() || d > config.idle_timeout => {
+            return Err(CliError(
+                "--auth-timeout must be more than 0 and at most --idle-timeout".into(),
+            ));
+        }
+        Some(d) => config.auth_timeout = d,
+        // A short --idle-timeout shortens the default AUTHORIZATION deadline with it.
+        None => config.auth_timeout = config.auth_timeout.min(config.idle_timeout),
     }
     if let Some(d) = seconds(&m, "write-timeout")? {
         if d.is_zero() {
@@ -212,7 +344,10 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
     }
     config.apop = !m.opt_present("no-apop");
     if let Some(h) = m.opt_str("hostname") {
+        // A longer name would push the greeting past 512 octets (RFC 2449 §4), and cutting it
+        // there would cut off the APOP timestamp's closing '>'.
         if h.is_empty()
+            || h.len() > 255
             || !h
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
@@ -221,6 +356,7 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
         }
         config.hostname = h;
     }
+    mbox_flags(&m, &mut config.mbox)?;
     Ok(Action::Run(Box::new(config)))
 }
 
@@ -236,8 +372,93 @@ fn count(m: &getopts::Matches, name: &str) -> Result<Option<usize>, CliError> {
         .ok_or_else(|| CliError(format!("--{name}: '{v}' is not a number above 0")))
 }
 
+/// The `--dev` configuration: its own users and mail, any DIR given as `--dev=DIR` or as the
+/// one free argument.
+fn dev_config(m: &getopts::Matches) -> Result<Config, CliError> {
+    // TLS and cleartext rules are for the network; --dev serves loopback only.
+    for flag in [
+        "users",
+        "mail",
+        "inetd",
+        "proxy-protocol",
+        "trusted-proxy",
+        "tls-cert",
+        "tls-key",
+        "listen-tls",
+        "allow-cleartext",
+    ] {
+        if m.opt_present(flag) {
+            return Err(CliError(format!("--{flag} cannot be used with --dev")));
+        }
+    }
+    let dir = match (m.opt_str("dev"), m.free.as_slice()) {
+        (Some(d), []) => Some(d),
+        (None, [d]) => Some(d.clone()),
+        (None, []) => None,
+        (_, [.., extra]) => return Err(CliError(format!("unexpected argument '{extra}'"))),
+    };
+    if dir.as_deref() == Some("") {
+        return Err(CliError("--dev: the directory name is empty".into()));
+    }
+    let mode = DevMode::new(dir.map(PathBuf::from), m.opt_present("dev-any-password"));
+    Ok(Config::dev(mode))
+}
+
+/// Combinations that cannot work, refused before anything starts.
+fn check_modes(m: &getopts::Matches, config: &Config) -> Result<(), CliError> {
+    if config.dev.is_some()
+        && let Some(a) = config.listen.iter().find(|a| a.ip() != DEV_IP)
+    {
+        return Err(CliError(format!(
+            "--dev listens on {DEV_IP} only, not on {a}"
+        )));
+    }
+    if config.inetd
+        && (m.opt_present("listen")
+            || !config.listen_tls.is_empty()
+            || !config.proxy_listen.is_empty())
+    {
+        return Err(CliError(
+            "--inetd serves stdin/stdout: --listen, --listen-tls and --proxy-protocol do not \
+             apply"
+                .into(),
+        ));
+    }
+    if config.inetd && !config.trusted_proxies.is_empty() {
+        return Err(CliError("--inetd does not read PROXY headers".into()));
+    }
+    if !config.proxy_listen.is_empty() && config.trusted_proxies.is_empty() {
+        return Err(CliError(
+            "--proxy-protocol needs at least one --trusted-proxy".into(),
+        ));
+    }
+    if config.proxy_listen.is_empty() && !config.trusted_proxies.is_empty() {
+        return Err(CliError(
+            "--trusted-proxy applies only to --proxy-protocol listeners".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The only address `--dev` listens on.
+const DEV_IP: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// Every value of a repeatable address option.
+fn addresses(m: &getopts::Matches, name: &str) -> Result<Vec<SocketAddr>, CliError> {
+    m.opt_strs(name)
+        .iter()
+        .map(|a| {
+            a.parse::<SocketAddr>().map_err(|_| {
+                CliError(format!(
+                    "--{name}: '{a}' is not an address such as 127.0.0.1:110 or [::1]:110"
+                ))
+            })
+        })
+        .collect()
+}
+
 /// A non-negative number of seconds, fractions allowed.
-fn seconds(m: &getopts::Matches, name: &str) -> Result<Option<Duration>, CliError> {
+pub fn seconds(m: &getopts::Matches, name: &str) -> Result<Option<Duration>, CliError> {
     let Some(v) = m.opt_str(name) else {
         return Ok(None);
     };
@@ -268,10 +489,31 @@ mod tests {
         let c = run("--users u --mail /m/%n");
         assert_eq!(c.listen, vec!["127.0.0.1:1110".parse().unwrap()]);
         assert_eq!(c.idle_timeout, Duration::from_secs(600));
-        assert_eq!(c.users_file, PathBuf::from("u"));
         assert_eq!(c.auth_timeout, Duration::from_secs(60));
         assert_eq!(c.max_per_address, 20);
         assert!(c.apop);
+        assert_eq!(c.users_file, Some(PathBuf::from("u")));
+        assert!(c.proxy_listen.is_empty() && !c.inetd && c.dev.is_none());
+        assert_eq!(c.tls, None);
+        assert!(c.listen_tls.is_empty());
+        assert!(!c.allow_cleartext);
+    }
+
+    #[test]
+    fn tls_flags() {
+        let c = run(
+            "-u u -m /m/%n --tls-cert c.pem --tls-key k.pem --listen-tls 127.0.0.1:995 \
+             --listen-tls [::1]:995 --allow-cleartext",
+        );
+        let files = c.tls.unwrap();
+        assert_eq!(files.cert, PathBuf::from("c.pem"));
+        assert_eq!(files.key, PathBuf::from("k.pem"));
+        assert_eq!(c.listen_tls.len(), 2);
+        assert!(c.listen_tls[1].is_ipv6());
+        assert!(c.allow_cleartext);
+        // STLS alone, on the plain listeners.
+        let c = run("-u u -m /m/%n --tls-cert c.pem --tls-key k.pem");
+        assert!(c.tls.is_some() && c.listen_tls.is_empty());
     }
 
     #[test]
@@ -298,6 +540,68 @@ mod tests {
     }
 
     #[test]
+    fn dev_takes_its_directory_three_ways_and_needs_no_users_or_mail() {
+        for form in ["--dev /tmp/d", "--dev=/tmp/d", "/tmp/d --dev"] {
+            let c = run(form);
+            let mode = c.dev.as_ref().unwrap();
+            assert_eq!(mode.dir, PathBuf::from("/tmp/d"), "{form}");
+            assert!(!mode.fresh && !mode.any_password);
+            assert_eq!(c.users_file, None);
+        }
+        let c = run("--dev --dev-any-password --listen 127.0.0.1:0 --auth-delay 0");
+        let mode = c.dev.unwrap();
+        assert!(mode.fresh && mode.any_password);
+        assert_eq!(c.listen, vec!["127.0.0.1:0".parse().unwrap()]);
+        assert_eq!(c.auth_failure_delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn proxy_listeners_replace_the_default_listener_and_need_trusted_proxies() {
+        let c = run("-u u -m /m/%n --proxy-protocol 10.0.0.5:110 --trusted-proxy 10.0.0.0/8");
+        assert!(c.listen.is_empty());
+        assert_eq!(c.proxy_listen, vec!["10.0.0.5:110".parse().unwrap()]);
+        assert_eq!(c.trusted_proxies.len(), 1);
+        let c = run(
+            "-u u -m /m/%n -l [::]:110 --proxy-protocol 10.0.0.5:110 --trusted-proxy ::1 \
+             --trusted-proxy 10.0.0.1",
+        );
+        assert_eq!(c.listen.len(), 1);
+        assert_eq!(c.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn inetd_is_a_flag() {
+        assert!(run("--inetd -u u -m /m/%n --idle-timeout 30").inetd);
+    }
+
+    #[test]
+    fn mode_combinations_that_cannot_work_are_usage_errors() {
+        for bad in [
+            "--dev --listen 0.0.0.0:1110",
+            "--dev --listen [::1]:1110",
+            "--dev -u u",
+            "--dev -m /m/%n",
+            "--dev --inetd",
+            "--dev --proxy-protocol 127.0.0.1:1 --trusted-proxy 127.0.0.1",
+            "--dev --tls-cert c --tls-key k",
+            "--dev --allow-cleartext",
+            "-u u -m /m/%n --inetd --tls-cert c --tls-key k --listen-tls 127.0.0.1:995",
+            "--dev a b",
+            "--dev=a b",
+            "--dev=",
+            "-u u -m /m/%n --dev-any-password",
+            "-u u -m /m/%n --proxy-protocol 127.0.0.1:1",
+            "-u u -m /m/%n --trusted-proxy 127.0.0.1",
+            "-u u -m /m/%n --proxy-protocol 127.0.0.1:1 --trusted-proxy 10.0.0.0/33",
+            "-u u -m /m/%n --proxy-protocol nowhere --trusted-proxy 127.0.0.1",
+            "-u u -m /m/%n --inetd --listen 127.0.0.1:1",
+            "-u u -m /m/%n --inetd --proxy-protocol 127.0.0.1:1 --trusted-proxy 127.0.0.1",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad:?} should fail");
+        }
+    }
+
+    #[test]
     fn help_and_version() {
         assert!(matches!(parse(&args("--help")), Ok(Action::Help)));
         assert!(matches!(parse(&args("-h --users x")), Ok(Action::Help)));
@@ -307,6 +611,14 @@ mod tests {
             parse(&args("pw -s PLAIN")),
             Ok(Action::Pw(crate::pw::Args::Hash(_)))
         ));
+    }
+
+    #[test]
+    fn a_hostname_too_long_for_the_greeting_is_refused() {
+        let long = format!("--users u --mail /m/%n --hostname {}", "h".repeat(256));
+        assert!(parse(&args(&long)).is_err());
+        let longest = format!("--users u --mail /m/%n --hostname {}", "h".repeat(255));
+        assert_eq!(run(&longest).hostname.len(), 255);
     }
 
     #[test]
@@ -334,6 +646,10 @@ mod tests {
             "--users u --mail /m/%n --auth-timeout 0",
             "--users u --mail /m/%n --auth-timeout 700",
             "--users u --mail /m/%n --write-timeout 0",
+            "--users u --mail /m/%n --tls-cert c.pem",
+            "--users u --mail /m/%n --tls-key k.pem",
+            "--users u --mail /m/%n --listen-tls 127.0.0.1:995",
+            "--users u --mail /m/%n --tls-cert c --tls-key k --listen-tls 127.0.0.1",
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad:?} should fail");
         }

@@ -1,11 +1,14 @@
 //! The server's configuration, with defaults from `limits`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::dev::DevMode;
 use crate::limits;
+use crate::mailbox::mbox::MboxOptions;
 use crate::mailbox::template::MailTemplate;
+use crate::proxy::Cidr;
 
 /// The default listening address: loopback only, an unprivileged port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1110";
@@ -15,8 +18,13 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:1110";
 pub struct Config {
     /// Addresses to listen on (`--listen`).
     pub listen: Vec<SocketAddr>,
-    /// The passwd-file (`--users`).
-    pub users_file: PathBuf,
+    /// Addresses to listen on for connections that start with a PROXY header
+    /// (`--proxy-protocol`); under socket activation, marks the inherited socket bound there.
+    pub proxy_listen: Vec<SocketAddr>,
+    /// Who may send a PROXY header (`--trusted-proxy`).
+    pub trusted_proxies: Vec<Cidr>,
+    /// The passwd-file (`--users`); `None` in `--dev` mode, where anyone may log in.
+    pub users_file: Option<PathBuf>,
     /// Where each user's mbox is (`--mail`).
     pub mail: MailTemplate,
     /// Inactivity timeout (`--idle-timeout`).
@@ -42,13 +50,54 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Whether APOP and CRAM-MD5 are offered (`--no-apop` turns them off).
     pub apop: bool,
+    /// How mbox files are read, locked and shown (`--mbox-unquote`, `--uidl-from-header`,
+    /// `--mbox-locks`, `--lock-timeout`, `--stale-lock-age`).
+    pub mbox: MboxOptions,
+    /// Serve one session on stdin/stdout and exit (`--inetd`).
+    pub inetd: bool,
+    /// Development mode (`--dev`), with its directory and password rule.
+    pub dev: Option<DevMode>,
+    /// Certificate chain and key (`--tls-cert`, `--tls-key`); STLS is offered when set.
+    pub tls: Option<TlsFiles>,
+    /// Addresses to listen on with implicit TLS (`--listen-tls`).
+    pub listen_tls: Vec<SocketAddr>,
+    /// Allow USER/PASS and other cleartext logins off loopback without TLS
+    /// (`--allow-cleartext`).
+    pub allow_cleartext: bool,
+    /// How long a client has to complete a TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Loopback peers to treat as remote for the cleartext policy. No flag sets it: tests use
+    /// it to exercise the off-loopback rules on a machine whose only network is loopback.
+    pub treat_as_remote: Vec<IpAddr>,
+}
+
+/// The PEM files of the server's certificate chain and private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (`--tls-cert`).
+    pub cert: PathBuf,
+    /// The private key (`--tls-key`).
+    pub key: PathBuf,
 }
 
 impl Config {
     /// A configuration with every default, for the given users file and mail template.
     pub fn new(users_file: PathBuf, mail: MailTemplate) -> Config {
+        Config::base(Some(users_file), mail)
+    }
+
+    /// A `--dev` configuration: no users file, mailboxes under the mode's directory.
+    pub fn dev(mode: DevMode) -> Config {
+        let mut c = Config::base(None, mode.template());
+        c.dev = Some(mode);
+        c
+    }
+
+    fn base(users_file: Option<PathBuf>, mail: MailTemplate) -> Config {
         Config {
             listen: vec![DEFAULT_LISTEN.parse().expect("the default address parses")],
+            proxy_listen: Vec::new(),
+            trusted_proxies: Vec::new(),
             users_file,
             mail,
             idle_timeout: limits::DEFAULT_IDLE_TIMEOUT,
@@ -62,6 +111,14 @@ impl Config {
             auth_timeout: limits::DEFAULT_AUTH_TIMEOUT,
             write_timeout: limits::DEFAULT_WRITE_TIMEOUT,
             apop: true,
+            mbox: MboxOptions::default(),
+            inetd: false,
+            dev: None,
+            tls: None,
+            listen_tls: Vec::new(),
+            allow_cleartext: false,
+            tls_handshake_timeout: limits::TLS_HANDSHAKE_TIMEOUT,
+            treat_as_remote: Vec::new(),
         }
     }
 }

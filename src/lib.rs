@@ -3,7 +3,8 @@
 //! The binary wires these modules together: [`cli`] parses the command line into a
 //! [`config::Config`], [`server`] accepts connections and runs one [`session`] per client
 //! thread, sessions read [`command`]s through [`wire`], check logins with [`auth`], and read
-//! and commit mail through the [`mailbox`] traits.
+//! and commit mail through the [`mailbox`] traits. [`dev`] and [`inetd`] are the other ways to
+//! run, [`proxy`] reads PROXY headers, and [`testing`] runs poplar inside other test suites.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -12,10 +13,18 @@ pub mod auth;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod deliver;
+pub mod dev;
+pub mod inetd;
 pub mod limits;
+pub mod listeners;
 pub mod logsafe;
 pub mod mailbox;
+pub mod proxy;
 pub mod pw;
 pub mod server;
 pub mod session;
+pub mod testing;
+pub mod tls;
+pub mod transport;
 pub mod wire;

@@ -103,3 +103,19 @@ pub const HASH_QUEUE_WAIT: Duration = Duration::from_secs(10);
 pub fn hash_parallelism() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
+/// Default longest wait for the locks toward delivery agents (dotlock, fcntl) at login, at
+/// QUIT and in `poplar deliver`; a timeout answers "mailbox busy" (or EX_TEMPFAIL).
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default age after which a dotlock is stale when neither it nor the mbox changed: a few
+/// minutes, like Postfix's `stale_lock_time`, far above any scan or commit poplar holds it for.
+pub const DEFAULT_STALE_LOCK_AGE: Duration = Duration::from_secs(300);
+
+/// How long a trusted proxy has to send its PROXY header. Proxies send it at once with the
+/// connection; a bound keeps a stuck one from holding a session slot.
+pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a client has for the whole TLS handshake (implicit or after STLS), however slowly
+/// it sends: a client that connects and says nothing holds only its own thread, and only this
+/// long.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use poplar::cli::{self, Action};
 use poplar::config::Config;
+use poplar::listeners;
 use poplar::server::Server;
 
 fn main() -> ExitCode {
@@ -20,21 +21,39 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Action::Pw(args)) => return pw(args),
+        Ok(Action::Deliver(d)) => {
+            init_logging();
+            return poplar::deliver::run(&d);
+        }
+        Err(e) if args.first().is_some_and(|a| a == "deliver") => {
+            eprintln!("poplar deliver: {e}\n\n{}", poplar::deliver::usage());
+            return ExitCode::from(poplar::deliver::EX_USAGE);
+        }
+        Err(e) if args.first().is_some_and(|a| a == "pw") => {
+            eprintln!("poplar pw: {e}\n\n{}", poplar::pw::usage());
+            return ExitCode::from(2);
+        }
         Err(e) => {
-            let usage = if args.first().map(String::as_str) == Some("pw") {
-                poplar::pw::usage()
-            } else {
-                cli::usage()
-            };
-            eprintln!("poplar: {e}\n\n{usage}");
+            eprintln!("poplar: {e}\n\n{}", cli::usage());
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::new().filter_or("POPLAR_LOG", "info")).init();
-    match serve(&config) {
+    // Under classic inetd stderr is the client's socket: log nowhere rather than to the client.
+    if !(config.inetd && poplar::inetd::stderr_is_the_client()) {
+        init_logging();
+    }
+    let outcome = if config.dev.is_some() {
+        poplar::dev::run(&config)
+    } else if config.inetd {
+        poplar::inetd::run(&config).map(|_| ())
+    } else {
+        serve(&config)
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
+            // One line on stderr, which is also where the log goes: logging it too would
+            // print the same error twice.
             eprintln!("poplar: {e}");
             ExitCode::from(1)
         }
@@ -57,11 +76,25 @@ fn pw(args: poplar::pw::Args) -> ExitCode {
     }
 }
 
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("POPLAR_LOG", "info")).init();
+}
+
 fn serve(config: &Config) -> Result<(), String> {
     if config.idle_timeout < poplar::limits::DEFAULT_IDLE_TIMEOUT {
         log::warn!("--idle-timeout below 600 s is shorter than RFC 1939 allows");
     }
-    let mut server = Server::from_config(config)?;
+    let inherited =
+        listeners::inherited().map_err(|e| format!("cannot use the sockets from systemd: {e}"))?;
+    let mut server = if inherited.is_empty() {
+        Server::from_config(config)?
+    } else {
+        log::info!(
+            "socket activation: serving {} inherited sockets; --listen is ignored",
+            inherited.len()
+        );
+        Server::from_inherited(config, inherited)?
+    };
     server
         .handle_signals()
         .map_err(|e| format!("cannot handle signals: {e}"))?;

@@ -1,8 +1,9 @@
 //! The accept loop: one mio Poll over every listener, the stop waker and the signals; one
-//! thread per session; admission; reload on SIGHUP; graceful shutdown.
+//! thread per session (TLS handshakes and PROXY headers included); admission; reload on
+//! SIGHUP; graceful shutdown. `listeners` supplies sockets from systemd and reads PROXY headers.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,8 +20,12 @@ use crate::auth::guard::{ClientKey, Guards};
 use crate::auth::{UsersHandle, passwd};
 use crate::config::Config;
 use crate::limits;
+use crate::listeners::real_peer;
 use crate::mailbox::mbox::MboxStore;
-use crate::session::{self, Context, Settings, Tag};
+use crate::proxy::Cidr;
+use crate::session::{self, Context, Link, Settings, Tag};
+use crate::tls::Certificates;
+use crate::transport::{Connection, Timeouts};
 
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -63,31 +68,39 @@ enum Refusal {
     PerAddress(ClientKey),
 }
 
+impl Refusal {
+    /// The one line a refused client gets (in cleartext: not on an implicit-TLS listener).
+    fn reply(&self) -> &'static [u8] {
+        match self {
+            Refusal::Total => b"-ERR [SYS/TEMP] too many connections, try again later\r\n",
+            Refusal::PerAddress(_) => b"-ERR [SYS/TEMP] too many connections from your address\r\n",
+        }
+    }
+}
+
 impl Sessions {
     fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes a place for session `id` from `key`, or says which limit refuses it. The one
-    /// place where connections are counted per address: `key` is whatever address the
-    /// connection is accounted to.
+    /// Takes a place for session `id`, or says which limit refuses it. `key` is the address
+    /// the connection is accounted to; `None` when it is not known yet (a PROXY header will
+    /// tell, and [`Slot::account`] counts it then).
     fn admit(
         self: &Arc<Self>,
         id: u64,
-        key: ClientKey,
+        key: Option<ClientKey>,
         stream: TcpStream,
-        max_total: usize,
-        max_per_address: usize,
+        limits: (usize, usize),
     ) -> Result<Slot, Refusal> {
+        let (max_total, max_per_address) = limits;
         let mut open = self.lock();
         if open.streams.len() >= max_total {
             return Err(Refusal::Total);
         }
-        let n = open.per_address.entry(key).or_insert(0);
-        if *n >= max_per_address {
-            return Err(Refusal::PerAddress(key));
+        if let Some(key) = key {
+            count_address(&mut open, key, max_per_address)?;
         }
-        *n += 1;
         open.streams.insert(id, stream);
         Ok(Slot {
             sessions: self.clone(),
@@ -114,21 +127,44 @@ impl Sessions {
     }
 }
 
+/// The one place connections are counted per client address.
+fn count_address(open: &mut Open, key: ClientKey, max: usize) -> Result<(), Refusal> {
+    let n = open.per_address.entry(key).or_insert(0);
+    if *n >= max {
+        return Err(Refusal::PerAddress(key));
+    }
+    *n += 1;
+    Ok(())
+}
+
 /// A session's place in [`Sessions`]; freed when the session thread ends, panics included.
 struct Slot {
     sessions: Arc<Sessions>,
     id: u64,
-    key: ClientKey,
+    /// The address the session counts against, once known.
+    key: Option<ClientKey>,
+}
+
+impl Slot {
+    /// Counts the session against `key` (the client's real address from a PROXY header).
+    fn account(&mut self, key: ClientKey, max_per_address: usize) -> Result<(), Refusal> {
+        let mut open = self.sessions.lock();
+        count_address(&mut open, key, max_per_address)?;
+        self.key = Some(key);
+        Ok(())
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.sessions.lock();
         open.streams.remove(&self.id);
-        if let Some(n) = open.per_address.get_mut(&self.key) {
+        if let Some(key) = self.key
+            && let Some(n) = open.per_address.get_mut(&key)
+        {
             *n -= 1;
             if *n == 0 {
-                open.per_address.remove(&self.key);
+                open.per_address.remove(&key);
             }
         }
         drop(open);
@@ -140,14 +176,21 @@ impl Drop for Slot {
 pub struct Server {
     poll: Poll,
     listeners: Vec<TcpListener>,
+    /// Whether each listener speaks implicit TLS (`--listen-tls`).
+    /// Beside `listeners`: what each one's connections start with.
+    kinds: Vec<ListenerKind>,
+    certificates: Option<Arc<Certificates>>,
+    /// Who may send PROXY headers (`--trusted-proxy`).
+    trusted_proxies: Arc<[Cidr]>,
     signals: Option<Signals>,
     waker: Arc<Waker>,
     stopping: Arc<AtomicBool>,
     ctx: Arc<Context>,
-    users_file: PathBuf,
-    idle_timeout: Duration,
+    /// The passwd-file that SIGHUP reloads; `None` when the users came from elsewhere.
+    users_file: Option<PathBuf>,
+    timeouts: Timeouts,
+    /// The AUTHORIZATION deadline from connect to login (`--auth-timeout`).
     auth_timeout: Duration,
-    write_timeout: Duration,
     max_connections: usize,
     max_per_address: usize,
     shutdown_grace: Duration,
@@ -160,56 +203,108 @@ impl Server {
     /// that can fail at start-up fails here, before serving. Unusable lines in the users file
     /// are logged by number; those users cannot log in.
     pub fn from_config(config: &Config) -> Result<Server, String> {
-        let users_path = config.users_file.display();
-        let (users, problems) = passwd::load(&config.users_file)
-            .map_err(|e| format!("cannot read {users_path}: {e}"))?;
-        for p in &problems {
-            log::warn!("{users_path}: {p}; that user cannot log in");
-        }
-        log::info!("{} users loaded from {users_path}", users.len());
-        let ctx = Context {
-            users: UsersHandle::new(users),
-            store: Arc::new(MboxStore::new(config.mail.clone())),
-            guards: Arc::new(Guards::new(
-                config.auth_failure_delay,
-                limits::hash_parallelism(),
-                config.max_per_user,
-            )),
-            settings: Settings {
-                hostname: config.hostname.clone(),
-                apop: config.apop,
-                max_bad_commands: config.max_bad_commands,
-            },
-        };
-        Server::bind(config, ctx).map_err(|e| e.to_string())
+        Server::bind(config, context(config)?).map_err(|e| e.to_string())
     }
 
-    /// Binds every `--listen` address for sessions in `ctx`.
+    /// Like [`from_config`](Server::from_config), but serves the listening sockets systemd
+    /// handed over instead of binding any address. A socket bound at a `--listen-tls` address
+    /// speaks implicit TLS, one at a `--proxy-protocol` address expects PROXY headers.
+    pub fn from_inherited(
+        config: &Config,
+        inherited: Vec<std::net::TcpListener>,
+    ) -> Result<Server, String> {
+        let mut server = Server::unbound(config, context(config)?).map_err(|e| e.to_string())?;
+        let addrs = inherited
+            .iter()
+            .map(std::net::TcpListener::local_addr)
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(|e| e.to_string())?;
+        // A marker that matches nothing would leave a TLS or PROXY port served as plain POP3.
+        let markers = [
+            ("--listen-tls", &config.listen_tls),
+            ("--proxy-protocol", &config.proxy_listen),
+        ];
+        for (flag, marked) in markers {
+            if let Some(a) = marked.iter().find(|a| !addrs.contains(a)) {
+                let have: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+                return Err(format!(
+                    "{flag} {a} matches none of the sockets from systemd ({})",
+                    have.join(", ")
+                ));
+            }
+        }
+        for (l, addr) in inherited.into_iter().zip(addrs) {
+            let kind = ListenerKind {
+                implicit_tls: config.listen_tls.contains(&addr),
+                proxied: config.proxy_listen.contains(&addr),
+            };
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            server
+                .add_listener(TcpListener::from_std(l), kind)
+                .map_err(|e| format!("cannot serve the socket on {addr}: {e}"))?;
+        }
+        Ok(server)
+    }
+
+    /// Loads the TLS certificate, if any, and binds every `--listen`, `--listen-tls` and
+    /// `--proxy-protocol` address for sessions in `ctx`.
     pub fn bind(config: &Config, ctx: Context) -> io::Result<Server> {
-        let poll = Poll::new()?;
-        let mut listeners = Vec::new();
-        for (i, addr) in config.listen.iter().enumerate() {
-            let mut l = TcpListener::bind(*addr)
+        let mut server = Server::unbound(config, ctx)?;
+        let kind = |implicit_tls, proxied| ListenerKind {
+            implicit_tls,
+            proxied,
+        };
+        let plain = config.listen.iter().map(|a| (a, kind(false, false)));
+        let tls = config.listen_tls.iter().map(|a| (a, kind(true, false)));
+        let proxied = config.proxy_listen.iter().map(|a| (a, kind(false, true)));
+        for (addr, kind) in plain.chain(tls).chain(proxied) {
+            let l = TcpListener::bind(*addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             // mio listens with a backlog of 128; a burst of connections beyond it has its SYNs
             // dropped and retried a second later. Listening again raises it (Linux allows it).
+            // Sockets from systemd keep the Backlog= their unit sets.
             rustix::net::listen(&l, limits::LISTEN_BACKLOG)?;
-            poll.registry()
-                .register(&mut l, Token(i), Interest::READABLE)?;
-            listeners.push(l);
+            server.add_listener(l, kind)?;
         }
+        Ok(server)
+    }
+
+    fn add_listener(&mut self, mut l: TcpListener, kind: ListenerKind) -> io::Result<()> {
+        let token = Token(self.listeners.len());
+        self.poll
+            .registry()
+            .register(&mut l, token, Interest::READABLE)?;
+        if kind.proxied {
+            let addr = l.local_addr()?;
+            log::info!("{addr}: connections start with a PROXY header");
+        }
+        self.listeners.push(l);
+        self.kinds.push(kind);
+        Ok(())
+    }
+
+    /// A server with no listener yet, its TLS certificate loaded if one is configured.
+    fn unbound(config: &Config, ctx: Context) -> io::Result<Server> {
+        let certificates = certificates(config)?;
+        let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         Ok(Server {
             poll,
-            listeners,
+            listeners: Vec::new(),
+            kinds: Vec::new(),
+            certificates,
+            trusted_proxies: config.trusted_proxies.clone().into(),
             signals: None,
             waker,
             stopping: Arc::new(AtomicBool::new(false)),
             ctx: Arc::new(ctx),
             users_file: config.users_file.clone(),
-            idle_timeout: config.idle_timeout,
+            timeouts: Timeouts {
+                handshake: config.tls_handshake_timeout,
+                idle: config.idle_timeout,
+                write: config.write_timeout,
+            },
             auth_timeout: config.auth_timeout.min(config.idle_timeout),
-            write_timeout: config.write_timeout,
             max_connections: config.max_connections,
             max_per_address: config.max_per_address,
             shutdown_grace: config.shutdown_grace,
@@ -218,7 +313,9 @@ impl Server {
         })
     }
 
-    /// The addresses actually bound (useful with port 0).
+    /// The addresses actually bound (useful with port 0): the `--listen` ones, then the
+    /// `--listen-tls` ones, then the `--proxy-protocol` ones, each in the order given (or
+    /// systemd's order for inherited sockets).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
@@ -234,7 +331,8 @@ impl Server {
         }
     }
 
-    /// Makes SIGTERM and SIGINT stop the server and SIGHUP reload the users file.
+    /// Makes SIGTERM and SIGINT stop the server and SIGHUP reload the users file and the TLS
+    /// certificate.
     pub fn handle_signals(&mut self) -> io::Result<()> {
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
         self.poll
@@ -290,7 +388,10 @@ impl Server {
         let pending: Vec<i32> = signals.pending().collect();
         for sig in pending {
             match sig {
-                SIGHUP => self.reload_users(),
+                SIGHUP => {
+                    self.reload_users();
+                    self.reload_certificates();
+                }
                 _ => {
                     log::info!("signal {sig}: stopping");
                     self.stopping.store(true, Ordering::SeqCst);
@@ -301,29 +402,43 @@ impl Server {
 
     /// Reloads the users file; a file that cannot be read or has errors keeps the old table.
     fn reload_users(&self) {
-        match passwd::load(&self.users_file) {
+        let Some(users_file) = &self.users_file else {
+            log::info!("SIGHUP: no users file to reload");
+            return;
+        };
+        match passwd::load(users_file) {
             Ok((users, problems)) if problems.is_empty() => {
-                log::info!(
-                    "reloaded {} ({} users)",
-                    self.users_file.display(),
-                    users.len()
-                );
+                log::info!("reloaded {} ({} users)", users_file.display(), users.len());
                 self.ctx.users.replace(users);
             }
             Ok((_, problems)) => {
                 for p in &problems {
-                    log::warn!("{}: {p}", self.users_file.display());
+                    log::warn!("{}: {p}", users_file.display());
                 }
                 log::warn!(
                     "{} has {} bad lines; keeping the users loaded before",
-                    self.users_file.display(),
+                    users_file.display(),
                     problems.len()
                 );
             }
             Err(e) => log::warn!(
                 "cannot reload {}: {e}; keeping the users loaded before",
-                self.users_file.display()
+                users_file.display()
             ),
+        }
+    }
+
+    /// Reloads the TLS certificate and key; a broken pair keeps the one in force.
+    fn reload_certificates(&self) {
+        let Some(certificates) = &self.certificates else {
+            return;
+        };
+        let cert = certificates.files().cert.display();
+        match certificates.reload() {
+            Ok(()) => log::info!("reloaded the TLS certificate from {cert}"),
+            Err(e) => {
+                log::warn!("cannot reload the TLS certificate: {e}; keeping the one loaded before")
+            }
         }
     }
 
@@ -351,7 +466,7 @@ impl Server {
     fn accept_batch(&self, i: usize) -> bool {
         for _ in 0..limits::MAX_ACCEPTS_PER_POLL {
             match self.listeners[i].accept() {
-                Ok((stream, peer)) => self.admit(stream.into(), peer),
+                Ok((stream, peer)) => self.admit(stream.into(), peer, self.kinds[i]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
@@ -366,7 +481,7 @@ impl Server {
         true
     }
 
-    fn admit(&self, stream: TcpStream, peer: SocketAddr) {
+    fn admit(&self, stream: TcpStream, peer: SocketAddr, kind: ListenerKind) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let tag = Tag {
             id,
@@ -383,48 +498,74 @@ impl Server {
                 return;
             }
         };
-        let key = ClientKey::of(peer.ip());
-        let slot =
-            match self
-                .sessions
-                .admit(id, key, clone, self.max_connections, self.max_per_address)
-            {
-                Ok(slot) => slot,
-                Err(refusal) => {
-                    let text: &[u8] = match refusal {
-                        Refusal::Total => {
-                            log::warn!("{tag} refused: {} sessions open", self.max_connections);
-                            b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
-                        }
-                        Refusal::PerAddress(key) => {
-                            log::warn!(
-                                "{tag} refused: {} sessions open from {key}",
-                                self.max_per_address
-                            );
-                            b"-ERR [SYS/TEMP] too many connections from your address\r\n"
-                        }
-                    };
-                    let _ = (&stream).write_all(text);
-                    return;
-                }
-            };
+        // Behind a PROXY header the socket's peer is the proxy: the client's own address is
+        // counted once the header is read.
+        let key = (!kind.proxied).then(|| ClientKey::of(peer.ip()));
+        let limits = (self.max_connections, self.max_per_address);
+        let mut slot = match self.sessions.admit(id, key, clone, limits) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                self.refuse(&tag, &stream, kind, &refusal);
+                return;
+            }
+        };
         self.ctx
             .guards
             .deadlines
             .start(id, Instant::now() + self.auth_timeout);
         let ctx = self.ctx.clone();
+        let certificates = self.certificates.clone();
+        let timeouts = self.timeouts;
+        let trusted = kind.proxied.then(|| self.trusted_proxies.clone());
+        let max_per_address = self.max_per_address;
         let spawned = thread::Builder::new()
             .name(format!("pop3-{id}"))
             .stack_size(limits::SESSION_STACK_SIZE)
             .spawn(move || {
-                let _slot = slot;
-                let input = BufReader::with_capacity(limits::SESSION_READ_BUFFER, &stream);
-                let output = BufWriter::with_capacity(limits::SESSION_WRITE_BUFFER, &stream);
-                session::run(&ctx, &tag, input, output);
-                ctx.guards.deadlines.clear(id);
+                // Here, not in the accept loop: a slow client or proxy delays only itself.
+                let tag = match trusted {
+                    None => tag,
+                    Some(trusted) => match real_peer(tag, &stream, &trusted, timeouts.idle) {
+                        Some(tag) => tag,
+                        None => return,
+                    },
+                };
+                if kind.proxied
+                    && let Some(real) = tag.peer
+                    && let Err(refusal) = slot.account(ClientKey::of(real.ip()), max_per_address)
+                {
+                    log_refusal(&tag, &refusal, max_per_address);
+                    if !kind.implicit_tls {
+                        let _ = (&stream).write_all(refusal.reply());
+                    }
+                    return;
+                }
+                let mut link = Connection::new(stream, certificates, timeouts);
+                if kind.implicit_tls
+                    && let Err(e) = link.start_tls()
+                {
+                    log::info!("{tag} TLS handshake failed: {e}");
+                    return;
+                }
+                session::serve(&ctx, &tag, &mut link);
+                ctx.guards.deadlines.clear(tag.id);
+                drop(slot);
             });
         if let Err(e) = spawned {
             log::error!("cannot start a session thread: {e}");
+        }
+    }
+
+    /// Logs a refused connection and tells the client, in one line it can read.
+    fn refuse(&self, tag: &Tag, stream: &TcpStream, kind: ListenerKind, refusal: &Refusal) {
+        let limit = match refusal {
+            Refusal::Total => self.max_connections,
+            Refusal::PerAddress(_) => self.max_per_address,
+        };
+        log_refusal(tag, refusal, limit);
+        // A TLS client could not read a cleartext reply: it just sees the close.
+        if !kind.implicit_tls {
+            let _ = (&*stream).write_all(refusal.reply());
         }
     }
 
@@ -434,8 +575,8 @@ impl Server {
         // Replies are buffered and flushed whole; Nagle would only add delay.
         stream.set_nodelay(true)?;
         // Before login, the total AUTHORIZATION deadline cuts in sooner (see `reap`).
-        stream.set_read_timeout(Some(self.idle_timeout))?;
-        stream.set_write_timeout(Some(self.write_timeout))
+        stream.set_read_timeout(Some(self.timeouts.idle))?;
+        stream.set_write_timeout(Some(self.timeouts.write))
     }
 
     /// Stops accepting, lets sessions finish within the grace period, then cuts off the
@@ -464,4 +605,75 @@ impl Server {
         }
         log::info!("shut down");
     }
+}
+
+/// The warning for a refused connection.
+fn log_refusal(tag: &Tag, refusal: &Refusal, limit: usize) {
+    match refusal {
+        Refusal::Total => log::warn!("{tag} refused: {limit} sessions open"),
+        Refusal::PerAddress(key) => {
+            log::warn!("{tag} refused: {limit} sessions open from {key}");
+        }
+    }
+}
+
+/// The TLS certificate and key of `--tls-cert`/`--tls-key`, loaded, if configured.
+pub fn certificates(config: &Config) -> io::Result<Option<Arc<Certificates>>> {
+    let Some(files) = &config.tls else {
+        return Ok(None);
+    };
+    let c = Certificates::open(files.clone()).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("cannot load the TLS certificate: {e}"),
+        )
+    })?;
+    log::info!("TLS certificate loaded from {}", files.cert.display());
+    Ok(Some(Arc::new(c)))
+}
+
+/// What a listener's connections start with.
+#[derive(Debug, Clone, Copy)]
+struct ListenerKind {
+    /// A TLS handshake (`--listen-tls`).
+    implicit_tls: bool,
+    /// A PROXY header (`--proxy-protocol`), before anything else, TLS included.
+    proxied: bool,
+}
+
+/// The sessions' context from the configuration: the users file loaded (unusable lines
+/// logged by number), the mbox store, the login guards, the settings.
+pub fn context(config: &Config) -> Result<Context, String> {
+    let users_file = config
+        .users_file
+        .as_ref()
+        .ok_or_else(|| "no users file given".to_owned())?;
+    let users_path = users_file.display();
+    let (users, problems) =
+        passwd::load(users_file).map_err(|e| format!("cannot read {users_path}: {e}"))?;
+    for p in &problems {
+        log::warn!("{users_path}: {p}; that user cannot log in");
+    }
+    log::info!("{} users loaded from {users_path}", users.len());
+    let store = MboxStore::with_options(config.mail.clone(), config.mbox.clone());
+    for user in users.names() {
+        // Finish any commit a crash interrupted before serving anyone.
+        if let Err(e) = store.recover(user) {
+            log::error!("recovering the mailbox of {user}: {e}");
+        }
+    }
+    Ok(Context {
+        users: UsersHandle::new(users),
+        store: Arc::new(store),
+        guards: Arc::new(Guards::new(limits::hash_parallelism(), config.max_per_user)),
+        settings: Settings {
+            auth_failure_delay: config.auth_failure_delay,
+            hostname: config.hostname.clone(),
+            allow_cleartext: config.allow_cleartext,
+            treat_as_remote: config.treat_as_remote.clone(),
+            trace_commands: false,
+            apop: config.apop,
+            max_bad_commands: config.max_bad_commands,
+        },
+    })
 }

@@ -21,8 +21,9 @@ fuzz_target!(|input: &[u8]| {
     let ctx = Context {
         users: UsersHandle::new(users),
         store: store.clone(),
-        guards: Arc::new(Guards::new(Duration::ZERO, 1, 4)),
+        guards: Arc::new(Guards::new(1, 4)),
         settings: Settings {
+            auth_failure_delay: Duration::ZERO,
             max_bad_commands: 1_000,
             ..Settings::default()
         },

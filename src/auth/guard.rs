@@ -50,31 +50,22 @@ struct Strikes {
     last: Instant,
 }
 
-/// Failed-login delays: the first failure from an address waits `base`, each further one
-/// twice as long, up to `cap`. An address that stays quiet for
-/// [`limits::AUTH_FAILURE_MEMORY`] starts again at `base`. Successes are never slowed.
-#[derive(Debug)]
+/// Failed-login delays: the first failure from an address waits the base delay
+/// (`--auth-delay`), each further one twice as long, up to
+/// [`limits::MAX_AUTH_FAILURE_DELAY`] (or the base, if that is longer). An address that stays
+/// quiet for [`limits::AUTH_FAILURE_MEMORY`] starts again at the base. Successes are never
+/// slowed.
+#[derive(Debug, Default)]
 pub struct Throttle {
-    base: Duration,
-    cap: Duration,
     strikes: Mutex<HashMap<ClientKey, Strikes>>,
 }
 
 impl Throttle {
-    /// Delays starting at `base` and doubling up to [`limits::MAX_AUTH_FAILURE_DELAY`] (or
-    /// `base`, if that is longer).
-    pub fn new(base: Duration) -> Throttle {
-        Throttle {
-            base,
-            cap: base.max(limits::MAX_AUTH_FAILURE_DELAY),
-            strikes: Mutex::default(),
-        }
-    }
-
     /// Records a failure from `peer` and returns how long to wait before answering it.
-    pub fn fail(&self, peer: Option<IpAddr>) -> Duration {
+    pub fn fail(&self, peer: Option<IpAddr>, base: Duration) -> Duration {
+        let cap = base.max(limits::MAX_AUTH_FAILURE_DELAY);
         let Some(ip) = peer else {
-            return self.base;
+            return base;
         };
         let now = Instant::now();
         let mut map = lock(&self.strikes);
@@ -82,7 +73,7 @@ impl Throttle {
             map.retain(|_, s| now.duration_since(s.last) < limits::AUTH_FAILURE_MEMORY);
             if map.len() >= limits::MAX_TRACKED_ADDRESSES {
                 // Still full of active attackers: everyone new waits the longest.
-                return self.cap;
+                return cap;
             }
         }
         let s = map.entry(ClientKey::of(ip)).or_insert(Strikes {
@@ -95,7 +86,7 @@ impl Throttle {
         s.count = s.count.saturating_add(1);
         s.last = now;
         let doublings = (s.count - 1).min(16);
-        self.base.saturating_mul(1 << doublings).min(self.cap)
+        base.saturating_mul(1 << doublings).min(cap)
     }
 }
 
@@ -246,11 +237,10 @@ pub struct Guards {
 }
 
 impl Guards {
-    /// Guards with failure delays from `base`, `hash_slots` parallel hashes, and at most
-    /// `per_user` sessions per user.
-    pub fn new(base: Duration, hash_slots: usize, per_user: usize) -> Guards {
+    /// Guards with `hash_slots` parallel hashes and at most `per_user` sessions per user.
+    pub fn new(hash_slots: usize, per_user: usize) -> Guards {
         Guards {
-            throttle: Throttle::new(base),
+            throttle: Throttle::default(),
             gate: Gate::new(hash_slots),
             users: UserSlots::new(per_user),
             deadlines: LoginDeadlines::default(),
@@ -260,11 +250,7 @@ impl Guards {
 
 impl Default for Guards {
     fn default() -> Self {
-        Guards::new(
-            limits::DEFAULT_AUTH_FAILURE_DELAY,
-            limits::hash_parallelism(),
-            limits::DEFAULT_MAX_PER_USER,
-        )
+        Guards::new(limits::hash_parallelism(), limits::DEFAULT_MAX_PER_USER)
     }
 }
 
@@ -284,14 +270,19 @@ mod tests {
 
     #[test]
     fn delays_double_per_address_up_to_the_cap() {
-        let t = Throttle::new(Duration::from_secs(2));
+        let t = Throttle::default();
+        let two = Duration::from_secs(2);
         let a = Some("192.0.2.1".parse().unwrap());
         let b = Some("2001:db8::1".parse().unwrap());
-        let got: Vec<u64> = (0..6).map(|_| t.fail(a).as_secs()).collect();
+        let got: Vec<u64> = (0..6).map(|_| t.fail(a, two).as_secs()).collect();
         assert_eq!(got, vec![2, 4, 8, 15, 15, 15]);
-        assert_eq!(t.fail(b), Duration::from_secs(2));
-        assert_eq!(t.fail(Some("2001:db8::2".parse().unwrap())).as_secs(), 4);
-        assert_eq!(t.fail(None), Duration::from_secs(2));
+        assert_eq!(t.fail(b, two), two);
+        assert_eq!(
+            t.fail(Some("2001:db8::2".parse().unwrap()), two).as_secs(),
+            4
+        );
+        assert_eq!(t.fail(None, two), two);
+        assert_eq!(t.fail(a, Duration::ZERO), Duration::ZERO);
     }
 
     #[test]

@@ -23,6 +23,27 @@ pub struct Users {
     /// Checked for unknown users, so that they cost the same work as known ones: a copy of
     /// the table's most common kind of secret (a wrong guess against it fails the same way).
     dummy: Secret,
+    /// `--dev`: every valid user name logs in by this rule instead of the table.
+    anyone: Option<Anyone>,
+}
+
+/// The login rule of `--dev` mode, for any user name that is safe as a path.
+#[derive(Debug, Clone)]
+pub enum Anyone {
+    /// Every user has this secret.
+    Password(Secret),
+    /// Every password (and APOP digest) is accepted.
+    AnyPassword,
+}
+
+impl Anyone {
+    fn verify(&self, name: &[u8], check: impl FnOnce(&Secret) -> bool) -> Option<UserName> {
+        let user = UserName::new(name).ok()?;
+        match self {
+            Anyone::AnyPassword => Some(user),
+            Anyone::Password(secret) => check(secret).then_some(user),
+        }
+    }
 }
 
 impl Default for Users {
@@ -56,12 +77,29 @@ impl Users {
                 || Secret::Plain(b"\x00poplar-no-such-user\x00".to_vec()),
                 |(_, s)| s.clone(),
             );
-        Users { by_name, dummy }
+        Users {
+            by_name,
+            dummy,
+            anyone: None,
+        }
+    }
+
+    /// A table that lets in every valid user name by `rule` (`--dev`).
+    pub fn anyone(rule: Anyone) -> Users {
+        Users {
+            anyone: Some(rule),
+            ..Users::default()
+        }
     }
 
     /// How many users can log in.
     pub fn len(&self) -> usize {
         self.by_name.len()
+    }
+
+    /// Every user name, in no particular order (for start-up recovery of their mailboxes).
+    pub fn names(&self) -> impl Iterator<Item = &UserName> {
+        self.by_name.values().map(|(n, _)| n)
     }
 
     /// Whether no user can log in.
@@ -71,7 +109,11 @@ impl Users {
 
     /// Whether some user has a plain secret, so that APOP and CRAM-MD5 can work at all.
     pub fn any_plain(&self) -> bool {
-        self.by_name.values().any(|(_, s)| s.plain().is_some())
+        match &self.anyone {
+            Some(Anyone::AnyPassword) => true,
+            Some(Anyone::Password(s)) => s.plain().is_some(),
+            None => self.by_name.values().any(|(_, s)| s.plain().is_some()),
+        }
     }
 
     /// Checks a USER/PASS (or SASL PLAIN/LOGIN) login. Unknown users cost the same work as
@@ -82,6 +124,9 @@ impl Users {
         password: &[u8],
         gate: &Gate,
     ) -> Result<Option<UserName>, CheckError> {
+        if let Some(rule) = &self.anyone {
+            return Ok(rule.verify(name, |s| s.verify(password)));
+        }
         let (user, secret) = match self.lookup(name) {
             Some((u, s)) => (Some(u), s),
             None => (None, &self.dummy),
@@ -120,11 +165,16 @@ impl Users {
         digest: &[u8],
         expected: impl Fn(&[u8]) -> String,
     ) -> Option<UserName> {
+        let matches =
+            |secret: &[u8]| ct_eq(expected(secret).as_bytes(), &digest.to_ascii_lowercase());
+        if let Some(rule) = &self.anyone {
+            return rule.verify(name, |s| matches(s.plain().unwrap_or_default()));
+        }
         let found = self.lookup(name);
         let secret = found
             .and_then(|(_, s)| s.plain())
             .unwrap_or(b"\x00poplar-no-such-user\x00");
-        let ok = ct_eq(expected(secret).as_bytes(), &digest.to_ascii_lowercase());
+        let ok = matches(secret);
         match found {
             Some((user, s)) if ok && s.plain().is_some() => Some(user.clone()),
             _ => None,

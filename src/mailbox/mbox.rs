@@ -1,51 +1,90 @@
-//! mbox files (RFC 4155): the one-pass scan, message reads for RETR/TOP, change detection,
-//! and the in-place commit at QUIT.
+//! mbox files (RFC 4155) as maildrops: opening with locks, journal replay and UID
+//! reconciliation, message reads for RETR/TOP, change detection, and commit at QUIT.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use md5::{Digest, Md5};
-use memchr::memchr;
-
+use super::index::Extent;
+use super::lock::{LockOptions, SessionLock, lock_for_delivery};
+use super::quote::Unquote;
 use super::template::MailTemplate;
+use super::uid::{self, ViewOptions};
 use super::{
     CommitSummary, LockGuard, LockTable, MailStore, MailboxError, Maildrop, MessageInfo, UserName,
-    hex,
+    commit, journal,
 };
-use crate::limits::{FILE_CHUNK, MAX_UID_HEADER_BYTES};
 
 /// Bytes at the end of the scanned region that are re-read to detect a rewrite.
 const BOUNDARY_CHECK: u64 = 1024;
+
+/// Everything about how mbox files are read, locked and shown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MboxOptions {
+    /// Presentation: `--mbox-unquote`, `--uidl-from-header`.
+    pub view: ViewOptions,
+    /// Locks toward delivery agents: `--mbox-locks`, `--lock-timeout`, `--stale-lock-age`.
+    pub locks: LockOptions,
+}
 
 /// Mailboxes stored as mbox files at the paths a template gives.
 pub struct MboxStore {
     template: MailTemplate,
     locks: LockTable,
+    options: MboxOptions,
 }
 
 impl MboxStore {
-    /// A store for the mbox files at `template`.
+    /// A store for the mbox files at `template`, with the default options.
     pub fn new(template: MailTemplate) -> Self {
+        Self::with_options(template, MboxOptions::default())
+    }
+
+    /// A store for the mbox files at `template`.
+    pub fn with_options(template: MailTemplate, options: MboxOptions) -> Self {
         MboxStore {
             template,
             locks: LockTable::new(),
+            options,
         }
     }
+
+    /// Finishes an interrupted commit on `user`'s mbox, if one is pending (done at start-up;
+    /// every login and delivery does it too). A missing mbox is fine.
+    pub fn recover(&self, user: &UserName) -> Result<journal::Replay, MailboxError> {
+        let path = self.template.expand(user);
+        if !journal_exists(&path) {
+            return Ok(journal::Replay::Clean);
+        }
+        let _guard = self.locks.acquire(lock_key(&path)?)?;
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let _locks = lock_for_delivery(&path, &file, &self.options.locks)?;
+        Ok(journal::replay(&path, &file)?)
+    }
+}
+
+fn journal_exists(mbox: &Path) -> bool {
+    super::lock::sidecar(mbox, ".poplar-journal").exists()
 }
 
 impl MailStore for MboxStore {
     fn open(&self, user: &UserName) -> Result<Box<dyn Maildrop>, MailboxError> {
         let path = self.template.expand(user);
         let guard = self.locks.acquire(lock_key(&path)?)?;
-        Ok(Box::new(MboxDrop::open(path, guard)?))
+        Ok(Box::new(MboxDrop::open(path, guard, &self.options)?))
     }
 }
 
-/// The key that makes two names of one file the same mailbox: the canonical directory plus
-/// the file name (the file itself may not exist yet).
+/// The key that makes two names of one file the same mailbox: the file's canonical path, so
+/// that a symlink to it is the same mailbox; for a file that does not exist yet, the canonical
+/// directory plus the file name.
 fn lock_key(path: &Path) -> io::Result<PathBuf> {
+    match path.canonicalize() {
+        Ok(p) => return Ok(p),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
+    }
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "mailbox path has no file name")
     })?;
@@ -59,26 +98,6 @@ fn lock_key(path: &Path) -> io::Result<PathBuf> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(std::path::absolute(path)?),
         Err(e) => Err(e),
     }
-}
-
-/// Where one message lies in the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Extent {
-    /// Offset of the `From ` line.
-    start: u64,
-    /// Offset of the first byte after the `From ` line.
-    data: u64,
-    /// Offset just past the message data (the separating blank line is not included).
-    end: u64,
-}
-
-/// What the scan found: messages, and what the file looked like, to detect later changes.
-#[derive(Debug)]
-struct Scan {
-    extents: Vec<Extent>,
-    infos: Vec<MessageInfo>,
-    /// Bytes scanned: the file's length at login.
-    len: u64,
 }
 
 /// The identity of the scanned file, checked before every read and at commit.
@@ -128,28 +147,35 @@ pub struct MboxDrop {
     path: PathBuf,
     /// `None` for a mailbox that did not exist at login.
     file: Option<File>,
-    scan: Scan,
+    extents: Vec<Extent>,
+    infos: Vec<MessageInfo>,
+    len: u64,
     snapshot: Option<Snapshot>,
+    options: MboxOptions,
+    _session: Option<SessionLock>,
     _guard: LockGuard,
 }
 
 impl MboxDrop {
-    fn open(path: PathBuf, guard: LockGuard) -> Result<MboxDrop, MailboxError> {
-        let file = match OpenOptions::new().read(true).write(true).open(&path) {
+    fn open(
+        path: PathBuf,
+        guard: LockGuard,
+        options: &MboxOptions,
+    ) -> Result<MboxDrop, MailboxError> {
+        let mut drop = MboxDrop {
+            path,
+            file: None,
+            extents: Vec::new(),
+            infos: Vec::new(),
+            len: 0,
+            snapshot: None,
+            options: options.clone(),
+            _session: None,
+            _guard: guard,
+        };
+        let file = match OpenOptions::new().read(true).write(true).open(&drop.path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(MboxDrop {
-                    path,
-                    file: None,
-                    scan: Scan {
-                        extents: Vec::new(),
-                        infos: Vec::new(),
-                        len: 0,
-                    },
-                    snapshot: None,
-                    _guard: guard,
-                });
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(drop),
             Err(e) => return Err(e.into()),
         };
         if !file.metadata()?.is_file() {
@@ -157,15 +183,25 @@ impl MboxDrop {
                 "mailbox is not a regular file",
             )));
         }
-        let scan = scan(&file)?;
-        let snapshot = Snapshot::take(&file, scan.len)?;
-        Ok(MboxDrop {
-            path,
-            file: Some(file),
-            scan,
-            snapshot: Some(snapshot),
-            _guard: guard,
-        })
+        drop._session = Some(SessionLock::acquire(&drop.path)?);
+        {
+            let _locks = lock_for_delivery(&drop.path, &file, &options.locks)?;
+            journal::replay(&drop.path, &file)?;
+            let view = uid::reconcile(&drop.path, &file, options.view)?;
+            log::debug!(
+                "{}: {} messages, {} of {} bytes read",
+                drop.path.display(),
+                view.infos.len(),
+                view.bytes_scanned,
+                view.len
+            );
+            drop.snapshot = Some(Snapshot::take(&file, view.len)?);
+            drop.extents = view.extents;
+            drop.infos = view.infos;
+            drop.len = view.len;
+        }
+        drop.file = Some(file);
+        Ok(drop)
     }
 
     fn check_unchanged(&self) -> Result<(), MailboxError> {
@@ -178,63 +214,45 @@ impl MboxDrop {
 
 impl Maildrop for MboxDrop {
     fn messages(&self) -> &[MessageInfo] {
-        &self.scan.infos
+        &self.infos
     }
 
     fn reader(&mut self, index: usize) -> Result<Box<dyn Read + '_>, MailboxError> {
         self.check_unchanged()?;
-        let (Some(file), Some(ext)) = (&self.file, self.scan.extents.get(index)) else {
+        let (Some(file), Some(ext)) = (&self.file, self.extents.get(index)) else {
             return Err(MailboxError::Io(io::Error::other("no such message")));
         };
-        Ok(Box::new(RangeReader {
+        // The index is trusted only on evidence; a message must still start where it did.
+        let mut from = [0u8; 5];
+        file.read_exact_at(&mut from, ext.start)?;
+        if &from != b"From " {
+            return Err(MailboxError::Changed);
+        }
+        let range = RangeReader {
             file,
             pos: ext.data,
             end: ext.end,
-        }))
+        };
+        Ok(if self.options.view.unquote {
+            Box::new(Unquote::new(range))
+        } else {
+            Box::new(range)
+        })
     }
 
     fn commit(self: Box<Self>, deleted: &[bool]) -> Result<CommitSummary, MailboxError> {
-        let Some(first) = deleted.iter().position(|&d| d) else {
+        let Some(file) = self.file.as_ref().filter(|_| deleted.contains(&true)) else {
             return Ok(CommitSummary {
                 deleted: 0,
-                bytes_before: self.scan.len,
-                bytes_after: self.scan.len,
+                bytes_before: self.len,
+                bytes_after: self.len,
             });
         };
+        let _locks = lock_for_delivery(&self.path, file, &self.options.locks)?;
         self.check_unchanged()?;
-        let file = self
-            .file
-            .as_ref()
-            .expect("a mailbox with messages has a file");
-        let current_len = file.metadata()?.len();
-        let extents = &self.scan.extents;
-        // Each kept message is moved with its From_ line and the blank line after it, so
-        // the file stays well-formed; mail appended since login follows unchanged.
-        let next_start = |i: usize| extents.get(i + 1).map_or(self.scan.len, |e| e.start);
-        let mut ranges: Vec<(u64, u64)> = (first..extents.len())
-            .filter(|&i| !deleted.get(i).copied().unwrap_or(false))
-            .map(|i| (extents[i].start, next_start(i)))
-            .collect();
-        ranges.push((self.scan.len, current_len));
-        let mut dst = extents[first].start;
-        let mut buf = vec![0u8; FILE_CHUNK];
-        for (mut src, end) in ranges {
-            while src < end {
-                let n = ((end - src) as usize).min(buf.len());
-                file.read_exact_at(&mut buf[..n], src)?;
-                file.write_all_at(&buf[..n], dst)?;
-                src += n as u64;
-                dst += n as u64;
-            }
-        }
-        file.set_len(dst)?;
-        file.sync_all()?;
-        log::debug!("committed {}", self.path.display());
-        Ok(CommitSummary {
-            deleted: deleted.iter().filter(|&&d| d).count(),
-            bytes_before: current_len,
-            bytes_after: dst,
-        })
+        let summary = commit::commit(&self.path, file, &self.extents, self.len, deleted)?;
+        log::debug!("committed {}: {summary:?}", self.path.display());
+        Ok(summary)
     }
 }
 
@@ -261,215 +279,4 @@ impl Read for RangeReader<'_> {
         self.pos += n as u64;
         Ok(n)
     }
-}
-
-/// Headers that local mail readers add or rewrite; they must not change a UID.
-const VOLATILE_HEADERS: [&[u8]; 6] = [
-    b"status:",
-    b"x-status:",
-    b"x-keywords:",
-    b"x-uid:",
-    b"content-length:",
-    b"lines:",
-];
-
-/// The message being scanned.
-struct Open {
-    start: u64,
-    data: u64,
-    size: u64,
-    in_headers: bool,
-    header_bytes: usize,
-    hasher: Md5,
-}
-
-/// The one-pass scanner, fed the file line by line (a long line arrives in pieces).
-struct Scanner {
-    extents: Vec<Extent>,
-    infos: Vec<MessageInfo>,
-    open: Option<Open>,
-    /// Offset of the current line's first byte.
-    line_start: u64,
-    /// The current line's first bytes, enough to see `From `, and whole header lines up to
-    /// the UID cap.
-    line: Vec<u8>,
-    line_len: u64,
-    /// The current line's octets as sent (CRLF line end).
-    line_sent: u64,
-    prev_byte_cr: bool,
-    /// The previous complete line was empty (`\n` or `\r\n`).
-    prev_blank: bool,
-    /// The stored length of the previous complete line.
-    prev_blank_len: u64,
-    /// UIDs already given out in this scan, to tell byte-identical twins apart.
-    seen: std::collections::HashMap<[u8; 16], u32>,
-}
-
-fn scan(file: &File) -> io::Result<Scan> {
-    let mut s = Scanner {
-        extents: Vec::new(),
-        infos: Vec::new(),
-        open: None,
-        line_start: 0,
-        line: Vec::new(),
-        line_len: 0,
-        line_sent: 0,
-        prev_byte_cr: false,
-        prev_blank: false,
-        prev_blank_len: 0,
-        seen: std::collections::HashMap::new(),
-    };
-    let mut buf = vec![0u8; FILE_CHUNK];
-    let mut pos = 0u64;
-    loop {
-        let n = match file.read_at(&mut buf, pos) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        s.feed(&buf[..n]);
-        pos += n as u64;
-    }
-    s.finish(pos);
-    Ok(Scan {
-        extents: s.extents,
-        infos: s.infos,
-        len: pos,
-    })
-}
-
-impl Scanner {
-    fn feed(&mut self, mut chunk: &[u8]) {
-        while !chunk.is_empty() {
-            let (piece, complete) = match memchr(b'\n', chunk) {
-                Some(i) => (&chunk[..=i], true),
-                None => (chunk, false),
-            };
-            self.add_piece(piece);
-            if complete {
-                self.end_line();
-            }
-            chunk = &chunk[piece.len()..];
-        }
-    }
-
-    fn keep_limit(&self) -> usize {
-        match &self.open {
-            Some(o) if o.in_headers => MAX_UID_HEADER_BYTES.saturating_sub(o.header_bytes).max(5),
-            _ => 5,
-        }
-    }
-
-    fn add_piece(&mut self, piece: &[u8]) {
-        let keep = self
-            .keep_limit()
-            .saturating_sub(self.line.len())
-            .min(piece.len());
-        self.line.extend_from_slice(&piece[..keep]);
-        self.line_len += piece.len() as u64;
-        // Size as sent: every LF not preceded by CR becomes CRLF.
-        self.line_sent += piece.len() as u64;
-        if piece.last() == Some(&b'\n') {
-            let cr = if piece.len() >= 2 {
-                piece[piece.len() - 2] == b'\r'
-            } else {
-                self.prev_byte_cr
-            };
-            if !cr {
-                self.line_sent += 1;
-            }
-        }
-        self.prev_byte_cr = piece.last() == Some(&b'\r');
-    }
-
-    fn end_line(&mut self) {
-        let blank = self.line == b"\n" || self.line == b"\r\n";
-        let is_from = self.line.starts_with(b"From ") && (self.line_start == 0 || self.prev_blank);
-        let line_end = self.line_start + self.line_len;
-        if is_from {
-            let sep = if self.prev_blank { 2 } else { 0 };
-            // The blank line before this From_ belongs to neither message.
-            let sep_bytes = if self.prev_blank {
-                self.prev_blank_len
-            } else {
-                0
-            };
-            self.close(self.line_start - sep_bytes, sep);
-            let mut hasher = Md5::new();
-            hasher.update(&self.line);
-            self.open = Some(Open {
-                start: self.line_start,
-                data: line_end,
-                size: 0,
-                in_headers: true,
-                header_bytes: self.line.len(),
-                hasher,
-            });
-        } else if let Some(o) = self.open.as_mut() {
-            o.size += self.line_sent;
-            if o.in_headers && blank {
-                o.in_headers = false;
-            } else if o.in_headers && o.header_bytes < MAX_UID_HEADER_BYTES {
-                o.header_bytes += self.line.len();
-                if !is_volatile(&self.line) {
-                    o.hasher.update(&self.line);
-                }
-            }
-        }
-        self.prev_blank = blank;
-        self.prev_blank_len = self.line_len;
-        self.line_start = line_end;
-        self.line.clear();
-        self.line_len = 0;
-        self.line_sent = 0;
-    }
-
-    /// Closes the open message at `end`, taking `sep` octets of separator off its size.
-    fn close(&mut self, end: u64, sep: u64) {
-        let Some(o) = self.open.take() else { return };
-        let digest: [u8; 16] = o.hasher.finalize().into();
-        let twin = self.seen.entry(digest).or_insert(0);
-        let uid = if *twin == 0 {
-            hex(&digest)
-        } else {
-            let mut h = Md5::new();
-            h.update(digest);
-            h.update(twin.to_be_bytes());
-            hex(&h.finalize())
-        };
-        *twin += 1;
-        self.extents.push(Extent {
-            start: o.start,
-            data: o.data,
-            end,
-        });
-        self.infos.push(MessageInfo {
-            size: o.size.saturating_sub(sep),
-            uid,
-        });
-    }
-
-    fn finish(&mut self, len: u64) {
-        if self.line_len > 0 {
-            // An unterminated last line is sent with a CRLF (or just LF after a stored CR).
-            if let Some(o) = self.open.as_mut() {
-                o.size += self.line_sent + if self.prev_byte_cr { 1 } else { 2 };
-            }
-            self.prev_blank = false;
-            self.line_start += self.line_len;
-        }
-        let (end, sep) = if self.prev_blank {
-            (len - self.prev_blank_len, 2)
-        } else {
-            (len, 0)
-        };
-        self.close(end, sep);
-    }
-}
-
-fn is_volatile(line: &[u8]) -> bool {
-    VOLATILE_HEADERS
-        .iter()
-        .any(|h| line.len() >= h.len() && line[..h.len()].eq_ignore_ascii_case(h))
 }

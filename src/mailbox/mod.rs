@@ -1,9 +1,18 @@
 //! Storage behind the session: the `MailStore` and `Maildrop` traits, user names as a path
 //! boundary, and the in-process lock table that makes sessions exclusive.
 
+pub mod append;
+pub mod commit;
+pub mod fault;
+pub mod index;
+pub mod journal;
+pub mod lock;
 pub mod mbox;
 pub mod memory;
+pub mod quote;
+pub mod scan;
 pub mod template;
+pub mod uid;
 
 use std::collections::HashSet;
 use std::fmt;

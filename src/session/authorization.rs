@@ -1,5 +1,5 @@
-//! The AUTHORIZATION state: USER, PASS, APOP, AUTH (SASL), STLS and QUIT; failure counting,
-//! delays and the bad-command cutoff.
+//! The AUTHORIZATION state: USER, PASS, APOP, AUTH (SASL), CAPA, STLS and QUIT; the
+//! cleartext policy, failure counting, delays and the bad-command cutoff.
 
 use crate::auth::guard::UserSlot;
 use crate::auth::sasl::{Credentials, Exchange, Mechanism, Step};
@@ -10,7 +10,9 @@ use crate::mailbox::UserName;
 use crate::wire::{Reply, RespCode};
 
 use super::transaction::Transaction;
-use super::{Context, Ending, Tag, apop_timestamp, capabilities, mailbox_reply, wrong_state};
+use super::{
+    Channel, Context, Ending, Tag, apop_timestamp, capabilities, mailbox_reply, wrong_state,
+};
 
 /// What the client has told us so far in AUTHORIZATION.
 pub(super) struct Authorization {
@@ -24,9 +26,8 @@ pub(super) struct Authorization {
     exchange: Option<Exchange>,
     /// The APOP timestamp in our greeting; `None` when APOP is off.
     timestamp: Option<String>,
-    /// Whether passwords may cross this connection in the clear (USER/PASS, AUTH PLAIN and
-    /// LOGIN). The one switch a cleartext policy sets; `true` until one does.
-    pub(super) plaintext_allowed: bool,
+    /// What the connection allows.
+    channel: Channel,
 }
 
 /// What a command (or SASL response) in AUTHORIZATION leads to.
@@ -39,18 +40,33 @@ pub(super) enum AuthStep {
     Quit(Reply),
     /// Too many failures or bad commands: reply and close.
     Close(Reply, Ending),
+    /// STLS: reply, then run the TLS handshake and call [`Authorization::tls_started`].
+    StartTls(Reply),
 }
 
 impl Authorization {
-    pub(super) fn new(timestamp: Option<String>) -> Self {
+    pub(super) fn new(channel: Channel, timestamp: Option<String>) -> Self {
         Authorization {
             user: None,
             failures: 0,
             bad_commands: 0,
             exchange: None,
             timestamp,
-            plaintext_allowed: true,
+            channel,
         }
+    }
+
+    /// TLS is up after STLS: forget what the client said before it (RFC 2595 §4).
+    pub(super) fn tls_started(&mut self, channel: Channel) {
+        self.user = None;
+        self.exchange = None;
+        self.channel = channel;
+    }
+
+    /// The cleartext policy: whether USER/PASS and the SASL mechanisms that send the password
+    /// itself (PLAIN, LOGIN) may be used on this connection.
+    fn plaintext_allowed(&self) -> bool {
+        self.channel.secure
     }
 
     /// Whether the next line answers a SASL challenge (and so may be longer than a command).
@@ -68,12 +84,12 @@ impl Authorization {
 
     /// The CAPA reply for this connection now.
     pub(super) fn capabilities(&self, ctx: &Context) -> Reply {
-        capabilities(&self.mechanisms(ctx), self.plaintext_allowed)
+        capabilities(self.channel, &self.mechanisms(ctx))
     }
 
     fn mechanism_usable(&self, ctx: &Context, m: Mechanism) -> bool {
         match m {
-            Mechanism::Plain | Mechanism::Login => self.plaintext_allowed,
+            Mechanism::Plain | Mechanism::Login => self.plaintext_allowed(),
             // CRAM-MD5 needs plain secrets, like APOP, and goes with it.
             Mechanism::CramMd5 => ctx.settings.apop && ctx.users.current().any_plain(),
         }
@@ -81,12 +97,8 @@ impl Authorization {
 
     /// The refusal for a password sent in the clear where that is not allowed.
     fn cleartext_refused(&self) -> Option<Reply> {
-        (!self.plaintext_allowed).then(|| {
-            Reply::err_code(
-                RespCode::Auth,
-                "cleartext logins are not allowed here; use TLS",
-            )
-        })
+        (!self.plaintext_allowed())
+            .then(|| Reply::err_code(RespCode::Auth, "cleartext login refused without TLS"))
     }
 
     /// Counts a bad command; past the limit, the reply becomes a close.
@@ -106,6 +118,7 @@ impl Authorization {
         match cmd {
             Command::User(name) => {
                 if let Some(r) = self.cleartext_refused() {
+                    self.user = None;
                     return AuthStep::Reply(r);
                 }
                 // Always +OK: the answer must not tell whether the user exists.
@@ -114,6 +127,7 @@ impl Authorization {
             }
             Command::Pass(password) => {
                 if let Some(r) = self.cleartext_refused() {
+                    self.user = None;
                     return AuthStep::Reply(r);
                 }
                 let Some(name) = self.user.take() else {
@@ -165,7 +179,14 @@ impl Authorization {
                 self.exchange = Some(ex);
                 self.sasl_step(ctx, tag, step, m)
             }
+            Command::Stls if self.channel.stls => {
+                AuthStep::StartTls(Reply::ok("begin TLS negotiation"))
+            }
+            Command::Stls if self.channel.tls => {
+                AuthStep::Reply(Reply::err("TLS is already active"))
+            }
             Command::Stls => AuthStep::Reply(Reply::err("TLS is not configured")),
+            Command::Capa => AuthStep::Reply(self.capabilities(ctx)),
             Command::Quit => AuthStep::Quit(Reply::ok("bye")),
             other => self.bad_command(ctx, wrong_state(&other)),
         }
@@ -259,7 +280,7 @@ impl Authorization {
         };
         match ctx.store.open(&user) {
             Ok(maildrop) => {
-                let t = Transaction::new(user, maildrop);
+                let t = Transaction::new(user, maildrop, self.channel, self.mechanisms(ctx));
                 let (count, octets) = t.totals();
                 log::info!(
                     "{tag} login user={shown} method={how} messages={count} octets={octets}"
@@ -277,7 +298,10 @@ impl Authorization {
     /// A failed login: wait out the delay for this client address, then reply.
     fn failed(&mut self, ctx: &Context, tag: &Tag, shown: &str, how: &str) -> AuthStep {
         self.failures += 1;
-        let delay = ctx.guards.throttle.fail(tag.peer.map(|p| p.ip()));
+        let delay = ctx
+            .guards
+            .throttle
+            .fail(tag.peer.map(|p| p.ip()), ctx.settings.auth_failure_delay);
         log::warn!(
             "{tag} {how} login failed for {shown} (failure {} in this session, delay {} ms)",
             self.failures,

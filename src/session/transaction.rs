@@ -1,20 +1,24 @@
-//! The TRANSACTION state: STAT, LIST, UIDL, RETR, TOP, DELE, RSET, NOOP and QUIT (CAPA is
-//! answered by the session loop, the same in both states). It
+//! The TRANSACTION state: STAT, LIST, UIDL, RETR, TOP, DELE, RSET, NOOP, CAPA and QUIT. It
 //! owns the deletion marks; only QUIT hands them to the maildrop.
 
 use std::fmt::Write as _;
 
+use crate::auth::sasl::Mechanism;
 use crate::command::{Command, MsgNum};
 use crate::mailbox::{MailboxError, Maildrop, UserName};
 use crate::wire::{Extent, Reply};
 
-use super::{Stats, wrong_state};
+use super::{Channel, Stats, capabilities, wrong_state};
 
 /// A logged-in session: the locked maildrop and the marks set by DELE.
 pub(super) struct Transaction {
     user: UserName,
     maildrop: Box<dyn Maildrop>,
     deleted: Vec<bool>,
+    /// What the connection allows, for CAPA.
+    channel: Channel,
+    /// The SASL mechanisms offered before login, which CAPA keeps announcing (RFC 2449 §5).
+    mechanisms: Vec<Mechanism>,
 }
 
 /// What a command in TRANSACTION leads to.
@@ -32,12 +36,23 @@ pub(super) enum TxStep {
 }
 
 impl Transaction {
-    pub(super) fn new(user: UserName, maildrop: Box<dyn Maildrop>) -> Self {
+    pub(super) fn new(
+        user: UserName,
+        maildrop: Box<dyn Maildrop>,
+        channel: Channel,
+        mechanisms: Vec<Mechanism>,
+    ) -> Self {
         let n = maildrop.messages().len();
         Transaction {
             user,
             maildrop,
             deleted: vec![false; n],
+            // STLS is valid only in AUTHORIZATION (RFC 2595 §4).
+            channel: Channel {
+                stls: false,
+                ..channel
+            },
+            mechanisms,
         }
     }
 
@@ -128,6 +143,7 @@ impl Transaction {
                 Reply::ok(format!("{n} messages ({size} octets)"))
             }
             Command::Noop => Reply::ok(""),
+            Command::Capa => capabilities(self.channel, &self.mechanisms),
             Command::Quit => return TxStep::Quit,
             other => wrong_state(&other),
         };
@@ -147,13 +163,17 @@ impl Transaction {
     }
 
     /// Counts a message sent by RETR or TOP for the end-of-session line.
-    pub(super) fn count_sent(&self, index: usize, extent: Extent, stats: &mut Stats) {
+    /// `octets` is what went on the wire for the text (TOP's count; RETR counts its size).
+    pub(super) fn count_sent(&self, index: usize, extent: Extent, octets: u64, stats: &mut Stats) {
         match extent {
             Extent::Whole => {
                 stats.retr += 1;
                 stats.retr_octets += self.maildrop.messages()[index].size;
             }
-            Extent::Top(_) => stats.top += 1,
+            Extent::Top(_) => {
+                stats.top += 1;
+                stats.top_octets += octets;
+            }
         }
     }
 
@@ -171,6 +191,7 @@ impl Transaction {
         let summary = self.maildrop.commit(&self.deleted)?;
         stats.deleted = summary.deleted as u64;
         stats.deleted_octets = deleted_octets;
+        stats.mailbox_bytes = Some((summary.bytes_before, summary.bytes_after));
         Ok(left)
     }
 }

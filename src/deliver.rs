@@ -1,0 +1,150 @@
+//! `poplar deliver`: append one message from stdin to a user's mbox, for an MTA's
+//! mailbox_command or a development mailbox, with sysexits exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use getopts::Options;
+
+use crate::cli::{CliError, mbox_flags, mbox_options};
+use crate::mailbox::UserName;
+use crate::mailbox::append::{AppendError, append};
+use crate::mailbox::mbox::MboxOptions;
+use crate::mailbox::template::MailTemplate;
+
+/// sysexits.h: the command was used incorrectly.
+pub const EX_USAGE: u8 = 64;
+/// sysexits.h: the input data was incorrect.
+pub const EX_DATAERR: u8 = 65;
+/// sysexits.h: the addressee is unknown.
+pub const EX_NOUSER: u8 = 67;
+/// sysexits.h: a temporary failure; the sender should try again later.
+pub const EX_TEMPFAIL: u8 = 75;
+
+/// A parsed `poplar deliver` command line.
+#[derive(Debug)]
+pub struct Deliver {
+    /// `--mail TEMPLATE`.
+    pub mail: MailTemplate,
+    /// `-f SENDER`, for the From_ line.
+    pub sender: Option<String>,
+    /// The user whose mbox gets the message (checked later: a bad name is EX_NOUSER).
+    pub user: String,
+    /// Lock settings (`--mbox-locks`, `--lock-timeout`, `--stale-lock-age`).
+    pub mbox: MboxOptions,
+}
+
+fn options() -> Options {
+    let mut o = Options::new();
+    o.optopt(
+        "m",
+        "mail",
+        "path of each user's mbox (as for the server)",
+        "TEMPLATE",
+    );
+    o.optopt("f", "from", "envelope sender for the From_ line", "SENDER");
+    mbox_options(&mut o);
+    o
+}
+
+/// The usage text of `poplar deliver`.
+pub fn usage() -> String {
+    options().usage(
+        "Usage: poplar deliver --mail TEMPLATE [-f SENDER] USER < message\n\n\
+         Appends one message to USER's mbox. Exit codes: 0 delivered, 64 usage, 65 bad message,\n\
+         67 no such mailbox, 75 mailbox busy or out of space (try again later).",
+    )
+}
+
+/// Parses the arguments after `deliver`.
+pub fn parse(args: &[String]) -> Result<Deliver, CliError> {
+    let m = options().parse(args).map_err(|e| CliError(e.to_string()))?;
+    let mail = m
+        .opt_str("mail")
+        .ok_or_else(|| CliError("--mail TEMPLATE is required".into()))?;
+    let mail = MailTemplate::parse(&mail).map_err(|e| CliError(format!("--mail: {e}")))?;
+    let [user] = &m.free[..] else {
+        return Err(CliError("exactly one USER is required".into()));
+    };
+    let sender = m.opt_str("from");
+    if let Some(s) = &sender
+        && (s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(CliError(format!("-f: '{s}' is not an address")));
+    }
+    let mut mbox = MboxOptions::default();
+    mbox_flags(&m, &mut mbox)?;
+    Ok(Deliver {
+        mail,
+        sender,
+        user: user.clone(),
+        mbox,
+    })
+}
+
+/// Delivers stdin; returns the sysexits code and says why on stderr if it failed.
+pub fn run(d: &Deliver) -> ExitCode {
+    let Ok(user) = UserName::new(d.user.as_bytes()) else {
+        eprintln!("poplar deliver: invalid user name");
+        return ExitCode::from(EX_NOUSER);
+    };
+    let path: PathBuf = d.mail.expand(&user);
+    let mut stdin = std::io::stdin().lock();
+    let result = append(
+        &path,
+        d.sender.as_deref(),
+        &mut stdin,
+        &d.mbox.locks,
+        SystemTime::now(),
+    );
+    match result {
+        Ok(n) => {
+            // Quiet on success: an MTA may pass a mailbox_command's output on.
+            log::debug!("delivered {n} octets to {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("poplar deliver: {}: {e}", path.display());
+            ExitCode::from(match e {
+                AppendError::NoMailbox => EX_NOUSER,
+                AppendError::Data(_) => EX_DATAERR,
+                AppendError::Busy | AppendError::Io(_) => EX_TEMPFAIL,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn deliver_arguments() {
+        let d = parse(&args("--mail /m/%n -f a@b --lock-timeout 2 bob")).unwrap();
+        assert_eq!((d.user.as_str(), d.sender.as_deref()), ("bob", Some("a@b")));
+        assert_eq!(d.mbox.locks.timeout, std::time::Duration::from_secs(2));
+        for bad in [
+            "bob",
+            "--mail /m/%n",
+            "--mail /m/%n a b",
+            "--mail /m/%x bob",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad}");
+        }
+        assert!(
+            parse(&[
+                "--mail".into(),
+                "/m/%n".into(),
+                "-f".into(),
+                "a b".into(),
+                "u".into()
+            ])
+            .is_err()
+        );
+    }
+}

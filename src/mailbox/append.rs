@@ -1,0 +1,283 @@
+//! Appending one message to an mbox as a delivery agent does: under the same locks, after
+//! any pending journal is replayed, with a From_ line, mboxrd quoting, a final blank line and
+//! an fsync; a failure truncates away what was written.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use memchr::memchr;
+
+use super::lock::{LockOptions, lock_for_delivery};
+use super::quote::Quoter;
+use super::{MailboxError, fault, journal};
+use crate::limits::FILE_CHUNK;
+
+/// Longest first line taken as the envelope's From_ line.
+const MAX_ENVELOPE_LINE: usize = 998;
+
+/// Why a delivery failed; the mbox is as it was.
+#[derive(Debug)]
+pub enum AppendError {
+    /// The mailbox's directory does not exist.
+    NoMailbox,
+    /// The message cannot be stored (empty).
+    Data(&'static str),
+    /// The locks could not be had in time.
+    Busy,
+    /// Reading the message or writing the mbox failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for AppendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppendError::NoMailbox => f.write_str("no such mailbox directory"),
+            AppendError::Data(why) => f.write_str(why),
+            AppendError::Busy => f.write_str("mailbox locked, try again later"),
+            AppendError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<MailboxError> for AppendError {
+    fn from(e: MailboxError) -> Self {
+        match e {
+            MailboxError::Busy | MailboxError::InUse => AppendError::Busy,
+            MailboxError::Changed => AppendError::Io(io::Error::other("mailbox changed")),
+            MailboxError::Permission(e) | MailboxError::Io(e) => AppendError::Io(e),
+        }
+    }
+}
+
+impl From<io::Error> for AppendError {
+    fn from(e: io::Error) -> Self {
+        AppendError::Io(e)
+    }
+}
+
+/// Appends the message read from `input` to the mbox at `path` (created with mode 0600 in an
+/// existing directory if missing). `sender` goes into the From_ line; if it is `None` and the
+/// message starts with a From_ line, that line is used, else `MAILER-DAEMON`. Lines matching
+/// `>*From ` get one more `>` (mboxrd), so `--mbox-unquote` gives back the exact message.
+/// Returns the octets appended.
+pub fn append(
+    path: &Path,
+    sender: Option<&str>,
+    input: &mut dyn Read,
+    locks: &LockOptions,
+    when: SystemTime,
+) -> Result<u64, AppendError> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(AppendError::NoMailbox),
+        Err(e) => return Err(e.into()),
+    };
+    let _locks = lock_for_delivery(path, &file, locks)?;
+    journal::replay(path, &file)?;
+    let old_len = file.metadata()?.len();
+    match write_message(&file, old_len, sender, input, when) {
+        Ok(n) => Ok(n),
+        Err(e) => {
+            // Leave the mbox exactly as it was.
+            file.set_len(old_len)?;
+            file.sync_all()?;
+            Err(e)
+        }
+    }
+}
+
+fn write_message(
+    file: &File,
+    old_len: u64,
+    sender: Option<&str>,
+    input: &mut dyn Read,
+    when: SystemTime,
+) -> Result<u64, AppendError> {
+    let mut out = BufWriter::with_capacity(FILE_CHUNK, At { file, pos: old_len });
+    out.write_all(separator(file, old_len)?)?;
+    let mut buf = vec![0u8; FILE_CHUNK];
+    let mut filled = read_some(input, &mut buf)?;
+    let envelope = filled > 5
+        && buf.starts_with(b"From ")
+        && memchr(b'\n', &buf[..filled.min(MAX_ENVELOPE_LINE)]).is_some();
+    let mut skip = 0;
+    if envelope {
+        skip = memchr(b'\n', &buf[..filled]).map_or(0, |i| i + 1);
+    }
+    match (sender, envelope) {
+        (Some(s), _) => writeln!(out, "From {s} {}", asctime(when))?,
+        (None, true) => {
+            out.write_all(buf[..skip].trim_ascii_end())?;
+            out.write_all(b"\n")?;
+        }
+        (None, false) => writeln!(out, "From MAILER-DAEMON {}", asctime(when))?,
+    }
+    let mut q = Quoter::default();
+    let mut any = false;
+    while filled > 0 {
+        if skip < filled {
+            any = true;
+            q.write(&buf[skip..filled], &mut out)?;
+        }
+        skip = 0;
+        filled = read_some(input, &mut buf)?;
+    }
+    if !any {
+        return Err(AppendError::Data("empty message"));
+    }
+    q.finish(&mut out)?;
+    out.write_all(if q.last == b'\n' { b"\n" } else { b"\n\n" })?;
+    fault::io_point("deliver")?;
+    let end = out.into_inner().map_err(|e| e.into_error())?.pos;
+    file.sync_data()?;
+    Ok(end - old_len)
+}
+
+fn read_some(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match input.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// What must come before a new From_ line so that it starts a message: nothing in an empty
+/// file or after a blank line, else enough to end the last line and add a blank one.
+fn separator(file: &File, len: u64) -> io::Result<&'static [u8]> {
+    if len == 0 {
+        return Ok(b"");
+    }
+    let mut tail = [0u8; 3];
+    let n = len.min(3) as usize;
+    file.read_exact_at(&mut tail[3 - n..], len - n as u64)?;
+    Ok(if tail[1..] == *b"\n\n" || tail == *b"\n\r\n" {
+        b""
+    } else if tail[2] == b'\n' {
+        b"\n"
+    } else {
+        b"\n\n"
+    })
+}
+
+/// Writes at a position of a file, for a `BufWriter`.
+struct At<'f> {
+    file: &'f File,
+    pos: u64,
+}
+
+impl Write for At<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        fault::io_point("deliver")?;
+        self.file.write_all_at(buf, self.pos)?;
+        self.pos += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `Thu Nov 26 09:00:00 2026` in UTC, the date of a From_ line (asctime format).
+pub fn asctime(when: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = when.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{} {} {:2} {:02}:{:02}:{:02} {}",
+        DAYS[(days.rem_euclid(7)) as usize],
+        MONTHS[(month - 1) as usize],
+        day,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        year
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn asctime_dates() {
+        let at = |s| asctime(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "Thu Jan  1 00:00:00 1970");
+        assert_eq!(at(1_795_683_600), "Thu Nov 26 09:00:00 2026");
+        assert_eq!(at(951_782_400), "Tue Feb 29 00:00:00 2000");
+    }
+
+    fn append_to(dir: &Path, existing: &[u8], msg: &[u8], sender: Option<&str>) -> Vec<u8> {
+        let path = dir.join("box");
+        std::fs::write(&path, existing).unwrap();
+        let when = UNIX_EPOCH + Duration::from_secs(1_795_683_600);
+        append(&path, sender, &mut &msg[..], &LockOptions::default(), when).unwrap();
+        std::fs::read(&path).unwrap()
+    }
+
+    #[test]
+    fn a_delivery_is_one_well_separated_mbox_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = b"From a@b Thu Nov 26 09:00:00 2026\n";
+        let got = append_to(dir.path(), b"", b"S: 1\n\nhi", Some("a@b"));
+        assert_eq!(got, [&from[..], b"S: 1\n\nhi\n\n"].concat());
+        let got = append_to(dir.path(), b"From x\n\nold", b"S: 1\n\nhi\n", Some("a@b"));
+        assert_eq!(
+            got,
+            [&b"From x\n\nold\n\n"[..], from, b"S: 1\n\nhi\n\n"].concat()
+        );
+        let got = append_to(dir.path(), b"From x\n\nold\n", b"From env 1\nS: 1\n", None);
+        assert_eq!(got, b"From x\n\nold\n\nFrom env 1\nS: 1\n\n");
+    }
+
+    #[test]
+    fn an_empty_message_is_refused_and_leaves_the_mbox_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("box");
+        std::fs::write(&path, b"From x\n\nold\n").unwrap();
+        let r = append(
+            &path,
+            None,
+            &mut &b""[..],
+            &LockOptions::default(),
+            UNIX_EPOCH,
+        );
+        assert!(matches!(r, Err(AppendError::Data(_))));
+        assert_eq!(std::fs::read(&path).unwrap(), b"From x\n\nold\n");
+        let r = append(
+            &dir.path().join("no/such/dir"),
+            None,
+            &mut &b"x"[..],
+            &LockOptions::default(),
+            UNIX_EPOCH,
+        );
+        assert!(matches!(r, Err(AppendError::NoMailbox)));
+    }
+}

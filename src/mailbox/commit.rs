@@ -1,0 +1,174 @@
+//! The UPDATE state on an mbox: plan the deletions as a journal (kept messages after the
+//! first deleted one, then mail appended since login, then their index records), and apply it
+//! in place through the journal's replay.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+
+use super::index::{self, Extent, Header};
+use super::journal::{self, Head, JournalWriter, Replay};
+use super::lock::sidecar;
+use super::uid::{self, open_index};
+use super::{CommitSummary, MailboxError};
+
+/// Removes the messages flagged in `deleted` from the mbox at `mbox` (open as `file`), whose
+/// scan at login found `extents` in its first `scanned` bytes. The caller holds the session
+/// lock and the locks toward delivery agents, and has checked that the scanned bytes are
+/// unchanged. Bytes before the first deleted message are not touched; mail appended since
+/// login is kept; the inode, owner and mode stay. Deleting nothing writes nothing.
+pub fn commit(
+    mbox: &Path,
+    file: &File,
+    extents: &[Extent],
+    scanned: u64,
+    deleted: &[bool],
+) -> Result<CommitSummary, MailboxError> {
+    let count = deleted.iter().filter(|&&d| d).count();
+    let Some(first) = deleted.iter().position(|&d| d) else {
+        return Ok(CommitSummary {
+            deleted: 0,
+            bytes_before: scanned,
+            bytes_after: scanned,
+        });
+    };
+    if first >= extents.len() {
+        return Err(MailboxError::Io(io::Error::other("no such message")));
+    }
+    let index = open_index(mbox)?;
+    let Some(old) = index::read_header(&index)? else {
+        return Err(damaged());
+    };
+    let current = file.metadata()?.len();
+    let path = sidecar(mbox, ".poplar-journal");
+    let mut w = JournalWriter::create(&path)?;
+    let plan = Plan {
+        file,
+        index: &index,
+        extents,
+        scanned,
+        deleted,
+        first,
+        current,
+    };
+    let head = match plan.write(&mut w, &old) {
+        Ok(h) => h,
+        Err(e) => {
+            w.abandon();
+            return Err(e.into());
+        }
+    };
+    let new_len = head.new_len;
+    if let Err(e) = w.finish(head) {
+        // Not complete, so never applied: the mbox is as it was.
+        let _ = std::fs::remove_file(&path);
+        return Err(e.into());
+    }
+    match journal::replay(mbox, file)? {
+        Replay::Applied => {}
+        other => {
+            return Err(MailboxError::Io(io::Error::other(format!(
+                "journal not applied: {other:?}"
+            ))));
+        }
+    }
+    // Only now is the mtime known that lets the next login trust the index unread.
+    let index = open_index(mbox)?;
+    if let Some(h) = index::read_header(&index)? {
+        uid::write_header(&index, file, h.epoch, h.next_serial, h.covered)?;
+        index.sync_data()?;
+    }
+    Ok(CommitSummary {
+        deleted: count,
+        bytes_before: current,
+        bytes_after: new_len,
+    })
+}
+
+fn damaged() -> MailboxError {
+    MailboxError::Io(io::Error::other(
+        "UID index missing or damaged; nothing deleted (the next login rebuilds it)",
+    ))
+}
+
+struct Plan<'a> {
+    file: &'a File,
+    index: &'a File,
+    extents: &'a [Extent],
+    scanned: u64,
+    deleted: &'a [bool],
+    first: usize,
+    current: u64,
+}
+
+impl Plan<'_> {
+    /// Where message `i`'s bytes end: the next From_ line, so each kept message travels with
+    /// the blank line after it.
+    fn next_start(&self, i: usize) -> u64 {
+        self.extents.get(i + 1).map_or(self.scanned, |e| e.start)
+    }
+
+    fn kept(&self) -> impl Iterator<Item = usize> + '_ {
+        (self.first..self.extents.len()).filter(|&i| self.kept_at(i))
+    }
+
+    /// Writes the journal payload; returns the head to finish it with.
+    fn write(&self, w: &mut JournalWriter, old: &Header) -> io::Result<Head> {
+        let region_start = self.extents[self.first].start;
+        for i in self.kept() {
+            w.copy_from(self.file, self.extents[i].start, self.next_start(i))?;
+        }
+        let covered = region_start + w.payload_len();
+        w.copy_from(self.file, self.scanned, self.current)?;
+        let new_len = region_start + w.payload_len();
+        let boundary = index::boundary_hash(covered, |buf, at| {
+            // The new bytes: before the region as they are, from it on as journaled.
+            let split = (region_start.saturating_sub(at) as usize).min(buf.len());
+            let (before, after) = buf.split_at_mut(split);
+            self.file.read_exact_at(before, at)?;
+            w.read_payload(after, (at + split as u64) - region_start)
+        })?;
+        let meta = self.file.metadata()?;
+        let header = Header {
+            covered,
+            boundary,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            mtime: (0, 0),
+            ..old.clone()
+        };
+        let index_start = w.payload_len();
+        w.write(&header.encode())?;
+        let mut at = region_start;
+        let mut records = index::records(self.index, self.first as u64);
+        for i in self.first..self.extents.len() {
+            let r = records
+                .next()
+                .transpose()?
+                .flatten()
+                .filter(|r| r.extent == self.extents[i])
+                .ok_or_else(|| io::Error::other("UID index does not match the mailbox"))?;
+            if self.kept_at(i) {
+                w.write(&r.moved_to(at).encode())?;
+                at += self.next_start(i) - self.extents[i].start;
+            }
+        }
+        Ok(Head {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            region_start,
+            old_len: self.current,
+            new_len,
+            tail_fp: journal::tail_fingerprint(self.file, new_len, self.current)?,
+            index_at: self.first as u64,
+            index_len: w.payload_len() - index_start,
+            payload_md5: [0; 16],
+            truncated: false,
+        })
+    }
+
+    fn kept_at(&self, i: usize) -> bool {
+        !self.deleted.get(i).copied().unwrap_or(false)
+    }
+}

@@ -1,0 +1,364 @@
+//! Locks on an mbox: the session lock file between poplar processes, and the dotlock plus
+//! open-file-description record lock shared with delivery agents, with bounded waits and
+//! stale-dotlock breaking.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::fcntl::{FcntlArg, fcntl};
+use nix::libc;
+
+use super::MailboxError;
+
+/// A lock toward delivery agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// `<mbox>.lock`, created with O_EXCL, holding our pid and host.
+    Dotlock,
+    /// A whole-file POSIX write lock taken as an open-file-description lock.
+    Fcntl,
+}
+
+impl LockKind {
+    /// Parses `--mbox-locks`: a comma-separated list of `dotlock` and `fcntl`, in the order
+    /// they are taken, each at most once.
+    pub fn parse_list(s: &str) -> Result<Vec<LockKind>, String> {
+        let mut kinds = Vec::new();
+        for part in s.split(',') {
+            let kind = match part.trim() {
+                "dotlock" => LockKind::Dotlock,
+                "fcntl" => LockKind::Fcntl,
+                other => return Err(format!("unknown lock '{other}' (use dotlock, fcntl)")),
+            };
+            if kinds.contains(&kind) {
+                return Err(format!("lock '{}' named twice", part.trim()));
+            }
+            kinds.push(kind);
+        }
+        Ok(kinds)
+    }
+}
+
+impl fmt::Display for LockKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LockKind::Dotlock => "dotlock",
+            LockKind::Fcntl => "fcntl",
+        })
+    }
+}
+
+/// How locks toward delivery agents are taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockOptions {
+    /// Which locks, in order (`--mbox-locks`, default `dotlock,fcntl`).
+    pub order: Vec<LockKind>,
+    /// Longest wait for all of them (`--lock-timeout`).
+    pub timeout: Duration,
+    /// A dotlock whose file and mbox have not changed for this long is stale
+    /// (`--stale-lock-age`).
+    pub stale_after: Duration,
+}
+
+impl Default for LockOptions {
+    fn default() -> Self {
+        LockOptions {
+            order: vec![LockKind::Dotlock, LockKind::Fcntl],
+            timeout: crate::limits::DEFAULT_LOCK_TIMEOUT,
+            stale_after: crate::limits::DEFAULT_STALE_LOCK_AGE,
+        }
+    }
+}
+
+/// `path` with `suffix` appended to its file name: where an mbox's sidecar files live.
+pub fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Holds `<mbox>.poplar-lock` with flock for a session's whole life, so that sessions on one
+/// mailbox are exclusive across poplar processes; the kernel drops it when the process dies.
+#[derive(Debug)]
+pub struct SessionLock {
+    _file: File,
+}
+
+impl SessionLock {
+    /// Takes the session lock of `mbox` without waiting; `InUse` if another process has it.
+    pub fn acquire(mbox: &Path) -> Result<SessionLock, MailboxError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(sidecar(mbox, ".poplar-lock"))?;
+        match file.try_lock() {
+            Ok(()) => Ok(SessionLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(MailboxError::InUse),
+            Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+        }
+    }
+}
+
+/// The locks toward delivery agents, released (in reverse order) on drop.
+#[derive(Debug)]
+pub struct DeliveryLock<'f> {
+    dotlock: Option<PathBuf>,
+    fcntl: Option<&'f File>,
+}
+
+/// Takes the locks in `opts.order` on the mbox at `path`, open as `file`, waiting at most
+/// `opts.timeout` in all. On timeout everything taken is released and the answer is `Busy`.
+pub fn lock_for_delivery<'f>(
+    path: &Path,
+    file: &'f File,
+    opts: &LockOptions,
+) -> Result<DeliveryLock<'f>, MailboxError> {
+    let deadline = Instant::now() + opts.timeout;
+    let mut held = DeliveryLock {
+        dotlock: None,
+        fcntl: None,
+    };
+    for kind in &opts.order {
+        match kind {
+            LockKind::Dotlock => held.dotlock = Some(dotlock(path, opts, deadline)?),
+            LockKind::Fcntl => {
+                ofd_lock(file, deadline)?;
+                held.fcntl = Some(file);
+            }
+        }
+    }
+    Ok(held)
+}
+
+impl Drop for DeliveryLock<'_> {
+    fn drop(&mut self) {
+        let unlocked = self.fcntl.take().map(|f| ofd(f, libc::F_UNLCK));
+        if let Some(Err(e)) = unlocked {
+            log::error!("cannot release fcntl lock: {e}");
+        }
+        if let Some(p) = self.dotlock.take()
+            && let Err(e) = std::fs::remove_file(&p)
+        {
+            log::error!("cannot remove dotlock {}: {e}", p.display());
+        }
+    }
+}
+
+/// Sleeps before the next attempt, or says the deadline has passed.
+fn wait(deadline: Instant, attempt: &mut u32) -> Result<(), MailboxError> {
+    let now = Instant::now();
+    if now >= deadline {
+        return Err(MailboxError::Busy);
+    }
+    // 10 ms, doubling to 160 ms: quick when the holder is quick, quiet when it is not.
+    let pause = Duration::from_millis(10 << (*attempt).min(4));
+    *attempt += 1;
+    std::thread::sleep(pause.min(deadline - now));
+    Ok(())
+}
+
+fn ofd(file: &File, l_type: libc::c_int) -> nix::Result<libc::c_int> {
+    let lock = libc::flock {
+        l_type: l_type as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        // Must be 0 for open-file-description locks.
+        l_pid: 0,
+    };
+    fcntl(file, FcntlArg::F_OFD_SETLK(&lock))
+}
+
+fn ofd_lock(file: &File, deadline: Instant) -> Result<(), MailboxError> {
+    let mut attempt = 0;
+    loop {
+        match ofd(file, libc::F_WRLCK) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => {
+                wait(deadline, &mut attempt)?
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(MailboxError::Io(e.into())),
+        }
+    }
+}
+
+/// What a dotlock says about its owner.
+fn dotlock_text() -> String {
+    format!(
+        "{} {}\n",
+        std::process::id(),
+        crate::config::system_hostname()
+    )
+}
+
+fn dotlock(mbox: &Path, opts: &LockOptions, deadline: Instant) -> Result<PathBuf, MailboxError> {
+    let path = sidecar(mbox, ".lock");
+    let mut attempt = 0;
+    loop {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                if let Err(e) = f.write_all(dotlock_text().as_bytes()) {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e.into());
+                }
+                return Ok(path);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if let Some(why) = stale(&path, mbox, opts.stale_after)? {
+                    log::warn!("breaking stale dotlock {}: {why}", path.display());
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => continue,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                wait(deadline, &mut attempt)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Why the dotlock at `path` is stale, or `None` if it may be live: stale when it names a
+/// process of this host that is gone, or when neither it nor the mbox changed for
+/// `stale_after`.
+pub fn stale(path: &Path, mbox: &Path, stale_after: Duration) -> io::Result<Option<String>> {
+    let mut text = Vec::new();
+    let meta = match File::open(path) {
+        Ok(f) => {
+            let meta = f.metadata()?;
+            f.take(256).read_to_end(&mut text)?;
+            meta
+        }
+        // Gone already: the next attempt will tell.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let text = String::from_utf8_lossy(&text);
+    let mut words = text.split_whitespace();
+    let pid = words.next().and_then(|p| p.parse::<i32>().ok());
+    let host = words.next();
+    let local = host.is_none_or(|h| h == crate::config::system_hostname());
+    if let Some(pid) = pid.filter(|&p| p > 0 && local) {
+        let gone = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if gone {
+            return Ok(Some(format!("process {pid} is gone")));
+        }
+    }
+    let age = |m: &std::fs::Metadata| {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(m.mtime().max(0) as u64);
+        SystemTime::now().duration_since(t).unwrap_or_default()
+    };
+    let mbox_age = std::fs::metadata(mbox).map_or(Duration::MAX, |m| age(&m));
+    let idle = age(&meta).min(mbox_age);
+    Ok((idle >= stale_after).then(|| format!("unchanged for {} s", idle.as_secs())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_lists_parse_in_order_and_refuse_mistakes() {
+        use LockKind::*;
+        assert_eq!(
+            LockKind::parse_list("dotlock,fcntl"),
+            Ok(vec![Dotlock, Fcntl])
+        );
+        assert_eq!(
+            LockKind::parse_list("fcntl,dotlock"),
+            Ok(vec![Fcntl, Dotlock])
+        );
+        assert_eq!(LockKind::parse_list("fcntl"), Ok(vec![Fcntl]));
+        for bad in ["", "flock", "fcntl,fcntl", "dotlock,"] {
+            assert!(LockKind::parse_list(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ofd_locks_exclude_each_other_within_one_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("m");
+        std::fs::write(&mbox, b"").unwrap();
+        let rw = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&mbox)
+                .unwrap()
+        };
+        let (a, b) = (rw(), rw());
+        let opts = LockOptions {
+            order: vec![LockKind::Fcntl],
+            timeout: Duration::from_millis(50),
+            ..LockOptions::default()
+        };
+        let held = lock_for_delivery(&mbox, &a, &opts).unwrap();
+        assert!(matches!(
+            lock_for_delivery(&mbox, &b, &opts),
+            Err(MailboxError::Busy)
+        ));
+        drop(held);
+        assert!(lock_for_delivery(&mbox, &b, &opts).is_ok());
+    }
+
+    #[test]
+    fn dotlock_holds_pid_and_host_and_is_removed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("m");
+        std::fs::write(&mbox, b"").unwrap();
+        let f = File::open(&mbox).unwrap();
+        let opts = LockOptions {
+            order: vec![LockKind::Dotlock],
+            timeout: Duration::from_millis(50),
+            ..LockOptions::default()
+        };
+        let held = lock_for_delivery(&mbox, &f, &opts).unwrap();
+        let text = std::fs::read_to_string(sidecar(&mbox, ".lock")).unwrap();
+        assert_eq!(text, dotlock_text());
+        // Our own live dotlock is not stale, so a second taker times out.
+        assert!(matches!(
+            lock_for_delivery(&mbox, &f, &opts),
+            Err(MailboxError::Busy)
+        ));
+        drop(held);
+        assert!(!sidecar(&mbox, ".lock").exists());
+    }
+
+    #[test]
+    fn a_dotlock_of_a_dead_process_is_stale_and_a_live_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("m");
+        std::fs::write(&mbox, b"").unwrap();
+        let lock = sidecar(&mbox, ".lock");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let host = crate::config::system_hostname();
+        std::fs::write(&lock, format!("{dead} {host}\n")).unwrap();
+        let minute = Duration::from_secs(60);
+        assert!(stale(&lock, &mbox, minute).unwrap().is_some());
+        std::fs::write(&lock, format!("{dead} some-other-host\n")).unwrap();
+        assert!(stale(&lock, &mbox, minute).unwrap().is_none());
+        std::fs::write(&lock, format!("{} {host}\n", std::process::id())).unwrap();
+        assert!(stale(&lock, &mbox, minute).unwrap().is_none());
+        assert!(stale(&lock, &mbox, Duration::ZERO).unwrap().is_some());
+    }
+}

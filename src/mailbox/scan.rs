@@ -1,0 +1,285 @@
+//! The one-pass mbox scanner (RFC 4155): message boundaries, sizes as sent (stored and
+//! unquoted), and the digest that identifies a message across rewrites.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use md5::{Digest, Md5};
+use memchr::memchr;
+
+use super::quote::{FromQuote, Step};
+use crate::limits::{FILE_CHUNK, MAX_UID_HEADER_BYTES};
+
+/// One message found by the scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Offset of the `From ` line.
+    pub start: u64,
+    /// Offset of the first byte after the `From ` line.
+    pub data: u64,
+    /// Offset just past the message data (the separating blank line is not included).
+    pub end: u64,
+    /// Octets as sent with the bytes as stored: CRLF line ends, before dot-stuffing.
+    pub size: u64,
+    /// Octets as sent with `--mbox-unquote`: one `>` fewer on each `>+From ` line.
+    pub unquoted_size: u64,
+    /// MD5 over the `From ` line and the headers that mail readers do not rewrite.
+    pub digest: [u8; 16],
+    /// A well-formed `X-UIDL:` value, if the headers hold one (used only on request).
+    pub header_uid: Option<String>,
+}
+
+/// Scans `file` from `from` to its end, handing each message to `each` in file order, and
+/// returns the offset where it stopped (the file's length when it was read). `from` must be
+/// 0 or the offset of a message's `From ` line (where a message may start without a blank
+/// line before it). Memory stays at one chunk plus the messages found in one chunk,
+/// whatever the file holds.
+pub fn scan(
+    file: &File,
+    from: u64,
+    mut each: impl FnMut(Found) -> io::Result<()>,
+) -> io::Result<u64> {
+    let mut s = Scanner::new(from);
+    let mut buf = vec![0u8; FILE_CHUNK];
+    let mut pos = from;
+    loop {
+        let n = match file.read_at(&mut buf, pos) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        s.feed(&buf[..n]);
+        pos += n as u64;
+        s.found.drain(..).try_for_each(&mut each)?;
+    }
+    s.finish();
+    s.found.drain(..).try_for_each(&mut each)?;
+    Ok(pos)
+}
+
+/// Headers that local mail readers add or rewrite; they must not change a digest.
+const VOLATILE_HEADERS: [&[u8]; 6] = [
+    b"status:",
+    b"x-status:",
+    b"x-keywords:",
+    b"x-uid:",
+    b"content-length:",
+    b"lines:",
+];
+
+/// Bytes of a body line kept to recognise `From `.
+const FROM_PREFIX: usize = 5;
+
+/// The message being scanned.
+struct Open {
+    start: u64,
+    data: u64,
+    size: u64,
+    quoted_lines: u64,
+    in_headers: bool,
+    header_bytes: usize,
+    hasher: Md5,
+    header_uid: Option<String>,
+}
+
+/// The scanner, fed the file line by line (a long line arrives in pieces).
+struct Scanner {
+    /// Messages closed since they were last handed out.
+    found: Vec<Found>,
+    open: Option<Open>,
+    /// Offset of the current line's first byte.
+    line_start: u64,
+    /// The current line's first bytes: enough to see `From `, or a whole header line up to
+    /// the digest cap.
+    line: Vec<u8>,
+    line_len: u64,
+    /// The current line's octets as sent (CRLF line end).
+    line_sent: u64,
+    /// Whether the current line is `>+From ` (decided within its first bytes).
+    quote: FromQuote,
+    quoted: Option<bool>,
+    prev_byte_cr: bool,
+    /// The previous complete line was empty (`\n` or `\r\n`).
+    prev_blank: bool,
+    /// The stored length of the previous complete line.
+    prev_len: u64,
+}
+
+impl Scanner {
+    fn new(from: u64) -> Scanner {
+        Scanner {
+            found: Vec::new(),
+            open: None,
+            line_start: from,
+            line: Vec::new(),
+            line_len: 0,
+            line_sent: 0,
+            quote: FromQuote::default(),
+            quoted: None,
+            prev_byte_cr: false,
+            prev_blank: false,
+            prev_len: 0,
+        }
+    }
+
+    fn feed(&mut self, mut chunk: &[u8]) {
+        while !chunk.is_empty() {
+            let (piece, complete) = match memchr(b'\n', chunk) {
+                Some(i) => (&chunk[..=i], true),
+                None => (chunk, false),
+            };
+            self.add_piece(piece);
+            if complete {
+                self.end_line();
+            }
+            chunk = &chunk[piece.len()..];
+        }
+    }
+
+    fn keep_limit(&self) -> usize {
+        match &self.open {
+            Some(o) if o.in_headers => MAX_UID_HEADER_BYTES
+                .saturating_sub(o.header_bytes)
+                .max(FROM_PREFIX),
+            _ => FROM_PREFIX,
+        }
+    }
+
+    fn add_piece(&mut self, piece: &[u8]) {
+        let keep = self
+            .keep_limit()
+            .saturating_sub(self.line.len())
+            .min(piece.len());
+        self.line.extend_from_slice(&piece[..keep]);
+        let mut i = 0;
+        while self.quoted.is_none() && i < piece.len() {
+            match self.quote.step(piece[i]) {
+                Step::Pending => i += 1,
+                Step::Matched { gts } => self.quoted = Some(gts > 0),
+                Step::Mismatch => self.quoted = Some(false),
+            }
+        }
+        self.line_len += piece.len() as u64;
+        // Size as sent: every LF not preceded by CR becomes CRLF.
+        self.line_sent += piece.len() as u64;
+        if piece.last() == Some(&b'\n') {
+            let cr = if piece.len() >= 2 {
+                piece[piece.len() - 2] == b'\r'
+            } else {
+                self.prev_byte_cr
+            };
+            if !cr {
+                self.line_sent += 1;
+            }
+        }
+        self.prev_byte_cr = piece.last() == Some(&b'\r');
+    }
+
+    fn end_line(&mut self) {
+        let blank = self.line == b"\n" || self.line == b"\r\n";
+        // A From_ line starts a message at the start of the scan, after a blank line, or
+        // wherever no message is open yet (text before the first From_ line is no message).
+        let is_from = self.line.starts_with(b"From ") && (self.open.is_none() || self.prev_blank);
+        let line_end = self.line_start + self.line_len;
+        if is_from {
+            // The blank line before this From_ line belongs to neither message.
+            let sep = if self.prev_blank { self.prev_len } else { 0 };
+            self.close(self.line_start - sep, self.prev_blank);
+            let mut hasher = Md5::new();
+            hasher.update(&self.line);
+            self.open = Some(Open {
+                start: self.line_start,
+                data: line_end,
+                size: 0,
+                quoted_lines: 0,
+                in_headers: true,
+                header_bytes: self.line.len(),
+                hasher,
+                header_uid: None,
+            });
+        } else if let Some(o) = self.open.as_mut() {
+            o.size += self.line_sent;
+            if self.quoted == Some(true) {
+                o.quoted_lines += 1;
+            }
+            if o.in_headers && blank {
+                o.in_headers = false;
+            } else if o.in_headers && o.header_bytes < MAX_UID_HEADER_BYTES {
+                o.header_bytes += self.line.len();
+                if o.header_uid.is_none() {
+                    o.header_uid = header_uid(&self.line);
+                }
+                if !is_volatile(&self.line) {
+                    o.hasher.update(&self.line);
+                }
+            }
+        }
+        self.prev_blank = blank;
+        self.prev_len = self.line_len;
+        self.line_start = line_end;
+        self.line.clear();
+        self.line_len = 0;
+        self.line_sent = 0;
+        self.quote = FromQuote::default();
+        self.quoted = None;
+    }
+
+    /// Closes the open message at `end`; `blank_sep` says a blank separator line (two octets
+    /// as sent) came off its end.
+    fn close(&mut self, end: u64, blank_sep: bool) {
+        let Some(o) = self.open.take() else { return };
+        let size = o.size.saturating_sub(if blank_sep { 2 } else { 0 });
+        self.found.push(Found {
+            start: o.start,
+            data: o.data,
+            end: end.max(o.data),
+            size,
+            unquoted_size: size - o.quoted_lines.min(size),
+            digest: o.hasher.finalize().into(),
+            header_uid: o.header_uid,
+        });
+    }
+
+    fn finish(&mut self) {
+        if self.line_len > 0 {
+            // An unterminated last line is sent with a CRLF (or just LF after a stored CR).
+            if let Some(o) = self.open.as_mut() {
+                o.size += self.line_sent + if self.prev_byte_cr { 1 } else { 2 };
+                if self.quoted == Some(true) {
+                    o.quoted_lines += 1;
+                }
+            }
+            self.prev_blank = false;
+            self.line_start += self.line_len;
+        }
+        let end = if self.prev_blank {
+            self.line_start - self.prev_len
+        } else {
+            self.line_start
+        };
+        self.close(end, self.prev_blank);
+    }
+}
+
+fn is_volatile(line: &[u8]) -> bool {
+    VOLATILE_HEADERS
+        .iter()
+        .any(|h| line.len() >= h.len() && line[..h.len()].eq_ignore_ascii_case(h))
+}
+
+/// The value of an `X-UIDL:` header line if it is a valid unique-id (RFC 1939 §7: 1 to 70
+/// characters in 0x21..0x7E).
+fn header_uid(line: &[u8]) -> Option<String> {
+    const NAME: &[u8] = b"x-uidl:";
+    if line.len() < NAME.len() || !line[..NAME.len()].eq_ignore_ascii_case(NAME) {
+        return None;
+    }
+    let value = line[NAME.len()..].trim_ascii();
+    let ok = (1..=70).contains(&value.len()) && value.iter().all(|b| (0x21..=0x7e).contains(b));
+    ok.then(|| String::from_utf8_lossy(value).into_owned())
+}
+
+#[cfg(test)]
+mod tests;

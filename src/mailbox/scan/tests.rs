@@ -1,0 +1,272 @@
+use super::*;
+use crate::mailbox::quote::{FromQuote, Step, Unquote};
+use std::io::Read;
+
+/// What one scan of `bytes` fed `chunk` bytes at a time found.
+struct ScanResult {
+    messages: Vec<Found>,
+}
+
+fn scan_bytes(bytes: &[u8], chunk: usize) -> ScanResult {
+    let mut s = Scanner::new(0);
+    for c in bytes.chunks(chunk.max(1)) {
+        s.feed(c);
+    }
+    s.finish();
+    ScanResult { messages: s.found }
+}
+
+#[test]
+fn scanning_a_file_hands_out_every_message_and_stops_at_its_end() {
+    let mut f = tempfile::tempfile().unwrap();
+    let mut mbox = Vec::new();
+    for i in 0..5000 {
+        mbox.extend_from_slice(format!("From a\nS: {i}\n\nbody\n\n").as_bytes());
+    }
+    std::io::Write::write_all(&mut f, &mbox).unwrap();
+    let mut starts = Vec::new();
+    let len = scan(&f, 0, |m| {
+        starts.push(m.start);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(len, mbox.len() as u64);
+    assert_eq!(
+        starts,
+        scan_bytes(&mbox, 4096)
+            .messages
+            .iter()
+            .map(|m| m.start)
+            .collect::<Vec<_>>()
+    );
+    let from = starts[4000];
+    let mut n = 0;
+    scan(&f, from, |_| {
+        n += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(n, 1000);
+}
+
+fn bodies(bytes: &[u8]) -> Vec<&[u8]> {
+    scan_bytes(bytes, 4096)
+        .messages
+        .iter()
+        .map(|m| &bytes[m.data as usize..m.end as usize])
+        .collect()
+}
+
+/// Octets as sent for stored bytes: LF without CR counts two, and an unterminated last line
+/// gets its line end.
+fn sent(body: &[u8]) -> u64 {
+    let mut n = 0u64;
+    let mut prev = 0u8;
+    for &b in body {
+        n += if b == b'\n' && prev != b'\r' { 2 } else { 1 };
+        prev = b;
+    }
+    if !body.is_empty() && !body.ends_with(b"\n") {
+        n += if prev == b'\r' { 1 } else { 2 };
+    }
+    n
+}
+
+#[test]
+fn from_lines_start_messages_only_after_a_blank_line() {
+    let mbox = b"From a@x Mon Jan  1 00:00:00 2024\nSubject: 1\n\nbody\nFrom not a boundary\n\n\
+                 From b@x Mon Jan  1 00:00:00 2024\nSubject: 2\n\nsecond\n\n";
+    assert_eq!(
+        bodies(mbox),
+        vec![
+            &b"Subject: 1\n\nbody\nFrom not a boundary\n"[..],
+            &b"Subject: 2\n\nsecond\n"[..]
+        ]
+    );
+}
+
+#[test]
+fn crlf_and_lf_sizes_follow_what_is_sent_and_the_separator_is_in_neither() {
+    for mbox in [
+        &b"From a Mon\nA: 1\n\nx\n\nFrom b Mon\nB: 2\n\ny\n\n"[..],
+        &b"From a Mon\r\nA: 1\r\n\r\nx\r\n\r\nFrom b Mon\r\nB: 2\r\n\r\ny\r\n\r\n"[..],
+        &b"From a Mon\nA: 1\r\n\nx\n\r\nFrom b Mon\nB: 2\n\ny"[..],
+    ] {
+        let r = scan_bytes(mbox, 4096);
+        assert_eq!(r.messages.len(), 2, "{mbox:?}");
+        for m in &r.messages {
+            let body = &mbox[m.data as usize..m.end as usize];
+            assert_eq!(m.size, sent(body), "{body:?}");
+            assert!(!body.ends_with(b"\n\n") && !body.ends_with(b"\n\r\n"));
+        }
+    }
+}
+
+#[test]
+fn scanning_in_any_chunk_size_finds_the_same() {
+    let mbox =
+        b"junk before\nFrom a Mon\r\nX: y\r\n\r\n>From q\r\nFrom b\n\nFrom c Tue\nS: \0\0\n\n\nz\r";
+    let whole = scan_bytes(mbox, mbox.len());
+    for chunk in 1..12 {
+        assert_eq!(
+            scan_bytes(mbox, chunk).messages,
+            whole.messages,
+            "chunk {chunk}"
+        );
+    }
+}
+
+#[test]
+fn garbled_files_are_served_as_well_as_they_can_be() {
+    // Text before the first From_ line is no message; NUL bytes are bytes; a From_ line with
+    // no date is still a From_ line; a truncated last message ends where the file does.
+    let mbox = b"leftover text\n\nFrom \0bad date\nA: \0\n\nbo\0dy\n\nFrom x 2024\nB: 1\n\ncut off";
+    let r = scan_bytes(mbox, 3);
+    assert_eq!(r.messages.len(), 2);
+    assert_eq!(r.messages[0].start, 15);
+    assert_eq!(bodies(mbox)[0], b"A: \0\n\nbo\0dy\n");
+    assert_eq!(bodies(mbox)[1], b"B: 1\n\ncut off");
+    assert_eq!(r.messages[1].size, sent(b"B: 1\n\ncut off"));
+    assert!(scan_bytes(b"no messages at all\n", 5).messages.is_empty());
+    assert!(scan_bytes(b"", 5).messages.is_empty());
+}
+
+#[test]
+fn digests_ignore_what_mail_readers_rewrite_and_tell_messages_apart() {
+    let a = scan_bytes(b"From a Mon\nSubject: s\nStatus: O\n\nbody\n", 7).messages;
+    let b = scan_bytes(
+        b"From a Mon\nStatus: RO\nSubject: s\nX-Status: A\n\nbody\n",
+        7,
+    )
+    .messages;
+    let c = scan_bytes(b"From a Mon\nSubject: t\n\nbody\n", 7).messages;
+    assert_eq!(a[0].digest, b[0].digest);
+    assert_ne!(a[0].digest, c[0].digest);
+}
+
+#[test]
+fn x_uidl_headers_are_taken_only_when_well_formed() {
+    let r = scan_bytes(
+        b"From a\nX-UIDL: abc123\n\nx\n\nFrom b\nX-UIDL: has space\n\ny\n\nFrom c\nx-uidl:\n\nz\n",
+        5,
+    );
+    let uids: Vec<_> = r.messages.iter().map(|m| m.header_uid.clone()).collect();
+    assert_eq!(uids, vec![Some("abc123".into()), None, None]);
+}
+
+/// A small deterministic generator, so the property tests below need no crate.
+fn lcg(seed: &mut u64) -> u64 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *seed >> 33
+}
+
+fn naive_unquote(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in body.split_inclusive(|&b| b == b'\n') {
+        let gts = line.iter().take_while(|&&b| b == b'>').count();
+        if gts > 0 && line[gts..].starts_with(b"From ") {
+            out.extend_from_slice(&line[1..]);
+        } else {
+            out.extend_from_slice(line);
+        }
+    }
+    out
+}
+
+#[test]
+fn unquoting_matches_a_naive_reference_and_the_scanned_size() {
+    let alphabet = b">>>From \n\rx";
+    let mut seed = 7;
+    for _ in 0..3000 {
+        let len = (lcg(&mut seed) % 40) as usize;
+        let body: Vec<u8> = (0..len)
+            .map(|_| alphabet[(lcg(&mut seed) % alphabet.len() as u64) as usize])
+            .collect();
+        let want = naive_unquote(&body);
+        for (inner, outer) in [(1, 1), (3, 2), (64, 5), (4096, 4096)] {
+            let mut r = Unquote::new(Chunked(&body, 0, inner));
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; outer];
+            loop {
+                let n = r.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(got, want, "{body:?} {inner}/{outer}");
+        }
+        let mut mbox = b"From a Mon\n".to_vec();
+        mbox.extend_from_slice(&body);
+        let m = &scan_bytes(&mbox, 3).messages[0];
+        let stored = &mbox[m.data as usize..m.end as usize];
+        assert_eq!(m.unquoted_size, sent(&naive_unquote(stored)), "{body:?}");
+    }
+}
+
+/// Hands out a slice in pieces of at most `.2` bytes.
+struct Chunked<'a>(&'a [u8], usize, usize);
+
+impl Read for Chunked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (self.0.len() - self.1).min(self.2).min(buf.len());
+        buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+        self.1 += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn the_quote_detector_takes_a_long_run_of_gt_in_constant_memory() {
+    let mut q = FromQuote::default();
+    for _ in 0..100_000 {
+        assert_eq!(q.step(b'>'), Step::Pending);
+    }
+    for &b in b"From" {
+        assert_eq!(q.step(b), Step::Pending);
+    }
+    assert_eq!(q.step(b' '), Step::Matched { gts: 100_000 });
+    let mut q = FromQuote::default();
+    assert_eq!(q.step(b'F'), Step::Pending);
+    assert_eq!(q.step(b'x'), Step::Mismatch);
+    assert_eq!((q.gts, q.from), (0, 1));
+}
+
+#[test]
+fn random_garbage_scans_into_ordered_messages_whose_sizes_match_their_bytes() {
+    let pieces: [&[u8]; 9] = [
+        b"From ", b"\n", b"\r\n", b"\0", b"x", b">From ", b"\n\n", b"S: 1", b"\r",
+    ];
+    let mut seed = 11;
+    for _ in 0..2000 {
+        let n = (lcg(&mut seed) % 30) as usize;
+        let bytes: Vec<u8> = (0..n)
+            .flat_map(|_| pieces[(lcg(&mut seed) % pieces.len() as u64) as usize].to_vec())
+            .collect();
+        let whole = scan_bytes(&bytes, bytes.len().max(1));
+        let mut prev_end = 0;
+        for m in &whole.messages {
+            assert!(
+                prev_end <= m.start && m.start < m.data && m.data <= m.end,
+                "{bytes:?}"
+            );
+            assert!(m.end as usize <= bytes.len());
+            assert!(bytes[m.start as usize..].starts_with(b"From "));
+            assert_eq!(
+                m.size,
+                sent(&bytes[m.data as usize..m.end as usize]),
+                "{bytes:?}"
+            );
+            prev_end = m.end;
+        }
+        for chunk in [1, 2, 5] {
+            assert_eq!(
+                scan_bytes(&bytes, chunk).messages,
+                whole.messages,
+                "{bytes:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! UIDs at login: reconcile the sidecar index with the mbox (trusting it only when the file
+//! is provably the same or only grown), give new messages new serials, persist, and build the
+//! session's view.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use super::MessageInfo;
+use super::index::{self, Extent, Header, Record, RecordWriter};
+use super::lock::sidecar;
+use super::scan::{self, Found};
+
+/// How messages are presented to sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ViewOptions {
+    /// `--mbox-unquote`: sizes (and bodies) with one `>` fewer on `>+From ` lines.
+    pub unquote: bool,
+    /// `--uidl-from-header`: a unique `X-UIDL:` header value is the message's UID.
+    pub uidl_from_header: bool,
+}
+
+/// A session's view of the mailbox at login.
+#[derive(Debug, Default)]
+pub struct View {
+    /// Where each message lies, in order.
+    pub extents: Vec<Extent>,
+    /// Size and UID of each message, in the same order.
+    pub infos: Vec<MessageInfo>,
+    /// The mbox's length at login.
+    pub len: u64,
+    /// Bytes of the mbox read to build the view (what the index saved shows here).
+    pub bytes_scanned: u64,
+}
+
+struct Builder {
+    opts: ViewOptions,
+    epoch: u64,
+    view: View,
+    header_uids: Vec<(usize, String)>,
+}
+
+impl Builder {
+    fn push(&mut self, r: &Record) {
+        let size = if self.opts.unquote {
+            r.unquoted_size
+        } else {
+            r.size
+        };
+        if let Some(u) = r.header_uid.as_ref().filter(|_| self.opts.uidl_from_header) {
+            self.header_uids.push((self.view.infos.len(), u.clone()));
+        }
+        self.view.extents.push(r.extent);
+        self.view.infos.push(MessageInfo {
+            size,
+            uid: index::uid(self.epoch, r.serial),
+        });
+    }
+
+    /// Puts header UIDs in place where they are unique among all UIDs of the mailbox.
+    fn finish(mut self) -> View {
+        if self.header_uids.is_empty() {
+            return self.view;
+        }
+        let mut count: HashMap<&str, usize> = HashMap::new();
+        for (_, u) in &self.header_uids {
+            *count.entry(u).or_default() += 1;
+        }
+        let generated: HashSet<&str> = self.view.infos.iter().map(|i| i.uid.as_str()).collect();
+        let usable: Vec<(usize, String)> = self
+            .header_uids
+            .iter()
+            .filter(|(_, u)| count[u.as_str()] == 1 && !generated.contains(u.as_str()))
+            .cloned()
+            .collect();
+        for (i, u) in usable {
+            self.view.infos[i].uid = u;
+        }
+        self.view
+    }
+}
+
+fn record(f: Found, serial: u64) -> Record {
+    Record {
+        extent: Extent {
+            start: f.start,
+            data: f.data,
+            end: f.end,
+        },
+        size: f.size,
+        unquoted_size: f.unquoted_size,
+        digest: f.digest,
+        serial,
+        header_uid: f.header_uid,
+    }
+}
+
+/// Opens (creating) the index of `mbox`.
+pub fn open_index(mbox: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(sidecar(mbox, ".poplar-index"))
+}
+
+/// Brings the index of `mbox` (open as `file`, delivery locks held, journal replayed) up to
+/// date and returns the session's view. The index is trusted only when its header and
+/// records check out and the file is the same one, not shorter, with the same bytes at the
+/// covered boundary (and the same mtime if not longer); then only the bytes after the last
+/// indexed message are read. Otherwise the whole file is scanned and the old serials are
+/// matched to messages by digest, in order, so UIDs survive a mail reader's rewrite.
+pub fn reconcile(mbox: &Path, file: &File, opts: ViewOptions) -> io::Result<View> {
+    let index = open_index(mbox)?;
+    let meta = file.metadata()?;
+    if let Some(h) = index::read_header(&index)?
+        && trusted(&h, &meta, file)?
+        && let Some(view) = grow(&index, &h, file, opts)?
+    {
+        return Ok(view);
+    }
+    rebuild(mbox, &index, file, opts)
+}
+
+fn trusted(h: &Header, meta: &std::fs::Metadata, file: &File) -> io::Result<bool> {
+    let same = (h.dev, h.ino) == (meta.dev(), meta.ino())
+        && meta.len() >= h.covered
+        && (meta.len() > h.covered || h.mtime == (meta.mtime(), meta.mtime_nsec()));
+    Ok(same && index::boundary_hash(h.covered, |b, o| file.read_exact_at(b, o))? == h.boundary)
+}
+
+/// The fast path: indexed messages as recorded, only the rest scanned. `None` if a record
+/// does not check out.
+fn grow(index: &File, h: &Header, file: &File, opts: ViewOptions) -> io::Result<Option<View>> {
+    let mut b = Builder {
+        opts,
+        epoch: h.epoch,
+        view: View::default(),
+        header_uids: Vec::new(),
+    };
+    let mut last: Option<Record> = None;
+    for r in index::records(index, 0) {
+        let Some(r) = r? else { return Ok(None) };
+        if r.extent.start >= h.covered {
+            break;
+        }
+        let after_last = last.as_ref().is_none_or(|l| r.extent.start >= l.extent.end);
+        if r.extent.end > h.covered || !after_last {
+            return Ok(None);
+        }
+        if let Some(l) = last.replace(r) {
+            b.push(&l);
+        }
+    }
+    let Some(last) = last else { return Ok(None) };
+    let len = file.metadata()?.len();
+    if len == h.covered {
+        b.push(&last);
+        b.view.len = len;
+        return Ok(Some(b.finish()));
+    }
+    // Grown. A last message followed by its blank line is complete; one that ran to the old
+    // end of file may go on, so it is scanned again and keeps its serial.
+    let (resume, keep) = if last.extent.end < h.covered {
+        b.push(&last);
+        (h.covered, None)
+    } else {
+        (last.extent.start, Some(last.serial))
+    };
+    let first_new = b.view.extents.len() as u64;
+    let mut next = h.next_serial;
+    let mut w = RecordWriter::new(index, first_new);
+    let len = scan::scan(file, resume, |f| {
+        let serial = match keep {
+            Some(s) if f.start == resume => s,
+            _ => {
+                next += 1;
+                next - 1
+            }
+        };
+        let r = record(f, serial);
+        b.push(&r);
+        w.push(&r)
+    })?;
+    w.finish(true)?;
+    b.view.len = len;
+    b.view.bytes_scanned = len - resume;
+    write_header(index, file, h.epoch, next, len)?;
+    index.sync_data()?;
+    Ok(Some(b.finish()))
+}
+
+/// Writes the header for an index that now covers `covered` bytes of `file`.
+pub fn write_header(
+    index: &File,
+    file: &File,
+    epoch: u64,
+    next_serial: u64,
+    covered: u64,
+) -> io::Result<()> {
+    let meta = file.metadata()?;
+    let h = Header {
+        epoch,
+        next_serial,
+        dev: meta.dev(),
+        ino: meta.ino(),
+        covered,
+        boundary: index::boundary_hash(covered, |b, o| file.read_exact_at(b, o))?,
+        mtime: if meta.len() == covered {
+            (meta.mtime(), meta.mtime_nsec())
+        } else {
+            (0, 0)
+        },
+    };
+    index.write_all_at(&h.encode(), 0)
+}
+
+/// The slow path: scan everything, match old serials by digest, write a whole new index
+/// beside the old one and rename it into place.
+fn rebuild(mbox: &Path, old: &File, file: &File, opts: ViewOptions) -> io::Result<View> {
+    let (epoch, mut next) = match index::read_header(old)? {
+        Some(h) => (h.epoch, h.next_serial.max(1)),
+        None => (index::new_epoch(mbox), 1),
+    };
+    let mut serials: HashMap<[u8; 16], VecDeque<u64>> = HashMap::new();
+    if index::read_header(old)?.is_some() {
+        for r in index::records(old, 0) {
+            if let Some(r) = r? {
+                next = next.max(r.serial + 1);
+                serials.entry(r.digest).or_default().push_back(r.serial);
+            }
+        }
+    }
+    let tmp_path = sidecar(mbox, ".poplar-index.tmp");
+    let tmp = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&tmp_path)?;
+    let mut b = Builder {
+        opts,
+        epoch,
+        view: View::default(),
+        header_uids: Vec::new(),
+    };
+    let mut w = RecordWriter::new(&tmp, 0);
+    let len = scan::scan(file, 0, |f| {
+        let serial = match serials.get_mut(&f.digest).and_then(VecDeque::pop_front) {
+            Some(s) => s,
+            None => {
+                next += 1;
+                next - 1
+            }
+        };
+        let r = record(f, serial);
+        b.push(&r);
+        w.push(&r)
+    })?;
+    w.finish(true)?;
+    write_header(&tmp, file, epoch, next, len)?;
+    tmp.sync_all()?;
+    std::fs::rename(&tmp_path, sidecar(mbox, ".poplar-index"))?;
+    sync_dir(mbox)?;
+    b.view.len = len;
+    b.view.bytes_scanned = len;
+    Ok(b.finish())
+}
+
+/// Makes a rename or removal in the mbox's directory durable.
+pub fn sync_dir(mbox: &Path) -> io::Result<()> {
+    let dir = match mbox.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}

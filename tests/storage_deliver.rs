@@ -1,0 +1,158 @@
+//! `poplar deliver`: From_ line, quoting, separation, sysexits codes, and bodies full of
+//! `From ` and `.` lines retrieved byte-exact by a real client (python3 poplib).
+
+mod common;
+
+use common::{ServerProcess, deliver, mail_dir};
+
+const USERS: &str = "alice:{PLAIN}pw\n";
+
+const TRICKY: &[&[u8]] = &[
+    b"Subject: one\n\nFrom the start of a line\n.\n..\n.leading dot\n>From quoted\n>>From twice\n\nFrom after a blank line\nFrom\n",
+    b"Subject: two\n\n.\n\nFrom \n\n\n>From\n",
+    b"Subject: three\n\nno final newline, then From lines:\nFrom x",
+];
+
+/// Retrieves every message with poplib; returns each as lines joined with LF.
+fn poplib_retrieve(server: &ServerProcess) -> Vec<Vec<u8>> {
+    let script = format!(
+        "import poplib, sys\n\
+         p = poplib.POP3('127.0.0.1', {port})\n\
+         p.user('alice'); p.pass_('pw')\n\
+         n = len(p.list()[1])\n\
+         for i in range(1, n + 1):\n\
+         \x20   lines = p.retr(i)[1]\n\
+         \x20   body = b''.join(l + b'\\n' for l in lines)\n\
+         \x20   sys.stdout.buffer.write(b'%d\\n' % len(body) + body)\n\
+         p.quit()\n",
+        port = server.addr.port()
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rest = &out.stdout[..];
+    let mut messages = Vec::new();
+    while !rest.is_empty() {
+        let nl = rest.iter().position(|&b| b == b'\n').unwrap();
+        let len: usize = std::str::from_utf8(&rest[..nl]).unwrap().parse().unwrap();
+        messages.push(rest[nl + 1..nl + 1 + len].to_vec());
+        rest = &rest[nl + 1 + len..];
+    }
+    messages
+}
+
+#[test]
+fn delivered_bodies_full_of_from_and_dot_lines_come_back_byte_exact() {
+    let dir = mail_dir(USERS, &[]);
+    for m in TRICKY {
+        assert_eq!(
+            deliver(dir.path(), "alice", &["-f", "a@example.com"], m).0,
+            0
+        );
+    }
+    let stored = std::fs::read(dir.path().join("mail/alice")).unwrap();
+    assert!(stored.starts_with(b"From a@example.com "));
+    assert!(stored.ends_with(b"From x\n\n"), "a final blank line");
+    let server = ServerProcess::spawn(dir.path(), &["--mbox-unquote"], &[]);
+    let got = poplib_retrieve(&server);
+    let want: Vec<Vec<u8>> = TRICKY
+        .iter()
+        .map(|m| {
+            let mut m = m.to_vec();
+            if !m.ends_with(b"\n") {
+                m.push(b'\n');
+            }
+            m
+        })
+        .collect();
+    assert_eq!(got, want);
+    drop(server);
+    // Without unquoting the stored (quoted) bytes are served, as Dovecot and popa3d do.
+    let server = ServerProcess::spawn(dir.path(), &[], &[]);
+    let got = poplib_retrieve(&server);
+    assert!(got[0].starts_with(b"Subject: one\n\n>From the start of a line\n.\n..\n"));
+    assert!(
+        got[0].ends_with(b"\n>>From quoted\n>>>From twice\n\n>From after a blank line\nFrom\n")
+    );
+}
+
+#[test]
+fn delivery_exit_codes_follow_sysexits_and_failures_leave_the_mbox_alone() {
+    let dir = mail_dir(USERS, &[("alice", b"From x\n\nold\n\n")]);
+    let path = dir.path().join("mail/alice");
+    assert_eq!(
+        deliver(dir.path(), "alice", &[], b"").0,
+        65,
+        "empty message"
+    );
+    assert_eq!(
+        deliver(dir.path(), "../etc", &[], b"x\n").0,
+        67,
+        "bad user name"
+    );
+    let (code, _) = deliver(dir.path().join("nowhere").as_path(), "alice", &[], b"x\n");
+    assert_eq!(code, 67, "no mailbox directory");
+    assert_eq!(deliver(dir.path(), "alice", &["--bogus"], b"x\n").0, 64);
+    // A live dotlock (this test process) makes the delivery give up in time with 75.
+    let lock = dir.path().join("mail/alice.lock");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    std::fs::write(&lock, format!("{} {}\n", std::process::id(), host.trim())).unwrap();
+    let (code, err) = deliver(dir.path(), "alice", &["--lock-timeout", "0.2"], b"x\n");
+    assert_eq!(code, 75, "{err}");
+    std::fs::remove_file(&lock).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"From x\n\nold\n\n");
+    assert_eq!(deliver(dir.path(), "alice", &[], b"S: 1\n\nnew\n").0, 0);
+    assert!(
+        std::fs::read(&path)
+            .unwrap()
+            .ends_with(b"\nS: 1\n\nnew\n\n")
+    );
+}
+
+#[test]
+fn a_delivery_that_runs_out_of_space_is_truncated_away_with_75() {
+    let dir = mail_dir(USERS, &[]);
+    let mail = dir.path().join("mail");
+    let tmpfs = common::Tmpfs::mount(&mail, 256 * 1024);
+    // Where this process may not mount a tmpfs, the failure is injected instead.
+    let env: &[(&str, &str)] = if tmpfs.is_some() {
+        &[]
+    } else {
+        &[("POPLAR_FAULT", "enospc:deliver")]
+    };
+    let path = mail.join("alice");
+    std::fs::write(&path, b"From x\n\nold\n\n").unwrap();
+    let big = vec![b'y'; 400 * 1024];
+    let code = deliver_env(dir.path(), &big, env);
+    let after = std::fs::read(&path).unwrap();
+    drop(tmpfs);
+    assert_eq!(code, 75);
+    assert_eq!(after, b"From x\n\nold\n\n");
+}
+
+fn deliver_env(dir: &std::path::Path, message: &[u8], env: &[(&str, &str)]) -> i32 {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_poplar"));
+    cmd.arg("deliver")
+        .arg("--mail")
+        .arg(format!("{}/mail/%n", dir.display()))
+        .arg("alice")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(message);
+    drop(stdin);
+    child.wait().unwrap().code().unwrap_or(-1)
+}
