@@ -222,3 +222,31 @@ fn per_user_limit_refuses_a_further_login_before_touching_the_mailbox() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn behind_a_proxy_the_client_address_from_the_header_is_what_counts() {
+    let s = TestServer::start_with(USERS, &[("alice", &mbox(&[b"x\n"]))], |c| {
+        c.listen.clear();
+        c.proxy_listen = vec!["127.0.0.1:0".parse().unwrap()];
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.allow_cleartext = true;
+        c.max_per_address = 1;
+    });
+    let via_proxy = |client: &str| {
+        let mut c = Client::connect(s.addr);
+        c.send_raw(format!("PROXY TCP4 {client} 198.51.100.1 4000 110\r\n").as_bytes());
+        let first = c.line();
+        (c, first)
+    };
+    // All three come from 127.0.0.1, the proxy; two of them from the same real client.
+    let (_held, first) = via_proxy("192.0.2.7");
+    assert!(first.starts_with("+OK poplar ready"), "{first}");
+    let (mut second, refused) = via_proxy("192.0.2.7");
+    assert_eq!(
+        refused,
+        "-ERR [SYS/TEMP] too many connections from your address"
+    );
+    assert_eq!(closed(&mut second), b"");
+    let (_other, greeting) = via_proxy("192.0.2.8");
+    assert!(greeting.starts_with("+OK poplar ready"), "{greeting}");
+}

@@ -202,3 +202,43 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .decode(text)
         .unwrap()
 }
+
+#[test]
+fn off_loopback_without_tls_only_cram_md5_is_offered() {
+    let s = TestServer::start_with(USERS, &[("tim", &mbox(&[b"x\n"]))], |c| {
+        c.treat_as_remote = vec!["127.0.0.2".parse().unwrap()];
+    });
+    // From 127.0.0.2, which this server treats as a remote network.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(
+        &"127.0.0.2:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    sock.connect(&s.addr.into()).unwrap();
+    let stream: std::net::TcpStream = sock.into();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut c = Client {
+        reader: std::io::BufReader::new(stream.try_clone().unwrap()),
+        writer: stream,
+        greeting: String::new(),
+    };
+    assert!(c.line().starts_with("+OK"));
+    let capa = String::from_utf8(c.multi("CAPA")).unwrap();
+    assert!(capa.contains("SASL CRAM-MD5\r\n"), "{capa}");
+    assert!(!capa.contains("USER\r\n"), "{capa}");
+    assert_eq!(c.cmd("AUTH"), "+OK SASL mechanisms follow");
+    assert_eq!(c.body(), b"CRAM-MD5\r\n");
+    let refused = "-ERR [AUTH] cleartext login refused without TLS";
+    assert_eq!(c.cmd("AUTH PLAIN AHRpbQB0YW5zdGFhZg=="), refused);
+    assert_eq!(c.cmd("AUTH LOGIN"), refused);
+    let challenge = c.cmd("AUTH CRAM-MD5");
+    let raw = base64_decode(challenge.strip_prefix("+ ").unwrap());
+    let digest = poplar::auth::cram_md5_digest(b"tanstaaf", &raw);
+    let answer = base64_encode(format!("tim {digest}").as_bytes());
+    assert!(c.cmd(&answer).starts_with("+OK 1 messages"));
+}
