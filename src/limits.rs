@@ -103,6 +103,11 @@ pub const HASH_QUEUE_WAIT: Duration = Duration::from_secs(10);
 pub fn hash_parallelism() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
+/// How long a login waits for another session of the same mailbox in this process to end
+/// before answering `[IN-USE]`. A poller that QUITs and logs in again at once (curl, fetchmail,
+/// Zammad) can otherwise race its own previous session's last steps.
+pub const IN_USE_WAIT: Duration = Duration::from_secs(1);
+
 /// Default longest wait for the locks toward delivery agents (dotlock, fcntl) at login, at
 /// QUIT and in `poplar deliver`; a timeout answers "mailbox busy" (or EX_TEMPFAIL).
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);

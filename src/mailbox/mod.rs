@@ -18,7 +18,8 @@ use std::collections::HashSet;
 use std::fmt;
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Instant;
 
 /// A user name that is safe to put into a path: not empty, at most 255 octets, valid UTF-8,
 /// no `/`, no NUL or control bytes, not starting with `.`, and with non-empty parts around
@@ -197,7 +198,7 @@ pub trait Maildrop: Send {
 /// In-process exclusivity: one session per mailbox key (the mailbox file's canonical path).
 #[derive(Clone, Default)]
 pub struct LockTable {
-    held: Arc<Mutex<HashSet<PathBuf>>>,
+    held: Arc<(Mutex<HashSet<PathBuf>>, Condvar)>,
 }
 
 /// Holds a [`LockTable`] entry; releases it on drop, panics included.
@@ -212,13 +213,24 @@ impl LockTable {
         Self::default()
     }
 
-    /// Takes `key`, or `MailboxError::InUse` if a session holds it.
+    /// Takes `key`, waiting up to `limits::IN_USE_WAIT` for a session that is just ending to
+    /// let go; `MailboxError::InUse` if it is still held then.
     pub fn acquire(&self, key: PathBuf) -> Result<LockGuard, MailboxError> {
+        let (lock, released) = &*self.held;
+        let deadline = Instant::now() + crate::limits::IN_USE_WAIT;
         // A panic elsewhere while holding this mutex cannot leave the set half-updated.
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        if !held.insert(key.clone()) {
-            return Err(MailboxError::InUse);
+        let mut held = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        while held.contains(&key) {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(MailboxError::InUse);
+            }
+            held = released
+                .wait_timeout(held, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
+        held.insert(key.clone());
         Ok(LockGuard {
             table: self.clone(),
             key,
@@ -228,12 +240,11 @@ impl LockTable {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let mut held = self
-            .table
-            .held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        held.remove(&self.key);
+        let (lock, released) = &*self.table.held;
+        lock.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+        released.notify_all();
     }
 }
 
@@ -293,10 +304,24 @@ mod tests {
     fn lock_table_is_exclusive_and_released_on_drop() {
         let t = LockTable::new();
         let g = t.acquire("/m/a".into()).unwrap();
+        let started = Instant::now();
         assert!(matches!(t.acquire("/m/a".into()), Err(MailboxError::InUse)));
+        assert!(started.elapsed() >= crate::limits::IN_USE_WAIT);
         let _other = t.acquire("/m/b".into()).unwrap();
         drop(g);
         assert!(t.acquire("/m/a".into()).is_ok());
+    }
+
+    #[test]
+    fn a_login_waits_for_a_session_that_is_just_ending() {
+        let t = LockTable::new();
+        let g = t.acquire("/m/a".into()).unwrap();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            drop(g);
+        });
+        assert!(t.acquire("/m/a".into()).is_ok());
+        releaser.join().unwrap();
     }
 
     #[test]
