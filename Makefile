@@ -1,10 +1,11 @@
 # poplar: `make run` serves demo mail on 127.0.0.1:1110 (`make run-tls` adds STLS and POP3S on
-# 127.0.0.1:1995 with a fresh self-signed certificate); `make test` runs every check.
+# 127.0.0.1:1995 with a fresh self-signed certificate); `make test` runs every check;
+# `make bench` compares poplar with Dovecot on loopback (docs/performance.md).
 SHELL := /bin/bash
 CARGO ?= cargo
 DEMO := target/demo
 
-.PHONY: run run-tls demo-mail test deps tls-deps fmt clippy unit fuzz
+.PHONY: run run-tls demo-mail test deps tls-deps fmt clippy unit fuzz bench
 
 demo-mail:
 	$(CARGO) build --release
@@ -19,6 +20,7 @@ run: demo-mail
 	@echo "poplar demo (--dev mode) on 127.0.0.1:1110 (mail in $(DEMO)/mail, reset by every 'make run')"
 	@echo "  users: alice (3 messages), bob (1 message), or any new name; any password works"
 	@echo "  try:   telnet 127.0.0.1 1110    then USER alice / PASS alice / STAT / LIST / RETR 1 / DELE 1 / QUIT"
+	@echo "  more mail: ./target/release/poplar seed --dev $(DEMO)/mail --to NAME FILE.eml|DIR|MBOX..."
 	@echo "  stop:  Ctrl-C"
 	@echo
 	exec ./target/release/poplar --dev $(DEMO)/mail --dev-any-password --listen 127.0.0.1:1110
@@ -85,3 +87,8 @@ fuzz:
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 			|| exit 1; \
 	done
+
+# poplar against Dovecot on 127.0.0.1, one table of medians (installs dovecot-pop3d if missing).
+bench:
+	$(CARGO) build --release --bin poplar --example loadgen
+	bash examples/bench/run.sh

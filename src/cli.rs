@@ -27,6 +27,10 @@ pub enum Action {
     Pw(crate::pw::Args),
     /// `poplar deliver`: append stdin to a user's mbox.
     Deliver(Box<crate::deliver::Deliver>),
+    /// `poplar seed`: append messages from files to a user's mbox.
+    Seed(Box<crate::seed::Seed>),
+    /// `poplar check`: report on a mailbox without changing it.
+    Check(Box<crate::check::Check>),
 }
 
 /// A command-line mistake: printed with the usage, exit code 2.
@@ -166,6 +170,11 @@ fn options() -> Options {
         "DIR",
     );
     o.optflag("", "dev-any-password", "with --dev: accept any password");
+    o.optflag(
+        "",
+        "dev-keep-deleted",
+        "with --dev: move messages deleted at QUIT into <mbox>.deleted instead of dropping them",
+    );
     mbox_options(&mut o);
     o.optflag("h", "help", "print this help and exit");
     o.optflag("V", "version", "print the version and exit");
@@ -225,7 +234,8 @@ pub fn mbox_flags(m: &getopts::Matches, mbox: &mut MboxOptions) -> Result<(), Cl
 pub fn usage() -> String {
     options().usage(
         "Usage: poplar --users FILE --mail TEMPLATE [--listen ADDR ...] [options]\n       \
-         poplar --dev [DIR] [--dev-any-password] [--listen 127.0.0.1:PORT]\n\n\
+         poplar --dev [DIR] [--dev-any-password] [--listen 127.0.0.1:PORT]\n       \
+         poplar deliver|seed|check ARGS (each prints its own usage when run without any)\n\n\
          A POP3 server for mbox mailboxes. POPLAR_LOG sets the log filter (default info).",
     )
 }
@@ -235,6 +245,8 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
     match args.first().map(String::as_str) {
         Some("deliver") => crate::deliver::parse(&args[1..]).map(|d| Action::Deliver(Box::new(d))),
         Some("pw") => crate::pw::parse(&args[1..]).map(Action::Pw),
+        Some("seed") => crate::seed::parse(&args[1..]).map(|s| Action::Seed(Box::new(s))),
+        Some("check") => crate::check::parse(&args[1..]).map(|c| Action::Check(Box::new(c))),
         _ => parse_server(args),
     }
 }
@@ -251,8 +263,10 @@ fn parse_server(args: &[String]) -> Result<Action, CliError> {
     let mut config = if m.opt_present("dev") {
         dev_config(&m)?
     } else {
-        if m.opt_present("dev-any-password") {
-            return Err(CliError("--dev-any-password needs --dev".into()));
+        for flag in ["dev-any-password", "dev-keep-deleted"] {
+            if m.opt_present(flag) {
+                return Err(CliError(format!("--{flag} needs --dev")));
+            }
         }
         if let Some(extra) = m.free.first() {
             return Err(CliError(format!("unexpected argument '{extra}'")));
@@ -357,6 +371,7 @@ fn parse_server(args: &[String]) -> Result<Action, CliError> {
         config.hostname = h;
     }
     mbox_flags(&m, &mut config.mbox)?;
+    config.mbox.keep_deleted = m.opt_present("dev-keep-deleted");
     Ok(Action::Run(Box::new(config)))
 }
 
@@ -549,6 +564,13 @@ mod tests {
             assert_eq!(c.users_file, None);
         }
         let c = run("--dev --dev-any-password --listen 127.0.0.1:0 --auth-delay 0");
+        assert!(!c.mbox.keep_deleted);
+        let c = run(
+            "--dev --dev-any-password --dev-keep-deleted --mbox-unquote --mbox-locks fcntl \
+             --listen 127.0.0.1:0 --auth-delay 0",
+        );
+        assert!(c.mbox.keep_deleted && c.mbox.view.unquote);
+        assert_eq!(c.mbox.locks.order, vec![LockKind::Fcntl]);
         let mode = c.dev.unwrap();
         assert!(mode.fresh && mode.any_password);
         assert_eq!(c.listen, vec!["127.0.0.1:0".parse().unwrap()]);
@@ -590,6 +612,7 @@ mod tests {
             "--dev=a b",
             "--dev=",
             "-u u -m /m/%n --dev-any-password",
+            "-u u -m /m/%n --dev-keep-deleted",
             "-u u -m /m/%n --proxy-protocol 127.0.0.1:1",
             "-u u -m /m/%n --trusted-proxy 127.0.0.1",
             "-u u -m /m/%n --proxy-protocol 127.0.0.1:1 --trusted-proxy 10.0.0.0/33",

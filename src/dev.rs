@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::auth::{Anyone, Secret, Users, UsersHandle};
 use crate::config::Config;
-use crate::mailbox::mbox::MboxStore;
+use crate::mailbox::mbox::{MboxOptions, MboxStore};
 use crate::mailbox::template::MailTemplate;
 use crate::mailbox::{MailStore, MailboxError, Maildrop, UserName};
 use crate::server::Server;
@@ -70,10 +70,11 @@ pub struct DevStore {
 }
 
 impl DevStore {
-    /// A store over the mbox files at `template`.
-    pub fn new(template: MailTemplate) -> DevStore {
+    /// A store over the mbox files at `template`, read, locked and committed as `options`
+    /// say (the storage flags and `--dev-keep-deleted`).
+    pub fn new(template: MailTemplate, options: MboxOptions) -> DevStore {
         DevStore {
-            inner: MboxStore::new(template.clone()),
+            inner: MboxStore::with_options(template.clone(), options),
             template,
         }
     }
@@ -115,7 +116,10 @@ pub fn run(config: &Config) -> Result<(), String> {
     made.map_err(|e| format!("cannot create {}: {e}", mode.dir.display()))?;
     let server = Server::bind(config, context(config, mode))
         .map_err(|e| format!("cannot start the dev server: {e}"))?;
-    print!("{}", banner(mode, &server.local_addrs()));
+    print!(
+        "{}",
+        banner(mode, config.mbox.keep_deleted, &server.local_addrs())
+    );
     serve(server)
 }
 
@@ -126,11 +130,12 @@ fn serve(mut server: Server) -> Result<(), String> {
     server.run().map_err(|e| format!("server failed: {e}"))
 }
 
-/// The sessions' context in dev mode: anyone logs in, mailboxes appear, commands are logged.
+/// The sessions' context in dev mode: anyone logs in, mailboxes appear, commands are logged,
+/// and the storage flags apply as in the daemon.
 pub fn context(config: &Config, mode: &DevMode) -> Context {
     Context {
         users: UsersHandle::new(mode.users()),
-        store: Arc::new(DevStore::new(mode.template())),
+        store: Arc::new(DevStore::new(mode.template(), config.mbox.clone())),
         guards: Arc::default(),
         settings: Settings {
             auth_failure_delay: config.auth_failure_delay,
@@ -142,7 +147,7 @@ pub fn context(config: &Config, mode: &DevMode) -> Context {
 }
 
 /// What the developer needs to know, printed at start.
-fn banner(mode: &DevMode, addrs: &[std::net::SocketAddr]) -> String {
+fn banner(mode: &DevMode, keep_deleted: bool, addrs: &[std::net::SocketAddr]) -> String {
     let password = if mode.any_password {
         "any password".to_owned()
     } else {
@@ -154,6 +159,13 @@ fn banner(mode: &DevMode, addrs: &[std::net::SocketAddr]) -> String {
         mode.dir.display(),
         mode.dir.display()
     );
+    if keep_deleted {
+        s.push_str("  messages deleted at QUIT are moved to <user>.deleted beside the mbox\n");
+    }
+    s.push_str(&format!(
+        "  fill a mailbox: poplar seed --dev {} --to <user> FILE.eml|DIR|MBOX...\n",
+        mode.dir.display()
+    ));
     for a in addrs {
         s.push_str(&format!("  listening on {a}\n"));
     }
@@ -199,7 +211,7 @@ mod tests {
     fn the_mailbox_appears_at_first_login() {
         let dir = tempfile::tempdir().unwrap();
         let mode = DevMode::new(Some(dir.path().into()), false);
-        let store = DevStore::new(mode.template());
+        let store = DevStore::new(mode.template(), MboxOptions::default());
         let user = UserName::new(b"carol").unwrap();
         let drop = store.open(&user).unwrap();
         assert!(drop.messages().is_empty());

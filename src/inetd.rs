@@ -16,7 +16,7 @@ use crate::transport::{Connection, Timeouts};
 
 /// Serves the one session on stdin/stdout and returns how it ended.
 pub fn run(config: &Config) -> Result<Ending, String> {
-    let ctx = server::context(config)?;
+    let ctx = server::one_session_context(config)?;
     let input = io::stdin();
     let tag = Tag {
         // One process per session: the pid tells sessions apart across log lines.

@@ -5,11 +5,13 @@
 //! thread, sessions read [`command`]s through [`wire`], check logins with [`auth`], and read
 //! and commit mail through the [`mailbox`] traits. [`dev`] and [`inetd`] are the other ways to
 //! run, [`proxy`] reads PROXY headers, and [`testing`] runs poplar inside other test suites.
+//! [`deliver`], [`seed`] and [`check`] are the subcommands that write and read mailboxes.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod check;
 pub mod cli;
 pub mod command;
 pub mod config;
@@ -22,6 +24,7 @@ pub mod logsafe;
 pub mod mailbox;
 pub mod proxy;
 pub mod pw;
+pub mod seed;
 pub mod server;
 pub mod session;
 pub mod testing;

@@ -25,6 +25,20 @@ fn main() -> ExitCode {
             init_logging();
             return poplar::deliver::run(&d);
         }
+        Ok(Action::Seed(s)) => {
+            // Breaking a stale dotlock is logged as a warning, as for deliver.
+            init_logging();
+            return poplar::seed::run(&s);
+        }
+        Ok(Action::Check(c)) => return poplar::check::run(&c),
+        Err(e) if args.first().is_some_and(|a| a == "seed") => {
+            eprintln!("poplar seed: {e}\n\n{}", poplar::seed::usage());
+            return ExitCode::from(2);
+        }
+        Err(e) if args.first().is_some_and(|a| a == "check") => {
+            eprintln!("poplar check: {e}\n\n{}", poplar::check::usage());
+            return ExitCode::from(2);
+        }
         Err(e) if args.first().is_some_and(|a| a == "deliver") => {
             eprintln!("poplar deliver: {e}\n\n{}", poplar::deliver::usage());
             return ExitCode::from(poplar::deliver::EX_USAGE);

@@ -642,8 +642,30 @@ struct ListenerKind {
 }
 
 /// The sessions' context from the configuration: the users file loaded (unusable lines
-/// logged by number), the mbox store, the login guards, the settings.
+/// logged by number), the mbox store, the login guards, the settings; and, as a daemon
+/// serves everyone from
+/// here on, every user's interrupted commit finished first.
 pub fn context(config: &Config) -> Result<Context, String> {
+    context_with(config, Recovery::EveryUser)
+}
+
+/// The context for a process that serves one session (`--inetd`): no pass over every user's
+/// mailbox, which would cost a stat per user per connection. The one user who logs in gets
+/// their journal replayed all the same, as every login does before it scans.
+pub fn one_session_context(config: &Config) -> Result<Context, String> {
+    context_with(config, Recovery::AtLogin)
+}
+
+/// When interrupted commits are finished.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Recovery {
+    /// Now, for every user in the users file.
+    EveryUser,
+    /// Only when a user logs in (which every login does anyway).
+    AtLogin,
+}
+
+fn context_with(config: &Config, recovery: Recovery) -> Result<Context, String> {
     let users_file = config
         .users_file
         .as_ref()
@@ -654,12 +676,14 @@ pub fn context(config: &Config) -> Result<Context, String> {
     for p in &problems {
         log::warn!("{users_path}: {p}; that user cannot log in");
     }
-    log::info!("{} users loaded from {users_path}", users.len());
     let store = MboxStore::with_options(config.mail.clone(), config.mbox.clone());
-    for user in users.names() {
-        // Finish any commit a crash interrupted before serving anyone.
-        if let Err(e) = store.recover(user) {
-            log::error!("recovering the mailbox of {user}: {e}");
+    if recovery == Recovery::EveryUser {
+        log::info!("{} users loaded from {users_path}", users.len());
+        for user in users.names() {
+            // Finish any commit a crash interrupted before serving anyone.
+            if let Err(e) = store.recover(user) {
+                log::error!("recovering the mailbox of {user}: {e}");
+            }
         }
     }
     Ok(Context {

@@ -35,7 +35,60 @@ pub struct Connection {
     rpos: usize,
     rlen: usize,
     /// Reply bytes not yet handed to the socket (or to rustls, which makes records of them).
-    wbuf: Vec<u8>,
+    wbuf: Outbox,
+}
+
+/// Octets of a large write held back to leave with whatever follows: enough for the CRLF
+/// before a multi-line terminator, so `CRLF . CRLF` always ends one send and is never split
+/// across segments (Thunderbird stalls on a split terminator: cyrus-imapd #4717).
+const HELD_BACK: usize = 2;
+
+/// Reply bytes on their way out: small writes gather into one send of about
+/// `SESSION_WRITE_BUFFER` octets; a larger write goes out at once. Whatever leaves before a
+/// flush keeps its last `HELD_BACK` octets back, to go with the next write or the flush.
+struct Outbox {
+    buf: Vec<u8>,
+}
+
+impl Outbox {
+    fn new() -> Self {
+        Outbox {
+            buf: Vec::with_capacity(SESSION_WRITE_BUFFER + HELD_BACK),
+        }
+    }
+
+    fn write(
+        &mut self,
+        data: &[u8],
+        send: &mut impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if self.buf.len() + data.len() <= SESSION_WRITE_BUFFER {
+            self.buf.extend_from_slice(data);
+        } else if data.len() <= SESSION_WRITE_BUFFER {
+            // Send what is gathered but its last octets, which leave with `data`.
+            let keep = self.buf.len().min(HELD_BACK);
+            if self.buf.len() > keep {
+                send(&self.buf[..self.buf.len() - keep])?;
+                self.buf.drain(..self.buf.len() - keep);
+            }
+            self.buf.extend_from_slice(data);
+        } else {
+            self.flush(send)?;
+            let (now, later) = data.split_at(data.len() - HELD_BACK);
+            send(now)?;
+            self.buf.extend_from_slice(later);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, send: &mut impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let result = send(&self.buf);
+        self.buf.clear();
+        result
+    }
 }
 
 impl Connection {
@@ -53,28 +106,24 @@ impl Connection {
             rbuf: vec![0; SESSION_READ_BUFFER].into_boxed_slice(),
             rpos: 0,
             rlen: 0,
-            wbuf: Vec::with_capacity(SESSION_WRITE_BUFFER),
+            wbuf: Outbox::new(),
         }
     }
 
     /// Hands `data` to the socket, through TLS when active.
-    fn send_all(&mut self, data: &[u8]) -> io::Result<()> {
-        match &mut self.tls {
+    fn send_all(
+        tls: &mut Option<Box<ServerConnection>>,
+        tcp: &mut TcpStream,
+        data: &[u8],
+    ) -> io::Result<()> {
+        match tls {
             Some(conn) => {
-                let mut stream = rustls::Stream::new(conn.as_mut(), &mut self.tcp);
+                let mut stream = rustls::Stream::new(conn.as_mut(), tcp);
                 stream.write_all(data)?;
                 stream.flush()
             }
-            None => self.tcp.write_all(data),
+            None => tcp.write_all(data),
         }
-    }
-
-    fn send_buffered(&mut self) -> io::Result<()> {
-        let data = std::mem::take(&mut self.wbuf);
-        let result = self.send_all(&data);
-        self.wbuf = data;
-        self.wbuf.clear();
-        result
     }
 }
 
@@ -113,19 +162,15 @@ impl BufRead for Connection {
 
 impl Write for Connection {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.wbuf.len() + buf.len() > SESSION_WRITE_BUFFER {
-            self.send_buffered()?;
-        }
-        if buf.len() >= SESSION_WRITE_BUFFER {
-            self.send_all(buf)?;
-        } else {
-            self.wbuf.extend_from_slice(buf);
-        }
+        let (tls, tcp) = (&mut self.tls, &mut self.tcp);
+        self.wbuf
+            .write(buf, &mut |data| Self::send_all(tls, tcp, data))?;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.send_buffered()
+        let (tls, tcp) = (&mut self.tls, &mut self.tcp);
+        self.wbuf.flush(&mut |data| Self::send_all(tls, tcp, data))
     }
 }
 
@@ -176,5 +221,57 @@ impl Link for Connection {
         }
         // The FIN right behind the last reply, so the client sees the end at once.
         self.tcp.shutdown(Shutdown::Write)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `parts` through an outbox, flushes, and returns each send.
+    fn sends(parts: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut out = Outbox::new();
+        let mut sent = Vec::new();
+        let mut send = |d: &[u8]| {
+            sent.push(d.to_vec());
+            Ok(())
+        };
+        for p in parts {
+            out.write(p, &mut send).unwrap();
+        }
+        out.flush(&mut send).unwrap();
+        sent
+    }
+
+    #[test]
+    fn small_writes_gather_into_one_send() {
+        assert_eq!(
+            sends(&[b"+OK 5 octets\r\n", b"hello\r\n", b".\r\n"]),
+            vec![b"+OK 5 octets\r\nhello\r\n.\r\n".to_vec()]
+        );
+    }
+
+    #[test]
+    fn the_terminator_always_leaves_with_the_crlf_before_it() {
+        let block = |n: usize| {
+            let mut b = vec![b'x'; n - 2];
+            b.extend_from_slice(b"\r\n");
+            b
+        };
+        for sizes in [
+            vec![SESSION_WRITE_BUFFER * 2],
+            vec![100, SESSION_WRITE_BUFFER + 1],
+            vec![SESSION_WRITE_BUFFER - 1, SESSION_WRITE_BUFFER * 3, 70_000],
+            vec![SESSION_WRITE_BUFFER, SESSION_WRITE_BUFFER],
+            vec![2, SESSION_WRITE_BUFFER - 1],
+        ] {
+            let blocks: Vec<Vec<u8>> = sizes.iter().map(|&n| block(n)).collect();
+            let mut parts: Vec<&[u8]> = blocks.iter().map(Vec::as_slice).collect();
+            parts.push(b".\r\n");
+            let sent = sends(&parts);
+            assert_eq!(sent.concat(), parts.concat(), "{sizes:?}");
+            assert!(sent.last().unwrap().ends_with(b"\r\n.\r\n"), "{sizes:?}");
+            assert!(sent.iter().all(|s| !s.is_empty()), "{sizes:?}");
+        }
     }
 }

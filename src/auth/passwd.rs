@@ -1,5 +1,6 @@
 //! Dovecot-style passwd-files: `name:{SCHEME}secret[:uid:gid:gecos:home:shell:extra]`.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 
@@ -31,6 +32,9 @@ pub fn load(path: &Path) -> std::io::Result<(Users, Vec<LineProblem>)> {
 /// Parses passwd-file text: `#` comments and blank lines are skipped.
 pub fn parse(text: &[u8]) -> (Users, Vec<LineProblem>) {
     let mut entries: Vec<(UserName, Secret)> = Vec::new();
+    // A set beside the list: a linear search per line made loading quadratic (2 s for
+    // 20 000 users), paid by every `--inetd` connection and every SIGHUP.
+    let mut seen: HashSet<UserName> = HashSet::new();
     let mut problems = Vec::new();
     for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
@@ -39,7 +43,7 @@ pub fn parse(text: &[u8]) -> (Users, Vec<LineProblem>) {
         }
         match parse_line(line) {
             Ok(entry) => {
-                if entries.iter().any(|(n, _)| n == &entry.0) {
+                if !seen.insert(entry.0.clone()) {
                     problems.push(LineProblem {
                         line: i + 1,
                         reason: format!("user {} appears again; the first line wins", entry.0),

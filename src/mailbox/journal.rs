@@ -266,7 +266,7 @@ pub fn replay(mbox: &Path, file: &File) -> io::Result<Replay> {
 }
 
 /// The head of a journal whose head and payload check out.
-fn read_complete(journal: &File) -> io::Result<Option<Head>> {
+pub(super) fn read_complete(journal: &File) -> io::Result<Option<Head>> {
     let mut b = [0u8; HEAD_LEN as usize];
     match journal.read_exact_at(&mut b, 0) {
         Ok(()) => {}

@@ -13,7 +13,7 @@ use super::template::MailTemplate;
 use super::uid::{self, ViewOptions};
 use super::{
     CommitSummary, LockGuard, LockTable, MailStore, MailboxError, Maildrop, MessageInfo, UserName,
-    commit, journal,
+    commit, journal, keep,
 };
 
 /// Bytes at the end of the scanned region that are re-read to detect a rewrite.
@@ -26,6 +26,8 @@ pub struct MboxOptions {
     pub view: ViewOptions,
     /// Locks toward delivery agents: `--mbox-locks`, `--lock-timeout`, `--stale-lock-age`.
     pub locks: LockOptions,
+    /// `--dev-keep-deleted`: copy deleted messages to `<mbox>.deleted` before removing them.
+    pub keep_deleted: bool,
 }
 
 /// Mailboxes stored as mbox files at the paths a template gives.
@@ -250,6 +252,10 @@ impl Maildrop for MboxDrop {
         };
         let _locks = lock_for_delivery(&self.path, file, &self.options.locks)?;
         self.check_unchanged()?;
+        if self.options.keep_deleted {
+            // Copied and synced first: a crash from here on can only duplicate them there.
+            keep::keep_deleted(&self.path, file, &self.extents, deleted)?;
+        }
         let summary = commit::commit(&self.path, file, &self.extents, self.len, deleted)?;
         log::debug!("committed {}: {summary:?}", self.path.display());
         Ok(summary)

@@ -540,6 +540,10 @@ fn send_message<W: Write>(
     extent: Extent,
     status: &str,
 ) -> Result<u64, SendError> {
+    // The listed size (CRLF counted) is never below the stored size, so a small message is
+    // read in one call into a buffer its own size, instead of zeroing a whole chunk per RETR.
+    let listed = maildrop.messages().get(index).map_or(0, |m| m.size);
+    let mut buf = vec![0u8; listed.clamp(1, FILE_CHUNK as u64) as usize];
     let mut reader = maildrop.reader(index).map_err(SendError::Refused)?;
     wire::write_ok(out, status).map_err(SendError::Client)?;
     let mut counted = Counted {
@@ -547,7 +551,6 @@ fn send_message<W: Write>(
         octets: 0,
     };
     let mut writer = MessageWriter::new(&mut counted, extent);
-    let mut buf = vec![0u8; FILE_CHUNK];
     while !writer.is_done() {
         let n = match reader.read(&mut buf) {
             Ok(0) => break,

@@ -1,0 +1,233 @@
+//! `poplar check`: report what poplar sees in a mailbox (messages, sizes, UIDs, quoting,
+//! locks, journals, garbled regions, permissions) without changing it.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use getopts::Options;
+
+use crate::cli::{CliError, mbox_flags, mbox_options};
+use crate::mailbox::UserName;
+use crate::mailbox::inspect::{Dotlock, Garbled, Journal, Report, inspect};
+use crate::mailbox::mbox::MboxOptions;
+use crate::mailbox::template::MailTemplate;
+
+/// Exit code: the mailbox could not be read at all.
+pub const EXIT_UNREADABLE: u8 = 3;
+
+/// A parsed `poplar check` command line.
+#[derive(Debug)]
+pub struct Check {
+    /// The mbox file: the argument, or the user's mbox under `--mail`.
+    pub path: PathBuf,
+    /// How the server would read it (`--mbox-unquote`, `--uidl-from-header`, lock flags).
+    pub mbox: MboxOptions,
+}
+
+fn options() -> Options {
+    let mut o = Options::new();
+    o.optopt(
+        "m",
+        "mail",
+        "path of each user's mbox: the argument is then a USER (as for the server)",
+        "TEMPLATE",
+    );
+    mbox_options(&mut o);
+    o
+}
+
+/// The usage text of `poplar check`.
+pub fn usage() -> String {
+    options().usage(
+        "Usage: poplar check [--mail TEMPLATE] USER|MBOX\n\n\
+         Reports what poplar sees in a mailbox, changing nothing and taking no lock. Exit\n\
+         codes: 0 no problems, 1 problems found (listed as 'problem' lines), 2 usage,\n\
+         3 the mailbox cannot be read.",
+    )
+}
+
+/// Parses the arguments after `check`.
+pub fn parse(args: &[String]) -> Result<Check, CliError> {
+    let m = options().parse(args).map_err(|e| CliError(e.to_string()))?;
+    let [arg] = &m.free[..] else {
+        return Err(CliError("exactly one USER or MBOX is required".into()));
+    };
+    let path = match m.opt_str("mail") {
+        Some(t) => {
+            let t = MailTemplate::parse(&t).map_err(|e| CliError(format!("--mail: {e}")))?;
+            let user =
+                UserName::new(arg.as_bytes()).map_err(|e| CliError(format!("'{arg}': {e}")))?;
+            t.expand(&user)
+        }
+        None => PathBuf::from(arg),
+    };
+    let mut mbox = MboxOptions::default();
+    mbox_flags(&m, &mut mbox)?;
+    Ok(Check { path, mbox })
+}
+
+/// Inspects the mailbox and prints the report on stdout.
+pub fn run(c: &Check) -> ExitCode {
+    match inspect(&c.path, &c.mbox) {
+        Ok(report) => {
+            let (text, problems) = render(&report, &c.mbox);
+            print!("{text}");
+            if problems == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("poplar check: {}: {e}", c.path.display());
+            ExitCode::from(EXIT_UNREADABLE)
+        }
+    }
+}
+
+/// The report as stable text (one `label  value` line each, messages indented) and the
+/// number of problems in it.
+pub fn render(r: &Report, options: &MboxOptions) -> (String, usize) {
+    let mut out = String::new();
+    let mut problems = Vec::new();
+    let mut line = |label: &str, value: String| {
+        let _ = writeln!(out, "{label:<9} {value}");
+    };
+    line("mailbox", r.path.display().to_string());
+    match &r.file {
+        None => line("file", "missing (an empty maildrop)".into()),
+        Some(f) => line(
+            "file",
+            format!(
+                "{} bytes, mode {:04o}, uid {}, gid {}",
+                f.len, f.mode, f.uid, f.gid
+            ),
+        ),
+    }
+    let total: u64 = r.messages.iter().map(|m| m.size).sum();
+    let sizes = if options.view.unquote {
+        "octets as sent, unquoted"
+    } else {
+        "octets as sent"
+    };
+    line(
+        "messages",
+        format!("{} ({total} {sizes})", r.messages.len()),
+    );
+    for (i, m) in r.messages.iter().enumerate() {
+        let uid = m.uid.as_deref().unwrap_or("(assigned at next login)");
+        line(
+            "message",
+            format!(
+                "{}  offset {}  size {}  uid {uid}",
+                i + 1,
+                m.extent.start,
+                m.size
+            ),
+        );
+    }
+    line(
+        "uids",
+        match r.indexed {
+            0 => "no UID index yet".into(),
+            n => format!("{n} of {} messages in the UID index", r.messages.len()),
+        },
+    );
+    line(
+        "quoting",
+        match r.quoted_lines {
+            0 => "no '>From ' lines".into(),
+            n if options.view.unquote => format!("{n} '>From ' lines, sent with one '>' fewer"),
+            n => format!("{n} '>From ' lines, sent as stored (see --mbox-unquote)"),
+        },
+    );
+    line(
+        "dotlock",
+        match &r.dotlock {
+            Dotlock::Absent => "none".into(),
+            Dotlock::Held(who) => format!("held ({who}); a delivery may be running"),
+            Dotlock::Stale(why) => {
+                problems.push(format!("stale dotlock ({why}); the next login breaks it"));
+                format!("stale: {why}")
+            }
+        },
+    );
+    line(
+        "journal",
+        match r.journal {
+            Journal::Absent => "none".into(),
+            Journal::Complete => {
+                problems.push(
+                    "a commit was interrupted; the next login or delivery finishes it".into(),
+                );
+                "complete: an interrupted commit, finished at the next login or delivery".into()
+            }
+            Journal::Incomplete => {
+                problems.push("an incomplete journal; the next login or delivery drops it".into());
+                "incomplete: discarded at the next login or delivery (the mbox is as before)".into()
+            }
+            Journal::Foreign => {
+                problems.push("a journal for another file; the next login sets it aside".into());
+                "for another file at this path: set aside at the next login".into()
+            }
+        },
+    );
+    if let Some(n) = r.kept_deleted {
+        line("deleted", format!("{n} bytes kept in the .deleted mbox"));
+    }
+    for g in &r.garbled {
+        problems.push(match g {
+            Garbled::Preamble(n) => {
+                format!("{n} bytes before the first From_ line (no message; never sent)")
+            }
+            Garbled::Nul { count, first } => {
+                format!("NUL bytes: {count}, the first at offset {first}")
+            }
+            Garbled::Unterminated => {
+                "the file does not end with a newline (last message cut short?)".into()
+            }
+            Garbled::BadDate(i, from) => format!("message {i}: no date in its From_ line: {from}"),
+        });
+    }
+    problems.extend(r.access.iter().cloned());
+    let count = problems.len();
+    for p in problems {
+        line("problem", p);
+    }
+    line(
+        "result",
+        match count {
+            0 => "ok".into(),
+            1 => "1 problem".into(),
+            n => format!("{n} problems"),
+        },
+    );
+    (out, count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn check_arguments() {
+        assert_eq!(parse(&args("/m/x")).unwrap().path, PathBuf::from("/m/x"));
+        let c = parse(&args("--mail /m/%n --mbox-unquote bob@x")).unwrap();
+        assert_eq!(c.path, PathBuf::from("/m/bob"));
+        assert!(c.mbox.view.unquote);
+        for bad in [
+            "",
+            "a b",
+            "--mail /m/%n ../x",
+            "--mail /m/%q a",
+            "--bogus a",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad}");
+        }
+    }
+}
