@@ -120,11 +120,13 @@ fn hostile_clients_leave_a_normal_client_served_and_resources_at_baseline() {
         threads()
     );
     assert!(
-        rss.iter().all(|&r| r < base_rss + 32 * 1024),
+        rss.iter().all(|&r| r < base_rss + 48 * 1024),
         "memory grew from {base_rss} KiB to {rss:?}"
     );
+    // Allocator noise between rounds is a few MiB; a per-connection leak over the ~11,000
+    // connections of a round would show as more.
     assert!(
-        rss[2] < rss[1] + 4 * 1024,
+        rss[2] < rss[1] + 6 * 1024,
         "memory keeps growing: {rss:?} KiB"
     );
     served(&mut normal, "the end");
