@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEMO := target/demo
 
-.PHONY: run run-tls demo-mail test deps tls-deps fmt clippy unit bench
+.PHONY: run run-tls demo-mail test deps tls-deps fmt clippy unit fuzz bench
 
 demo-mail:
 	$(CARGO) build --release
@@ -54,6 +54,10 @@ deps: tls-deps
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3; }
 	@python3 -c 'import poplib, ssl' || { echo "python3 lacks poplib or ssl" >&2; exit 1; }
 	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+	@# Reference password tools for tests/schemes.rs: mkpasswd, openssl passwd, doveadm pw.
+	@command -v mkpasswd >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends whois; }
+	@command -v doveadm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dovecot-core; }
+	@python3 -W ignore -c 'import crypt' || { echo "python3 lacks the crypt module" >&2; exit 1; }
 # The docs tests check the man page with groff and the example units with systemd-analyze;
 # each skips with a printed reason if its tool could not be installed.
 	@command -v groff >/dev/null || { apt-get update -qq && apt-get install -y -qq groff-base; } || true
@@ -69,6 +73,20 @@ unit: deps
 	$(CARGO) test
 
 test: deps fmt clippy unit
+
+# Fuzzing (fuzz/): each target runs FUZZ_SECONDS (default 60) from the corpus kept in
+# fuzz/corpus/. cargo-fuzz wants nightly flags (-Z sanitizer); RUSTC_BOOTSTRAP=1 lets the
+# stable toolchain accept them.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := parse sasl session
+
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			|| exit 1; \
+	done
 
 # poplar against Dovecot on 127.0.0.1, one table of medians (installs dovecot-pop3d if missing).
 bench:

@@ -23,6 +23,8 @@ pub enum Action {
     Help,
     /// Print the version and exit 0.
     Version,
+    /// `poplar pw`: hash a password for the users file.
+    Pw(crate::pw::Args),
     /// `poplar deliver`: append stdin to a user's mbox.
     Deliver(Box<crate::deliver::Deliver>),
     /// `poplar seed`: append messages from files to a user's mbox.
@@ -87,6 +89,41 @@ fn options() -> Options {
         "hostname",
         "host name in the APOP timestamp (default: this host's)",
         "NAME",
+    );
+    o.optopt(
+        "",
+        "max-per-address",
+        "most simultaneous connections from one client address, IPv6 by /64 (default 20)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "max-per-user",
+        "most simultaneous logged-in sessions of one user (default 4)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "max-bad-commands",
+        "bad commands allowed before login; the next closes the connection (default 10)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "auth-timeout",
+        "close a connection not logged in this many seconds after connecting (default 60)",
+        "SECS",
+    );
+    o.optopt(
+        "",
+        "write-timeout",
+        "close a connection whose writes make no progress for this many seconds (default 120)",
+        "SECS",
+    );
+    o.optflag(
+        "",
+        "no-apop",
+        "offer neither APOP nor CRAM-MD5 (both need plain secrets in the users file)",
     );
     o.optopt(
         "",
@@ -207,6 +244,7 @@ pub fn usage() -> String {
 pub fn parse(args: &[String]) -> Result<Action, CliError> {
     match args.first().map(String::as_str) {
         Some("deliver") => crate::deliver::parse(&args[1..]).map(|d| Action::Deliver(Box::new(d))),
+        Some("pw") => crate::pw::parse(&args[1..]).map(Action::Pw),
         Some("seed") => crate::seed::parse(&args[1..]).map(|s| Action::Seed(Box::new(s))),
         Some("check") => crate::check::parse(&args[1..]).map(|c| Action::Check(Box::new(c))),
         _ => parse_server(args),
@@ -291,6 +329,34 @@ fn parse_server(args: &[String]) -> Result<Action, CliError> {
     if let Some(d) = seconds(&m, "shutdown-grace")? {
         config.shutdown_grace = d;
     }
+    if let Some(n) = count(&m, "max-per-address")? {
+        config.max_per_address = n;
+    }
+    if let Some(n) = count(&m, "max-per-user")? {
+        config.max_per_user = n;
+    }
+    if let Some(n) = m.opt_str("max-bad-commands") {
+        config.max_bad_commands = n
+            .parse()
+            .map_err(|_| CliError(format!("--max-bad-commands: '{n}' is not a number")))?;
+    }
+    match seconds(&m, "auth-timeout")? {
+        Some(d) if d.is_zero() || d > config.idle_timeout => {
+            return Err(CliError(
+                "--auth-timeout must be more than 0 and at most --idle-timeout".into(),
+            ));
+        }
+        Some(d) => config.auth_timeout = d,
+        // A short --idle-timeout shortens the default AUTHORIZATION deadline with it.
+        None => config.auth_timeout = config.auth_timeout.min(config.idle_timeout),
+    }
+    if let Some(d) = seconds(&m, "write-timeout")? {
+        if d.is_zero() {
+            return Err(CliError("--write-timeout must be more than 0".into()));
+        }
+        config.write_timeout = d;
+    }
+    config.apop = !m.opt_present("no-apop");
     if let Some(h) = m.opt_str("hostname") {
         // A longer name would push the greeting past 512 octets (RFC 2449 §4), and cutting it
         // there would cut off the APOP timestamp's closing '>'.
@@ -307,6 +373,18 @@ fn parse_server(args: &[String]) -> Result<Action, CliError> {
     mbox_flags(&m, &mut config.mbox)?;
     config.mbox.keep_deleted = m.opt_present("dev-keep-deleted");
     Ok(Action::Run(Box::new(config)))
+}
+
+/// A count above zero.
+fn count(m: &getopts::Matches, name: &str) -> Result<Option<usize>, CliError> {
+    let Some(v) = m.opt_str(name) else {
+        return Ok(None);
+    };
+    v.parse::<usize>()
+        .ok()
+        .filter(|&n| n > 0)
+        .map(Some)
+        .ok_or_else(|| CliError(format!("--{name}: '{v}' is not a number above 0")))
 }
 
 /// The `--dev` configuration: its own users and mail, any DIR given as `--dev=DIR` or as the
@@ -426,6 +504,9 @@ mod tests {
         let c = run("--users u --mail /m/%n");
         assert_eq!(c.listen, vec!["127.0.0.1:1110".parse().unwrap()]);
         assert_eq!(c.idle_timeout, Duration::from_secs(600));
+        assert_eq!(c.auth_timeout, Duration::from_secs(60));
+        assert_eq!(c.max_per_address, 20);
+        assert!(c.apop);
         assert_eq!(c.users_file, Some(PathBuf::from("u")));
         assert!(c.proxy_listen.is_empty() && !c.inetd && c.dev.is_none());
         assert_eq!(c.tls, None);
@@ -454,7 +535,9 @@ mod tests {
     fn every_flag() {
         let c = run(
             "-l 127.0.0.1:0 --listen [::1]:2110 -u users -m ./mail/%d/%n --idle-timeout 700 \
-             --max-connections 5 --auth-delay 0.25 --shutdown-grace 0 --hostname mail.example",
+             --max-connections 5 --auth-delay 0.25 --shutdown-grace 0 --hostname mail.example \
+             --max-per-address 3 --max-per-user 2 --max-bad-commands 0 --auth-timeout 30 \
+             --write-timeout 9 --no-apop",
         );
         assert_eq!(c.listen.len(), 2);
         assert!(c.listen[1].is_ipv6());
@@ -463,6 +546,12 @@ mod tests {
         assert_eq!(c.auth_failure_delay, Duration::from_millis(250));
         assert_eq!(c.shutdown_grace, Duration::ZERO);
         assert_eq!(c.hostname, "mail.example");
+        assert_eq!(c.max_per_address, 3);
+        assert_eq!(c.max_per_user, 2);
+        assert_eq!(c.max_bad_commands, 0);
+        assert_eq!(c.auth_timeout, Duration::from_secs(30));
+        assert_eq!(c.write_timeout, Duration::from_secs(9));
+        assert!(!c.apop);
     }
 
     #[test]
@@ -541,6 +630,10 @@ mod tests {
         assert!(matches!(parse(&args("-h --users x")), Ok(Action::Help)));
         assert!(matches!(parse(&args("-V")), Ok(Action::Version)));
         assert!(usage().contains("--listen"));
+        assert!(matches!(
+            parse(&args("pw -s PLAIN")),
+            Ok(Action::Pw(crate::pw::Args::Hash(_)))
+        ));
     }
 
     #[test]
@@ -570,6 +663,12 @@ mod tests {
             "--users u --mail /m/%n --auth-delay x",
             "--users u --mail /m/%n --hostname a<b",
             "--users u --mail /m/%n --listen",
+            "--users u --mail /m/%n --max-per-address 0",
+            "--users u --mail /m/%n --max-per-user x",
+            "--users u --mail /m/%n --max-bad-commands -1",
+            "--users u --mail /m/%n --auth-timeout 0",
+            "--users u --mail /m/%n --auth-timeout 700",
+            "--users u --mail /m/%n --write-timeout 0",
             "--users u --mail /m/%n --tls-cert c.pem",
             "--users u --mail /m/%n --tls-key k.pem",
             "--users u --mail /m/%n --listen-tls 127.0.0.1:995",

@@ -37,6 +37,19 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Host name for the APOP timestamp (`--hostname`).
     pub hostname: String,
+    /// Cap on simultaneous connections from one client address, IPv6 by /64
+    /// (`--max-per-address`).
+    pub max_per_address: usize,
+    /// Cap on simultaneous logged-in sessions of one user (`--max-per-user`).
+    pub max_per_user: usize,
+    /// Bad commands allowed before login (`--max-bad-commands`).
+    pub max_bad_commands: u32,
+    /// Time from connecting to logging in (`--auth-timeout`); at most `idle_timeout`.
+    pub auth_timeout: Duration,
+    /// Longest a write may make no progress (`--write-timeout`).
+    pub write_timeout: Duration,
+    /// Whether APOP and CRAM-MD5 are offered (`--no-apop` turns them off).
+    pub apop: bool,
     /// How mbox files are read, locked and shown (`--mbox-unquote`, `--uidl-from-header`,
     /// `--mbox-locks`, `--lock-timeout`, `--stale-lock-age`).
     pub mbox: MboxOptions,
@@ -92,6 +105,12 @@ impl Config {
             auth_failure_delay: limits::DEFAULT_AUTH_FAILURE_DELAY,
             shutdown_grace: limits::DEFAULT_SHUTDOWN_GRACE,
             hostname: system_hostname(),
+            max_per_address: limits::DEFAULT_MAX_PER_ADDRESS,
+            max_per_user: limits::DEFAULT_MAX_PER_USER,
+            max_bad_commands: limits::DEFAULT_MAX_BAD_COMMANDS,
+            auth_timeout: limits::DEFAULT_AUTH_TIMEOUT,
+            write_timeout: limits::DEFAULT_WRITE_TIMEOUT,
+            apop: true,
             mbox: MboxOptions::default(),
             inetd: false,
             dev: None,

@@ -136,6 +136,7 @@ pub fn context(config: &Config, mode: &DevMode) -> Context {
     Context {
         users: UsersHandle::new(mode.users()),
         store: Arc::new(DevStore::new(mode.template(), config.mbox.clone())),
+        guards: Arc::default(),
         settings: Settings {
             auth_failure_delay: config.auth_failure_delay,
             hostname: config.hostname.clone(),
@@ -194,12 +195,16 @@ mod tests {
 
     #[test]
     fn anyone_logs_in_with_the_dev_password_or_with_any() {
+        let gate = crate::auth::Gate::new(1);
+        let ok = |users: &crate::auth::Users, name: &[u8], pass: &[u8]| {
+            users.verify_password(name, pass, &gate).unwrap().is_some()
+        };
         let fixed = DevMode::new(Some("/x".into()), false).users();
-        assert!(fixed.verify_password(b"new-user", b"poplar").is_some());
-        assert!(fixed.verify_password(b"new-user", b"wrong").is_none());
-        assert!(fixed.verify_password(b"../etc", b"poplar").is_none());
+        assert!(ok(&fixed, b"new-user", b"poplar"));
+        assert!(!ok(&fixed, b"new-user", b"wrong"));
+        assert!(!ok(&fixed, b"../etc", b"poplar"));
         let any = DevMode::new(Some("/x".into()), true).users();
-        assert!(any.verify_password(b"x@y", b"whatever").is_some());
+        assert!(ok(&any, b"x@y", b"whatever"));
     }
 
     #[test]

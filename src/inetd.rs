@@ -29,13 +29,14 @@ pub fn run(config: &Config) -> Result<Ending, String> {
         // and STLS when a certificate is configured.
         let tcp = TcpStream::from(dup(&input).map_err(fail)?);
         tcp.set_read_timeout(Some(config.idle_timeout))
-            .and_then(|()| tcp.set_write_timeout(Some(config.idle_timeout)))
+            .and_then(|()| tcp.set_write_timeout(Some(config.write_timeout)))
             .and_then(|()| tcp.set_nodelay(true))
             .map_err(fail)?;
         let certificates = server::certificates(config).map_err(|e| e.to_string())?;
         let timeouts = Timeouts {
             handshake: config.tls_handshake_timeout,
             idle: config.idle_timeout,
+            write: config.write_timeout,
         };
         let mut link = Connection::new(tcp, certificates, timeouts);
         return Ok(session::serve(&ctx, &tag, &mut link));

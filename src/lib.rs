@@ -23,6 +23,7 @@ pub mod listeners;
 pub mod logsafe;
 pub mod mailbox;
 pub mod proxy;
+pub mod pw;
 pub mod seed;
 pub mod server;
 pub mod session;

@@ -41,6 +41,11 @@ pub const SESSION_WRITE_BUFFER: usize = 64 * 1024;
 /// Chunk size for reading message bytes from the mailbox file.
 pub const FILE_CHUNK: usize = 64 * 1024;
 
+/// Queue of connections the kernel holds until they are accepted (capped by
+/// net.core.somaxconn): deep enough that a burst of connections waits briefly instead of
+/// having its SYNs dropped.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
 /// Most connections accepted per readiness event before the accept loop looks at its other
 /// sources (the stop waker, signals) again.
 pub const MAX_ACCEPTS_PER_POLL: usize = 64;
@@ -52,6 +57,52 @@ pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// a bound on work for a hostile one.
 pub const MAX_UID_HEADER_BYTES: usize = 64 * 1024;
 
+/// Longest failed-login delay: failures from one address double the delay up to this
+/// (unless `--auth-delay` itself is longer).
+pub const MAX_AUTH_FAILURE_DELAY: Duration = Duration::from_secs(15);
+
+/// How long an address's failures are remembered after its last one.
+pub const AUTH_FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
+
+/// Most client addresses whose failures are remembered: a bound on memory however many
+/// addresses an attacker uses. Expired entries are dropped first when it is reached.
+pub const MAX_TRACKED_ADDRESSES: usize = 65_536;
+
+/// Failed logins in one session before it is closed.
+pub const MAX_AUTH_FAILURES_PER_SESSION: u32 = 3;
+
+/// Default cap on simultaneous connections from one client address (IPv6: one /64). Users
+/// behind one NAT share it, so it is not tiny.
+pub const DEFAULT_MAX_PER_ADDRESS: usize = 20;
+
+/// Default cap on simultaneous logged-in sessions of one user.
+pub const DEFAULT_MAX_PER_USER: usize = 4;
+
+/// Default number of unknown or malformed commands (or commands of the wrong state) allowed
+/// before login; the next one closes the connection. Real clients make one or two at most.
+pub const DEFAULT_MAX_BAD_COMMANDS: u32 = 10;
+
+/// Default AUTHORIZATION timeout: a client must have logged in this long after connecting,
+/// however it trickles its bytes in. Short, because an unauthenticated connection is worth
+/// little waiting; TRANSACTION keeps the RFC 1939 ten minutes of idle time.
+pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default write timeout: a client that stops reading (say, in the middle of RETR) is cut off
+/// after this long without progress, freeing its thread and buffers.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Longest SASL continuation line, CRLF included (RFC 5034 §4 lets responses exceed the
+/// command limit; Dovecot allows 8 KiB, which fits OAuth-sized tokens).
+pub const MAX_SASL_LINE: usize = 8 * 1024 + 2;
+
+/// Longest wait for a free password-hashing slot before a login is refused `[SYS/TEMP]`.
+pub const HASH_QUEUE_WAIT: Duration = Duration::from_secs(10);
+
+/// How many password hashes may run at once: half the cores (at least one), so a flood of
+/// logins against expensive hashes always leaves cores for sessions already logged in.
+pub fn hash_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
 /// How long a login waits for another session of the same mailbox in this process to end
 /// before answering `[IN-USE]`. A poller that QUITs and logs in again at once (curl, fetchmail,
 /// Zammad) can otherwise race its own previous session's last steps.

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
             println!("poplar {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        Ok(Action::Pw(args)) => return pw(args),
         Ok(Action::Deliver(d)) => {
             init_logging();
             return poplar::deliver::run(&d);
@@ -41,6 +42,10 @@ fn main() -> ExitCode {
         Err(e) if args.first().is_some_and(|a| a == "deliver") => {
             eprintln!("poplar deliver: {e}\n\n{}", poplar::deliver::usage());
             return ExitCode::from(poplar::deliver::EX_USAGE);
+        }
+        Err(e) if args.first().is_some_and(|a| a == "pw") => {
+            eprintln!("poplar pw: {e}\n\n{}", poplar::pw::usage());
+            return ExitCode::from(2);
         }
         Err(e) => {
             eprintln!("poplar: {e}\n\n{}", cli::usage());
@@ -66,6 +71,22 @@ fn main() -> ExitCode {
             eprintln!("poplar: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+fn pw(args: poplar::pw::Args) -> ExitCode {
+    match args {
+        poplar::pw::Args::Help => {
+            print!("{}", poplar::pw::usage());
+            ExitCode::SUCCESS
+        }
+        poplar::pw::Args::Hash(scheme) => match poplar::pw::run(scheme) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("poplar pw: {e}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 

@@ -16,6 +16,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::auth::guard::{ClientKey, Guards};
 use crate::auth::{UsersHandle, passwd};
 use crate::config::Config;
 use crate::limits;
@@ -46,22 +47,72 @@ impl ShutdownHandle {
     }
 }
 
-/// Open sessions, so that shutdown can cut them off and wait for them.
+/// Open sessions, so that shutdown can cut them off and wait for them, and their count per
+/// client address for admission.
 #[derive(Default)]
 struct Sessions {
-    open: Mutex<HashMap<u64, TcpStream>>,
+    open: Mutex<Open>,
     changed: Condvar,
 }
 
+/// What [`Sessions`] guards: every open session's stream, and how many each address has.
+#[derive(Default)]
+struct Open {
+    streams: HashMap<u64, TcpStream>,
+    per_address: HashMap<ClientKey, usize>,
+}
+
+/// Why a connection was not admitted.
+enum Refusal {
+    Total,
+    PerAddress(ClientKey),
+}
+
+impl Refusal {
+    /// The one line a refused client gets (in cleartext: not on an implicit-TLS listener).
+    fn reply(&self) -> &'static [u8] {
+        match self {
+            Refusal::Total => b"-ERR [SYS/TEMP] too many connections, try again later\r\n",
+            Refusal::PerAddress(_) => b"-ERR [SYS/TEMP] too many connections from your address\r\n",
+        }
+    }
+}
+
 impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, TcpStream>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes a place for session `id`, or says which limit refuses it. `key` is the address
+    /// the connection is accounted to; `None` when it is not known yet (a PROXY header will
+    /// tell, and [`Slot::account`] counts it then).
+    fn admit(
+        self: &Arc<Self>,
+        id: u64,
+        key: Option<ClientKey>,
+        stream: TcpStream,
+        limits: (usize, usize),
+    ) -> Result<Slot, Refusal> {
+        let (max_total, max_per_address) = limits;
+        let mut open = self.lock();
+        if open.streams.len() >= max_total {
+            return Err(Refusal::Total);
+        }
+        if let Some(key) = key {
+            count_address(&mut open, key, max_per_address)?;
+        }
+        open.streams.insert(id, stream);
+        Ok(Slot {
+            sessions: self.clone(),
+            id,
+            key,
+        })
     }
 
     /// Waits until no session is open or `deadline` passes; returns how many are left.
     fn wait_empty(&self, deadline: Instant) -> usize {
         let mut open = self.lock();
-        while !open.is_empty() {
+        while !open.streams.is_empty() {
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -72,19 +123,51 @@ impl Sessions {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        open.len()
+        open.streams.len()
     }
+}
+
+/// The one place connections are counted per client address.
+fn count_address(open: &mut Open, key: ClientKey, max: usize) -> Result<(), Refusal> {
+    let n = open.per_address.entry(key).or_insert(0);
+    if *n >= max {
+        return Err(Refusal::PerAddress(key));
+    }
+    *n += 1;
+    Ok(())
 }
 
 /// A session's place in [`Sessions`]; freed when the session thread ends, panics included.
 struct Slot {
     sessions: Arc<Sessions>,
     id: u64,
+    /// The address the session counts against, once known.
+    key: Option<ClientKey>,
+}
+
+impl Slot {
+    /// Counts the session against `key` (the client's real address from a PROXY header).
+    fn account(&mut self, key: ClientKey, max_per_address: usize) -> Result<(), Refusal> {
+        let mut open = self.sessions.lock();
+        count_address(&mut open, key, max_per_address)?;
+        self.key = Some(key);
+        Ok(())
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.sessions.lock().remove(&self.id);
+        let mut open = self.sessions.lock();
+        open.streams.remove(&self.id);
+        if let Some(key) = self.key
+            && let Some(n) = open.per_address.get_mut(&key)
+        {
+            *n -= 1;
+            if *n == 0 {
+                open.per_address.remove(&key);
+            }
+        }
+        drop(open);
         self.sessions.changed.notify_all();
     }
 }
@@ -106,7 +189,10 @@ pub struct Server {
     /// The passwd-file that SIGHUP reloads; `None` when the users came from elsewhere.
     users_file: Option<PathBuf>,
     timeouts: Timeouts,
+    /// The AUTHORIZATION deadline from connect to login (`--auth-timeout`).
+    auth_timeout: Duration,
     max_connections: usize,
+    max_per_address: usize,
     shutdown_grace: Duration,
     sessions: Arc<Sessions>,
     next_id: AtomicU64,
@@ -174,6 +260,10 @@ impl Server {
         for (addr, kind) in plain.chain(tls).chain(proxied) {
             let l = TcpListener::bind(*addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            // mio listens with a backlog of 128; a burst of connections beyond it has its SYNs
+            // dropped and retried a second later. Listening again raises it (Linux allows it).
+            // Sockets from systemd keep the Backlog= their unit sets.
+            rustix::net::listen(&l, limits::LISTEN_BACKLOG)?;
             server.add_listener(l, kind)?;
         }
         Ok(server)
@@ -212,8 +302,11 @@ impl Server {
             timeouts: Timeouts {
                 handshake: config.tls_handshake_timeout,
                 idle: config.idle_timeout,
+                write: config.write_timeout,
             },
+            auth_timeout: config.auth_timeout.min(config.idle_timeout),
             max_connections: config.max_connections,
+            max_per_address: config.max_per_address,
             shutdown_grace: config.shutdown_grace,
             sessions: Arc::default(),
             next_id: AtomicU64::new(1),
@@ -257,8 +350,13 @@ impl Server {
         let mut events = Events::with_capacity(64);
         // Listeners whose backlog was not drained in one batch (edge-triggered readiness).
         let mut pending = vec![false; self.listeners.len()];
+        let mut next_deadline = None;
         while !self.stopping.load(Ordering::SeqCst) {
-            let timeout = pending.iter().any(|&p| p).then_some(Duration::ZERO);
+            let timeout = if pending.iter().any(|&p| p) {
+                Some(Duration::ZERO)
+            } else {
+                next_deadline.map(|d: Instant| d.saturating_duration_since(Instant::now()))
+            };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -277,6 +375,7 @@ impl Server {
                     *more = self.accept_batch(i);
                 }
             }
+            next_deadline = self.reap();
         }
         self.shutdown();
         Ok(())
@@ -343,6 +442,26 @@ impl Server {
         }
     }
 
+    /// Cuts off sessions that have not logged in within the AUTHORIZATION timeout (however
+    /// much they trickle in); returns when the next one is due.
+    fn reap(&self) -> Option<Instant> {
+        let (expired, next) = self.ctx.guards.deadlines.expired(Instant::now());
+        if !expired.is_empty() {
+            let open = self.sessions.lock();
+            for id in expired {
+                if let Some(stream) = open.streams.get(&id) {
+                    log::warn!(
+                        "[{id}] not logged in within {:?}: closing",
+                        self.auth_timeout
+                    );
+                    // No farewell line: a client that does not read could block the loop.
+                    let _ = stream.shutdown(Shutdown::Both);
+                }
+            }
+        }
+        next
+    }
+
     /// Accepts up to a batch of connections on listener `i`; returns whether more may wait.
     fn accept_batch(&self, i: usize) -> bool {
         for _ in 0..limits::MAX_ACCEPTS_PER_POLL {
@@ -372,42 +491,37 @@ impl Server {
             log::warn!("{tag} cannot set up connection: {e}");
             return;
         }
-        let registered = match stream.try_clone() {
-            Ok(clone) => {
-                let mut open = self.sessions.lock();
-                if open.len() >= self.max_connections {
-                    None
-                } else {
-                    open.insert(id, clone);
-                    Some(Slot {
-                        sessions: self.sessions.clone(),
-                        id,
-                    })
-                }
-            }
+        let clone = match stream.try_clone() {
+            Ok(c) => c,
             Err(e) => {
                 log::warn!("{tag} cannot set up connection: {e}");
                 return;
             }
         };
-        let Some(slot) = registered else {
-            log::warn!("{tag} refused: {} sessions open", self.max_connections);
-            // A TLS client could not read a cleartext reply: it just sees the close.
-            if !kind.implicit_tls {
-                let _ = (&stream)
-                    .write_all(b"-ERR [SYS/TEMP] too many connections, try again later\r\n");
+        // Behind a PROXY header the socket's peer is the proxy: the client's own address is
+        // counted once the header is read.
+        let key = (!kind.proxied).then(|| ClientKey::of(peer.ip()));
+        let limits = (self.max_connections, self.max_per_address);
+        let mut slot = match self.sessions.admit(id, key, clone, limits) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                self.refuse(&tag, &stream, kind, &refusal);
+                return;
             }
-            return;
         };
+        self.ctx
+            .guards
+            .deadlines
+            .start(id, Instant::now() + self.auth_timeout);
         let ctx = self.ctx.clone();
         let certificates = self.certificates.clone();
         let timeouts = self.timeouts;
         let trusted = kind.proxied.then(|| self.trusted_proxies.clone());
+        let max_per_address = self.max_per_address;
         let spawned = thread::Builder::new()
             .name(format!("pop3-{id}"))
             .stack_size(limits::SESSION_STACK_SIZE)
             .spawn(move || {
-                let _slot = slot;
                 // Here, not in the accept loop: a slow client or proxy delays only itself.
                 let tag = match trusted {
                     None => tag,
@@ -416,6 +530,16 @@ impl Server {
                         None => return,
                     },
                 };
+                if kind.proxied
+                    && let Some(real) = tag.peer
+                    && let Err(refusal) = slot.account(ClientKey::of(real.ip()), max_per_address)
+                {
+                    log_refusal(&tag, &refusal, max_per_address);
+                    if !kind.implicit_tls {
+                        let _ = (&stream).write_all(refusal.reply());
+                    }
+                    return;
+                }
                 let mut link = Connection::new(stream, certificates, timeouts);
                 if kind.implicit_tls
                     && let Err(e) = link.start_tls()
@@ -424,9 +548,24 @@ impl Server {
                     return;
                 }
                 session::serve(&ctx, &tag, &mut link);
+                ctx.guards.deadlines.clear(tag.id);
+                drop(slot);
             });
         if let Err(e) = spawned {
             log::error!("cannot start a session thread: {e}");
+        }
+    }
+
+    /// Logs a refused connection and tells the client, in one line it can read.
+    fn refuse(&self, tag: &Tag, stream: &TcpStream, kind: ListenerKind, refusal: &Refusal) {
+        let limit = match refusal {
+            Refusal::Total => self.max_connections,
+            Refusal::PerAddress(_) => self.max_per_address,
+        };
+        log_refusal(tag, refusal, limit);
+        // A TLS client could not read a cleartext reply: it just sees the close.
+        if !kind.implicit_tls {
+            let _ = (&*stream).write_all(refusal.reply());
         }
     }
 
@@ -435,8 +574,9 @@ impl Server {
         stream.set_nonblocking(false)?;
         // Replies are buffered and flushed whole; Nagle would only add delay.
         stream.set_nodelay(true)?;
+        // Before login, the total AUTHORIZATION deadline cuts in sooner (see `reap`).
         stream.set_read_timeout(Some(self.timeouts.idle))?;
-        stream.set_write_timeout(Some(self.timeouts.idle))
+        stream.set_write_timeout(Some(self.timeouts.write))
     }
 
     /// Stops accepting, lets sessions finish within the grace period, then cuts off the
@@ -446,14 +586,14 @@ impl Server {
             let _ = self.poll.registry().deregister(l);
         }
         self.listeners.clear();
-        let open = self.sessions.lock().len();
+        let open = self.sessions.lock().streams.len();
         log::info!("stopped accepting; {open} sessions open");
         let left = self
             .sessions
             .wait_empty(Instant::now() + self.shutdown_grace);
         if left > 0 {
             log::info!("cutting off {left} sessions");
-            for stream in self.sessions.lock().values() {
+            for stream in self.sessions.lock().streams.values() {
                 let _ = stream.shutdown(Shutdown::Both);
             }
             let stuck = self
@@ -464,6 +604,16 @@ impl Server {
             }
         }
         log::info!("shut down");
+    }
+}
+
+/// The warning for a refused connection.
+fn log_refusal(tag: &Tag, refusal: &Refusal, limit: usize) {
+    match refusal {
+        Refusal::Total => log::warn!("{tag} refused: {limit} sessions open"),
+        Refusal::PerAddress(key) => {
+            log::warn!("{tag} refused: {limit} sessions open from {key}");
+        }
     }
 }
 
@@ -492,7 +642,8 @@ struct ListenerKind {
 }
 
 /// The sessions' context from the configuration: the users file loaded (unusable lines
-/// logged by number), the mbox store, the settings; and, as a daemon serves everyone from
+/// logged by number), the mbox store, the login guards, the settings; and, as a daemon
+/// serves everyone from
 /// here on, every user's interrupted commit finished first.
 pub fn context(config: &Config) -> Result<Context, String> {
     context_with(config, Recovery::EveryUser)
@@ -538,12 +689,15 @@ fn context_with(config: &Config, recovery: Recovery) -> Result<Context, String> 
     Ok(Context {
         users: UsersHandle::new(users),
         store: Arc::new(store),
+        guards: Arc::new(Guards::new(limits::hash_parallelism(), config.max_per_user)),
         settings: Settings {
             auth_failure_delay: config.auth_failure_delay,
             hostname: config.hostname.clone(),
             allow_cleartext: config.allow_cleartext,
             treat_as_remote: config.treat_as_remote.clone(),
             trace_commands: false,
+            apop: config.apop,
+            max_bad_commands: config.max_bad_commands,
         },
     })
 }

@@ -77,6 +77,7 @@ impl Server {
         let ctx = Context {
             users: users.clone(),
             store: Arc::new(MboxStore::new(template)),
+            guards: Arc::default(),
             settings: Settings {
                 auth_failure_delay: Duration::ZERO,
                 ..Settings::default()

@@ -12,13 +12,15 @@ use crate::limits::{SESSION_READ_BUFFER, SESSION_WRITE_BUFFER};
 use crate::session::Link;
 use crate::tls::{self, Certificates};
 
-/// How long the handshake may take, and the idle timeout to restore after it.
+/// How long the handshake may take, and the read and write timeouts to restore after it.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     /// The whole TLS handshake.
     pub handshake: Duration,
-    /// Each read and write otherwise.
+    /// Each read otherwise.
     pub idle: Duration,
+    /// Each write otherwise (`--write-timeout`).
+    pub write: Duration,
 }
 
 /// One client connection; implements [`Link`].
@@ -203,6 +205,8 @@ impl Link for Connection {
             self.timeouts.handshake,
             self.timeouts.idle,
         )?;
+        // The handshake left both timeouts at the idle one.
+        self.tcp.set_write_timeout(Some(self.timeouts.write))?;
         self.tls = Some(Box::new(conn));
         Ok(())
     }

@@ -97,6 +97,8 @@ pub enum Reply {
         /// The body lines, each ending in CRLF.
         lines: String,
     },
+    /// `+ text`: a SASL challenge, already base64 (RFC 5034 §4; `+ ` alone when empty).
+    Challenge(String),
 }
 
 impl Reply {
@@ -163,6 +165,12 @@ pub fn write_reply<W: Write + ?Sized>(w: &mut W, reply: &Reply) -> io::Result<()
             write_status(w, "+OK", None, first)?;
             w.write_all(lines.as_bytes())?;
             w.write_all(b".\r\n")
+        }
+        Reply::Challenge(text) => {
+            // Not through write_status: the space stays even when the challenge is empty.
+            w.write_all(b"+ ")?;
+            w.write_all(text.as_bytes())?;
+            w.write_all(b"\r\n")
         }
     }
 }
@@ -458,6 +466,8 @@ mod tests {
         write_reply(&mut out, &Reply::ok("")).unwrap();
         write_reply(&mut out, &Reply::err("no such message")).unwrap();
         write_reply(&mut out, &Reply::err_code(RespCode::InUse, "busy")).unwrap();
+        write_reply(&mut out, &Reply::Challenge(String::new())).unwrap();
+        write_reply(&mut out, &Reply::Challenge("VXNlcm5hbWU6".into())).unwrap();
         write_reply(
             &mut out,
             &Reply::Multi {
@@ -468,7 +478,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "+OK 2 320\r\n+OK\r\n-ERR no such message\r\n-ERR [IN-USE] busy\r\n\
+            "+OK 2 320\r\n+OK\r\n-ERR no such message\r\n-ERR [IN-USE] busy\r\n+ \r\n+ VXNlcm5hbWU6\r\n\
              +OK 2 messages\r\n1 120\r\n2 200\r\n.\r\n"
         );
     }

@@ -56,7 +56,13 @@ fn login_when_free(server: &TestServer, user: &str, pass: &str) -> Client {
 
 #[test]
 fn authorization_state_commands() {
-    let s = server();
+    // Every TRANSACTION command is tried before login here: more bad commands than the
+    // default cutoff allows (tests/limits.rs checks the cutoff).
+    let s = TestServer::start_with(
+        USERS,
+        &[("alice", &mbox(&[M1, M2, M3])), ("bob", &mbox(&[M1]))],
+        |c| c.max_bad_commands = 20,
+    );
     let mut c = s.connect();
     assert!(c.greeting.starts_with("+OK poplar ready <"));
     let caps = c.multi("CAPA");
@@ -301,9 +307,10 @@ fn the_idle_timeout_closes_silently_and_commits_nothing() {
     let s = TestServer::start_with(USERS, &[("alice", &mbox(&[M1, M2, M3]))], |c| {
         c.idle_timeout = timeout;
     });
-    // Before login.
-    let mut c = s.connect();
+    // Before login: the AUTHORIZATION deadline (no longer than the idle timeout) counts from
+    // the connection.
     let started = Instant::now();
+    let mut c = s.connect();
     assert_eq!(closed(&mut c), b"", "no reply on timeout");
     assert!(started.elapsed() >= timeout);
     // After login, with a deletion pending.

@@ -1,61 +1,28 @@
-//! Who may log in: the users table loaded from a passwd-file, password checks in constant time,
-//! and APOP digests.
+//! Who may log in: the users table loaded from a passwd-file, password checks through the
+//! hashing gate, APOP and CRAM-MD5 digests, SASL decoding, and the brute-force guards.
 
+pub mod guard;
 pub mod passwd;
+pub mod sasl;
+pub mod scheme;
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
+use hmac::{KeyInit, Mac};
 use md5::{Digest, Md5};
 
 use crate::mailbox::UserName;
-
-/// A stored secret, by scheme.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Secret {
-    /// `{PLAIN}`: the password itself (the only scheme that allows APOP).
-    Plain(Vec<u8>),
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Secret::Plain(_) => f.write_str("{PLAIN}***"),
-        }
-    }
-}
-
-impl Secret {
-    /// Whether `password` matches, compared in constant time.
-    pub fn verify(&self, password: &[u8]) -> bool {
-        match self {
-            Secret::Plain(p) => ct_eq(p, password),
-        }
-    }
-
-    /// The plain secret, for mechanisms that need it (APOP).
-    pub fn plain(&self) -> Option<&[u8]> {
-        match self {
-            Secret::Plain(p) => Some(p),
-        }
-    }
-}
-
-/// Compares two byte strings in time that depends only on their lengths.
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
-}
+pub use guard::Gate;
+pub use scheme::{Secret, ct_eq};
 
 /// The users that may log in, by name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Users {
     by_name: HashMap<String, (UserName, Secret)>,
+    /// Checked for unknown users, so that they cost the same work as known ones: a copy of
+    /// the table's most common kind of secret (a wrong guess against it fails the same way).
+    dummy: Secret,
     /// `--dev`: every valid user name logs in by this rule instead of the table.
     anyone: Option<Anyone>,
 }
@@ -79,20 +46,40 @@ impl Anyone {
     }
 }
 
-/// A secret that no password matches, checked for unknown users so that they cost the same
-/// work as known ones.
-fn dummy_secret() -> Secret {
-    Secret::Plain(b"\x00poplar-no-such-user\x00".to_vec())
+impl Default for Users {
+    fn default() -> Self {
+        Users::new([])
+    }
+}
+
+/// Why a login could not even be checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckError {
+    /// Every hashing slot stayed busy for too long: the server is overloaded.
+    Busy,
 }
 
 impl Users {
     /// A table from (name, secret) pairs.
     pub fn new(entries: impl IntoIterator<Item = (UserName, Secret)>) -> Users {
+        let by_name: HashMap<String, (UserName, Secret)> = entries
+            .into_iter()
+            .map(|(n, s)| (n.as_str().to_owned(), (n, s)))
+            .collect();
+        let mut kinds: HashMap<String, (usize, &Secret)> = HashMap::new();
+        for (_, s) in by_name.values() {
+            kinds.entry(format!("{s:?}")).or_insert((0, s)).0 += 1;
+        }
+        let dummy = kinds
+            .into_values()
+            .max_by_key(|(n, s)| (*n, s.is_expensive()))
+            .map_or_else(
+                || Secret::Plain(b"\x00poplar-no-such-user\x00".to_vec()),
+                |(_, s)| s.clone(),
+            );
         Users {
-            by_name: entries
-                .into_iter()
-                .map(|(n, s)| (n.as_str().to_owned(), (n, s)))
-                .collect(),
+            by_name,
+            dummy,
             anyone: None,
         }
     }
@@ -100,8 +87,8 @@ impl Users {
     /// A table that lets in every valid user name by `rule` (`--dev`).
     pub fn anyone(rule: Anyone) -> Users {
         Users {
-            by_name: HashMap::new(),
             anyone: Some(rule),
+            ..Users::default()
         }
     }
 
@@ -120,37 +107,74 @@ impl Users {
         self.by_name.is_empty()
     }
 
-    /// Checks a USER/PASS login. Unknown users cost the same work as wrong passwords.
-    pub fn verify_password(&self, name: &[u8], password: &[u8]) -> Option<UserName> {
+    /// Whether some user has a plain secret, so that APOP and CRAM-MD5 can work at all.
+    pub fn any_plain(&self) -> bool {
+        match &self.anyone {
+            Some(Anyone::AnyPassword) => true,
+            Some(Anyone::Password(s)) => s.plain().is_some(),
+            None => self.by_name.values().any(|(_, s)| s.plain().is_some()),
+        }
+    }
+
+    /// Checks a USER/PASS (or SASL PLAIN/LOGIN) login. Unknown users cost the same work as
+    /// wrong passwords. Expensive hashes run through `gate`.
+    pub fn verify_password(
+        &self,
+        name: &[u8],
+        password: &[u8],
+        gate: &Gate,
+    ) -> Result<Option<UserName>, CheckError> {
         if let Some(rule) = &self.anyone {
-            return rule.verify(name, |s| s.verify(password));
+            return Ok(rule.verify(name, |s| s.verify(password)));
         }
-        match self.lookup(name) {
-            Some((user, secret)) => secret.verify(password).then(|| user.clone()),
-            None => {
-                dummy_secret().verify(password);
-                None
-            }
-        }
+        let (user, secret) = match self.lookup(name) {
+            Some((u, s)) => (Some(u), s),
+            None => (None, &self.dummy),
+        };
+        let ok = if secret.is_expensive() {
+            gate.run(|| secret.verify(password))
+                .ok_or(CheckError::Busy)?
+        } else {
+            secret.verify(password)
+        };
+        Ok(user.filter(|_| ok).cloned())
     }
 
     /// Checks an APOP login: `digest` must be the hex MD5 of `timestamp` and the user's plain
     /// secret (RFC 1939 §7). Users without a plain secret cannot use APOP.
     pub fn verify_apop(&self, name: &[u8], timestamp: &str, digest: &[u8]) -> Option<UserName> {
+        self.verify_shared_secret(name, digest, |secret| apop_digest(timestamp, secret))
+    }
+
+    /// Checks a CRAM-MD5 response (RFC 2195): `digest` must be the hex HMAC-MD5 of the
+    /// challenge keyed with the user's plain secret.
+    pub fn verify_cram_md5(
+        &self,
+        name: &[u8],
+        challenge: &[u8],
+        digest: &[u8],
+    ) -> Option<UserName> {
+        self.verify_shared_secret(name, digest, |secret| cram_md5_digest(secret, challenge))
+    }
+
+    /// The common part of APOP and CRAM-MD5: the expected hex digest from the plain secret
+    /// (a dummy for unknown users and users without one), compared in constant time.
+    fn verify_shared_secret(
+        &self,
+        name: &[u8],
+        digest: &[u8],
+        expected: impl Fn(&[u8]) -> String,
+    ) -> Option<UserName> {
+        let matches =
+            |secret: &[u8]| ct_eq(expected(secret).as_bytes(), &digest.to_ascii_lowercase());
         if let Some(rule) = &self.anyone {
-            return rule.verify(name, |s| {
-                let want = apop_digest(timestamp, s.plain().unwrap_or_default());
-                ct_eq(want.as_bytes(), &digest.to_ascii_lowercase())
-            });
+            return rule.verify(name, |s| matches(s.plain().unwrap_or_default()));
         }
         let found = self.lookup(name);
-        let dummy = dummy_secret();
         let secret = found
             .and_then(|(_, s)| s.plain())
-            .unwrap_or_else(|| dummy.plain().unwrap_or_default());
-        let want = apop_digest(timestamp, secret);
-        let given = digest.to_ascii_lowercase();
-        let ok = ct_eq(want.as_bytes(), &given);
+            .unwrap_or(b"\x00poplar-no-such-user\x00");
+        let ok = matches(secret);
         match found {
             Some((user, s)) if ok && s.plain().is_some() => Some(user.clone()),
             _ => None,
@@ -170,6 +194,13 @@ pub fn apop_digest(timestamp: &str, secret: &[u8]) -> String {
     h.update(timestamp.as_bytes());
     h.update(secret);
     crate::mailbox::hex(&h.finalize())
+}
+
+/// The CRAM-MD5 digest (RFC 2195): HMAC-MD5 of the challenge keyed with the secret, in hex.
+pub fn cram_md5_digest(secret: &[u8], challenge: &[u8]) -> String {
+    let mut mac = hmac::Hmac::<Md5>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(challenge);
+    crate::mailbox::hex(&mac.finalize().into_bytes())
 }
 
 /// The current users table, replaceable as a whole (a reload swaps it atomically).
@@ -210,21 +241,39 @@ mod tests {
                 UserName::new(b"mrose").unwrap(),
                 Secret::Plain(b"tanstaaf".to_vec()),
             ),
+            (
+                UserName::new(b"hashed").unwrap(),
+                Secret::parse(b"{MD5-CRYPT}$1$saltsalt$qjXMvbEw8oaL.CzflDtaK/").unwrap(),
+            ),
         ])
+    }
+
+    fn check(u: &Users, name: &[u8], pass: &[u8]) -> Option<String> {
+        u.verify_password(name, pass, &Gate::new(1))
+            .unwrap()
+            .map(|n| n.as_str().to_owned())
     }
 
     #[test]
     fn passwords_are_checked() {
         let u = users();
-        assert_eq!(
-            u.verify_password(b"alice", b"wonderland")
-                .map(|n| n.as_str().to_owned()),
-            Some("alice".into())
-        );
-        assert!(u.verify_password(b"alice", b"wonderlan").is_none());
-        assert!(u.verify_password(b"alice", b"wonderland ").is_none());
-        assert!(u.verify_password(b"bob", b"wonderland").is_none());
-        assert!(u.verify_password(b"\xff", b"x").is_none());
+        assert_eq!(check(&u, b"alice", b"wonderland"), Some("alice".into()));
+        assert!(check(&u, b"alice", b"wonderlan").is_none());
+        assert!(check(&u, b"alice", b"wonderland ").is_none());
+        assert!(check(&u, b"bob", b"wonderland").is_none());
+        assert!(check(&u, b"\xff", b"x").is_none());
+        assert_eq!(check(&u, b"hashed", b"password"), Some("hashed".into()));
+        assert!(check(&u, b"hashed", b"Password").is_none());
+    }
+
+    #[test]
+    fn an_unknown_user_fails_even_with_the_dummy_secrets_password() {
+        let u = Users::new([(
+            UserName::new(b"hashed").unwrap(),
+            Secret::parse(b"{MD5-CRYPT}$1$saltsalt$qjXMvbEw8oaL.CzflDtaK/").unwrap(),
+        )]);
+        assert!(u.dummy.is_expensive());
+        assert!(check(&u, b"nobody", b"password").is_none());
     }
 
     #[test]
@@ -235,30 +284,32 @@ mod tests {
             "c4c9334bac560ecc979e58001b3e22fb"
         );
         let u = users();
-        assert!(
-            u.verify_apop(b"mrose", ts, b"c4c9334bac560ecc979e58001b3e22fb")
-                .is_some()
-        );
-        assert!(
-            u.verify_apop(b"mrose", ts, b"C4C9334BAC560ECC979E58001B3E22FB")
-                .is_some()
-        );
-        assert!(
-            u.verify_apop(b"mrose", ts, b"c4c9334bac560ecc979e58001b3e22fa")
-                .is_none()
-        );
-        assert!(
-            u.verify_apop(b"nobody", ts, b"c4c9334bac560ecc979e58001b3e22fb")
-                .is_none()
-        );
+        let ok = |n: &[u8], d: &[u8]| u.verify_apop(n, ts, d).is_some();
+        assert!(ok(b"mrose", b"c4c9334bac560ecc979e58001b3e22fb"));
+        assert!(ok(b"mrose", b"C4C9334BAC560ECC979E58001B3E22FB"));
+        assert!(!ok(b"mrose", b"c4c9334bac560ecc979e58001b3e22fa"));
+        assert!(!ok(b"nobody", b"c4c9334bac560ecc979e58001b3e22fb"));
+        assert!(!ok(b"hashed", &apop_digest(ts, b"password").into_bytes()));
     }
 
     #[test]
-    fn ct_eq_compares_whole_strings() {
-        assert!(ct_eq(b"", b""));
-        assert!(ct_eq(b"abc", b"abc"));
-        assert!(!ct_eq(b"abc", b"abd"));
-        assert!(!ct_eq(b"abc", b"ab"));
-        assert!(!ct_eq(b"ab", b"abc"));
+    fn cram_md5_matches_the_rfc_2195_example() {
+        let challenge = b"<1896.697170952@postoffice.reston.mci.net>";
+        assert_eq!(
+            cram_md5_digest(b"tanstaaftanstaaf", challenge),
+            "b913a602c7eda7a495b4e6e7334d3890"
+        );
+        let u = Users::new([(
+            UserName::new(b"tim").unwrap(),
+            Secret::Plain(b"tanstaaftanstaaf".to_vec()),
+        )]);
+        assert!(
+            u.verify_cram_md5(b"tim", challenge, b"b913a602c7eda7a495b4e6e7334d3890")
+                .is_some()
+        );
+        assert!(
+            u.verify_cram_md5(b"tom", challenge, b"b913a602c7eda7a495b4e6e7334d3890")
+                .is_none()
+        );
     }
 }

@@ -277,14 +277,15 @@ impl Maildrop for MboxDrop {
             });
         };
         let _locks = lock_for_delivery(&self.path, file, &self.options.locks)?;
-        // A delivery killed since login left its partial message after the scanned bytes:
-        // truncate it away now, or the commit would carry it over as mail. Then check what
-        // is left.
+        // Checked before the truncation below, whose new mtime would look like a rewrite.
+        self.check_unchanged()?;
+        // A delivery killed since login left its partial message after the scanned bytes
+        // (its note was written after our scan, so it starts past them): truncate it away
+        // now, or the commit would carry it over as mail.
         let fcntl = self.options.locks.order.contains(&LockKind::Fcntl);
         if rollback::recover(&self.path, file, fcntl)? == rollback::Rollback::Owned {
             return Err(MailboxError::Busy);
         }
-        self.check_unchanged()?;
         if self.options.keep_deleted {
             // Copied and synced first: a crash from here on can only duplicate them there.
             keep::keep_deleted(&self.path, file, &self.extents, deleted)?;

@@ -1,11 +1,18 @@
-//! The AUTHORIZATION state: USER, PASS, APOP, AUTH, CAPA, STLS and QUIT.
+//! The AUTHORIZATION state: USER, PASS, APOP, AUTH (SASL), CAPA, STLS and QUIT; the
+//! cleartext policy, failure counting, delays and the bad-command cutoff.
 
+use crate::auth::guard::UserSlot;
+use crate::auth::sasl::{Credentials, Exchange, Mechanism, Step};
+use crate::auth::{CheckError, sasl};
 use crate::command::Command;
+use crate::limits::MAX_AUTH_FAILURES_PER_SESSION;
 use crate::mailbox::UserName;
 use crate::wire::{Reply, RespCode};
 
 use super::transaction::Transaction;
-use super::{Channel, Context, Tag, capabilities, mailbox_reply, wrong_state};
+use super::{
+    Channel, Context, Ending, Tag, apop_timestamp, capabilities, mailbox_reply, wrong_state,
+};
 
 /// What the client has told us so far in AUTHORIZATION.
 pub(super) struct Authorization {
@@ -13,27 +20,38 @@ pub(super) struct Authorization {
     user: Option<Vec<u8>>,
     /// Failed logins in this session.
     failures: u32,
+    /// Commands that were malformed, unknown or not valid here.
+    bad_commands: u32,
+    /// The AUTH exchange under way: the next line is its response, not a command.
+    exchange: Option<Exchange>,
+    /// The APOP timestamp in our greeting; `None` when APOP is off.
+    timestamp: Option<String>,
     /// What the connection allows.
     channel: Channel,
 }
 
-/// What a command in AUTHORIZATION leads to.
+/// What a command (or SASL response) in AUTHORIZATION leads to.
 pub(super) enum AuthStep {
     /// Stay in AUTHORIZATION.
     Reply(Reply),
-    /// Logged in and the maildrop is locked: TRANSACTION from now on.
-    LoggedIn(Box<Transaction>, Reply),
+    /// Logged in and the maildrop is locked: TRANSACTION from now on, holding the user's slot.
+    LoggedIn(Box<Transaction>, UserSlot, Reply),
     /// QUIT: reply and close without UPDATE.
     Quit(Reply),
+    /// Too many failures or bad commands: reply and close.
+    Close(Reply, Ending),
     /// STLS: reply, then run the TLS handshake and call [`Authorization::tls_started`].
     StartTls(Reply),
 }
 
 impl Authorization {
-    pub(super) fn new(channel: Channel) -> Self {
+    pub(super) fn new(channel: Channel, timestamp: Option<String>) -> Self {
         Authorization {
             user: None,
             failures: 0,
+            bad_commands: 0,
+            exchange: None,
+            timestamp,
             channel,
         }
     }
@@ -41,48 +59,126 @@ impl Authorization {
     /// TLS is up after STLS: forget what the client said before it (RFC 2595 §4).
     pub(super) fn tls_started(&mut self, channel: Channel) {
         self.user = None;
+        self.exchange = None;
         self.channel = channel;
     }
 
-    /// The cleartext policy: whether USER/PASS (and the SASL mechanisms that send the
-    /// password itself) may be used on this connection.
+    /// The cleartext policy: whether USER/PASS and the SASL mechanisms that send the password
+    /// itself (PLAIN, LOGIN) may be used on this connection.
     fn plaintext_allowed(&self) -> bool {
         self.channel.secure
     }
 
-    pub(super) fn handle(
-        &mut self,
-        ctx: &Context,
-        tag: &Tag,
-        timestamp: &str,
-        cmd: Command,
-    ) -> AuthStep {
+    /// Whether the next line answers a SASL challenge (and so may be longer than a command).
+    pub(super) fn in_exchange(&self) -> bool {
+        self.exchange.is_some()
+    }
+
+    /// The mechanisms that can work on this connection now, for CAPA and `AUTH`.
+    pub(super) fn mechanisms(&self, ctx: &Context) -> Vec<Mechanism> {
+        Mechanism::ALL
+            .into_iter()
+            .filter(|m| self.mechanism_usable(ctx, *m))
+            .collect()
+    }
+
+    /// The CAPA reply for this connection now.
+    pub(super) fn capabilities(&self, ctx: &Context) -> Reply {
+        capabilities(self.channel, &self.mechanisms(ctx))
+    }
+
+    fn mechanism_usable(&self, ctx: &Context, m: Mechanism) -> bool {
+        match m {
+            Mechanism::Plain | Mechanism::Login => self.plaintext_allowed(),
+            // CRAM-MD5 needs plain secrets, like APOP, and goes with it.
+            Mechanism::CramMd5 => ctx.settings.apop && ctx.users.current().any_plain(),
+        }
+    }
+
+    /// The refusal for a password sent in the clear where that is not allowed.
+    fn cleartext_refused(&self) -> Option<Reply> {
+        (!self.plaintext_allowed())
+            .then(|| Reply::err_code(RespCode::Auth, "cleartext login refused without TLS"))
+    }
+
+    /// Counts a bad command; past the limit, the reply becomes a close.
+    pub(super) fn bad_command(&mut self, ctx: &Context, reply: Reply) -> AuthStep {
+        self.bad_commands += 1;
+        if self.bad_commands > ctx.settings.max_bad_commands {
+            AuthStep::Close(
+                Reply::err("too many bad commands; closing"),
+                Ending::BadCommands,
+            )
+        } else {
+            AuthStep::Reply(reply)
+        }
+    }
+
+    pub(super) fn handle(&mut self, ctx: &Context, tag: &Tag, cmd: Command) -> AuthStep {
         match cmd {
-            Command::User(_) | Command::Pass(_) if !self.plaintext_allowed() => {
-                self.user = None;
-                AuthStep::Reply(Reply::err_code(
-                    RespCode::Auth,
-                    "cleartext login refused without TLS",
-                ))
-            }
             Command::User(name) => {
+                if let Some(r) = self.cleartext_refused() {
+                    self.user = None;
+                    return AuthStep::Reply(r);
+                }
                 // Always +OK: the answer must not tell whether the user exists.
                 self.user = Some(name);
                 AuthStep::Reply(Reply::ok("send PASS"))
             }
             Command::Pass(password) => {
+                if let Some(r) = self.cleartext_refused() {
+                    self.user = None;
+                    return AuthStep::Reply(r);
+                }
                 let Some(name) = self.user.take() else {
-                    return AuthStep::Reply(Reply::err("send USER first"));
+                    return self.bad_command(ctx, Reply::err("send USER first"));
                 };
-                let verified = ctx.users.current().verify_password(&name, &password);
-                self.finish_login(ctx, tag, &name, verified, "PASS")
+                let creds = Credentials::Password {
+                    user: name,
+                    password,
+                };
+                self.check(ctx, tag, &creds, "PASS")
             }
             Command::Apop { name, digest } => {
                 self.user = None;
-                let verified = ctx.users.current().verify_apop(&name, timestamp, &digest);
-                self.finish_login(ctx, tag, &name, verified, "APOP")
+                let Some(ts) = &self.timestamp else {
+                    return self.bad_command(ctx, Reply::err("APOP is not offered"));
+                };
+                let verified = ctx.users.current().verify_apop(&name, ts, &digest);
+                self.finish_login(ctx, tag, &name, Ok(verified), "APOP")
             }
-            Command::Auth { .. } => AuthStep::Reply(Reply::err("no SASL mechanisms are offered")),
+            Command::Auth {
+                mechanism: None, ..
+            } => {
+                let mut lines = String::new();
+                for m in self.mechanisms(ctx) {
+                    lines.push_str(m.name());
+                    lines.push_str("\r\n");
+                }
+                AuthStep::Reply(Reply::Multi {
+                    first: "SASL mechanisms follow".into(),
+                    lines,
+                })
+            }
+            Command::Auth {
+                mechanism: Some(name),
+                initial,
+            } => {
+                self.user = None;
+                let Some(m) = Mechanism::from_name(&name) else {
+                    return self.bad_command(ctx, Reply::err("unsupported SASL mechanism"));
+                };
+                if let Some(r) = self.cleartext_refused().filter(|_| m.sends_password()) {
+                    return AuthStep::Reply(r);
+                }
+                if !self.mechanism_usable(ctx, m) {
+                    return self.bad_command(ctx, Reply::err("unsupported SASL mechanism"));
+                }
+                let challenge = apop_timestamp(tag.id, &ctx.settings.hostname);
+                let (ex, step) = Exchange::start(m, &challenge, initial.as_deref());
+                self.exchange = Some(ex);
+                self.sasl_step(ctx, tag, step, m)
+            }
             Command::Stls if self.channel.stls => {
                 AuthStep::StartTls(Reply::ok("begin TLS negotiation"))
             }
@@ -90,45 +186,133 @@ impl Authorization {
                 AuthStep::Reply(Reply::err("TLS is already active"))
             }
             Command::Stls => AuthStep::Reply(Reply::err("TLS is not configured")),
-            Command::Capa => AuthStep::Reply(capabilities(self.channel)),
+            Command::Capa => AuthStep::Reply(self.capabilities(ctx)),
             Command::Quit => AuthStep::Quit(Reply::ok("bye")),
-            other => AuthStep::Reply(wrong_state(&other)),
+            other => self.bad_command(ctx, wrong_state(&other)),
         }
     }
 
-    /// Ends a login attempt: on failure the same delay and reply whatever the cause; on
-    /// success, locks and scans the maildrop.
+    /// Takes the line answering a SASL challenge (`None`: it was too long).
+    pub(super) fn sasl_response(
+        &mut self,
+        ctx: &Context,
+        tag: &Tag,
+        line: Option<&[u8]>,
+    ) -> AuthStep {
+        let Some(mut ex) = self.exchange.take() else {
+            return AuthStep::Reply(Reply::err("no authentication under way"));
+        };
+        let Some(line) = line else {
+            return self.bad_command(
+                ctx,
+                Reply::err_code(RespCode::Auth, "SASL response too long"),
+            );
+        };
+        let step = ex.respond(line);
+        let mechanism = ex.mechanism();
+        self.exchange = Some(ex);
+        self.sasl_step(ctx, tag, step, mechanism)
+    }
+
+    fn sasl_step(&mut self, ctx: &Context, tag: &Tag, step: Step, m: Mechanism) -> AuthStep {
+        match step {
+            Step::Challenge(bytes) => AuthStep::Reply(Reply::Challenge(sasl::encode(&bytes))),
+            Step::Failed(e) => {
+                self.exchange = None;
+                log::debug!("{tag} AUTH {} failed: {e}", m.name());
+                let code = match e {
+                    sasl::SaslError::Cancelled => None,
+                    _ => Some(RespCode::Auth),
+                };
+                self.bad_command(ctx, Reply::Err(code, e.to_string()))
+            }
+            Step::Done(creds) => {
+                self.exchange = None;
+                self.check(ctx, tag, &creds, m.name())
+            }
+        }
+    }
+
+    /// Checks credentials against the users table in force.
+    fn check(&mut self, ctx: &Context, tag: &Tag, creds: &Credentials, how: &str) -> AuthStep {
+        let users = ctx.users.current();
+        let verified = match creds {
+            Credentials::Password { user, password } => {
+                users.verify_password(user, password, &ctx.guards.gate)
+            }
+            Credentials::CramMd5 {
+                user,
+                challenge,
+                digest,
+            } => Ok(users.verify_cram_md5(user, challenge, digest)),
+        };
+        self.finish_login(ctx, tag, creds.user(), verified, how)
+    }
+
+    /// Ends a login attempt: on failure the same delay and reply whatever the cause (and a
+    /// close after the last allowed failure); on success, locks and scans the maildrop.
     fn finish_login(
         &mut self,
         ctx: &Context,
         tag: &Tag,
         name: &[u8],
-        verified: Option<UserName>,
+        verified: Result<Option<UserName>, CheckError>,
         how: &str,
     ) -> AuthStep {
         let shown = crate::logsafe::escape(name);
-        let Some(user) = verified else {
-            self.failures += 1;
-            log::warn!(
-                "{tag} {how} login failed for {shown} (failure {} in this session)",
-                self.failures
-            );
-            std::thread::sleep(ctx.settings.auth_failure_delay);
-            return AuthStep::Reply(Reply::err_code(RespCode::Auth, "authentication failed"));
+        let user = match verified {
+            Ok(Some(user)) => user,
+            Ok(None) => return self.failed(ctx, tag, &shown, how),
+            Err(CheckError::Busy) => {
+                log::warn!("{tag} {how} login for {shown} not checked: every hashing slot busy");
+                return AuthStep::Reply(Reply::err_code(
+                    RespCode::SysTemp,
+                    "server busy, try again later",
+                ));
+            }
+        };
+        let Some(slot) = ctx.guards.users.acquire(&user) else {
+            log::warn!("{tag} {how} login for {shown} refused: too many sessions for this user");
+            return AuthStep::Reply(Reply::err_code(
+                RespCode::InUse,
+                "too many sessions for this user",
+            ));
         };
         match ctx.store.open(&user) {
             Ok(maildrop) => {
-                let t = Transaction::new(user, maildrop, self.channel);
+                let t = Transaction::new(user, maildrop, self.channel, self.mechanisms(ctx));
                 let (count, octets) = t.totals();
                 log::info!(
                     "{tag} login user={shown} method={how} messages={count} octets={octets}"
                 );
                 AuthStep::LoggedIn(
                     Box::new(t),
+                    slot,
                     Reply::ok(format!("{count} messages ({octets} octets)")),
                 )
             }
             Err(e) => AuthStep::Reply(mailbox_reply(tag, &e)),
+        }
+    }
+
+    /// A failed login: wait out the delay for this client address, then reply.
+    fn failed(&mut self, ctx: &Context, tag: &Tag, shown: &str, how: &str) -> AuthStep {
+        self.failures += 1;
+        let delay = ctx
+            .guards
+            .throttle
+            .fail(tag.peer.map(|p| p.ip()), ctx.settings.auth_failure_delay);
+        log::warn!(
+            "{tag} {how} login failed for {shown} (failure {} in this session, delay {} ms)",
+            self.failures,
+            delay.as_millis()
+        );
+        std::thread::sleep(delay);
+        let reply = Reply::err_code(RespCode::Auth, "authentication failed");
+        if self.failures >= MAX_AUTH_FAILURES_PER_SESSION {
+            AuthStep::Close(reply, Ending::AuthFailures)
+        } else {
+            AuthStep::Reply(reply)
         }
     }
 }

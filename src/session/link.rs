@@ -182,6 +182,7 @@ mod tests {
         Context {
             users: UsersHandle::new(Users::new([(alice, Secret::Plain(b"secret".to_vec()))])),
             store: Arc::new(store),
+            guards: Arc::default(),
             settings: Settings {
                 auth_failure_delay: Duration::ZERO,
                 ..settings

@@ -13,8 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::auth::UsersHandle;
+use crate::auth::guard::{Guards, UserSlot};
+use crate::auth::sasl::Mechanism;
 use crate::command::{self, Command};
-use crate::limits::{FILE_CHUNK, MAX_COMMAND_LINE};
+use crate::limits::{FILE_CHUNK, MAX_COMMAND_LINE, MAX_SASL_LINE};
 use crate::mailbox::{MailStore, MailboxError, Maildrop};
 use crate::wire::{self, Extent, Line, MessageWriter, Reply, RespCode};
 
@@ -26,7 +28,8 @@ pub use link::{Link, Plain};
 /// Settings that shape every session.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Delay before a failed login is answered (the same for unknown users).
+    /// Delay before a failed login is answered (the same for unknown users): the first
+    /// failure from an address; each further one doubles it (see `auth::guard::Throttle`).
     pub auth_failure_delay: Duration,
     /// The host name in the APOP timestamp.
     pub hostname: String,
@@ -36,6 +39,11 @@ pub struct Settings {
     pub treat_as_remote: Vec<IpAddr>,
     /// Log every command at info instead of debug (`--dev`); secrets stay masked.
     pub trace_commands: bool,
+    /// Whether APOP and CRAM-MD5 (the mechanisms that need plain secrets) are offered
+    /// (`--no-apop` turns them off).
+    pub apop: bool,
+    /// Bad commands allowed before login; the next one closes the connection.
+    pub max_bad_commands: u32,
 }
 
 impl Default for Settings {
@@ -46,17 +54,22 @@ impl Default for Settings {
             allow_cleartext: false,
             treat_as_remote: Vec::new(),
             trace_commands: false,
+            apop: true,
+            max_bad_commands: crate::limits::DEFAULT_MAX_BAD_COMMANDS,
         }
     }
 }
 
-/// What every session shares: who may log in, where mail lives, and the settings.
+/// What every session shares: who may log in, where mail lives, the login guards and the
+/// settings.
 #[derive(Clone)]
 pub struct Context {
     /// The users table in force.
     pub users: UsersHandle,
     /// Where maildrops come from.
     pub store: Arc<dyn MailStore>,
+    /// Failure delays, the hashing gate, per-user session slots and AUTHORIZATION deadlines.
+    pub guards: Arc<Guards>,
     /// Session settings.
     pub settings: Settings,
 }
@@ -78,6 +91,10 @@ pub enum Ending {
     MailboxError,
     /// The TLS handshake after STLS failed or timed out.
     TlsFailed,
+    /// Too many failed logins in the session.
+    AuthFailures,
+    /// Too many bad commands before login.
+    BadCommands,
 }
 
 impl Ending {
@@ -90,6 +107,8 @@ impl Ending {
             Ending::NetworkError => "network-error",
             Ending::MailboxError => "mailbox-error",
             Ending::TlsFailed => "tls-failed",
+            Ending::AuthFailures => "auth-failures",
+            Ending::BadCommands => "bad-commands",
         }
     }
 }
@@ -224,15 +243,27 @@ pub fn run<R: BufRead, W: Write>(ctx: &Context, tag: &Tag, input: R, output: W) 
 pub fn serve<L: Link>(ctx: &Context, tag: &Tag, link: &mut L) -> Ending {
     let started = Instant::now();
     log::info!("{tag} session start tls={}", link.is_tls());
-    let timestamp = apop_timestamp(tag.id, &ctx.settings.hostname);
-    let mut phase = Phase::Authorization(Authorization::new(Channel::of(&ctx.settings, tag, link)));
+    // The APOP timestamp only when APOP can work (RFC 1939 §7: a client seeing one may try).
+    let apop = ctx.settings.apop && ctx.users.current().any_plain();
+    let timestamp = apop.then(|| apop_timestamp(tag.id, &ctx.settings.hostname));
+    let greeting = match &timestamp {
+        Some(ts) => Reply::ok(format!("poplar ready {ts}")),
+        None => Reply::ok("poplar ready"),
+    };
+    let channel = Channel::of(&ctx.settings, tag, link);
+    let mut phase = Phase::Authorization(Authorization::new(channel, timestamp));
     let mut stats = Stats::default();
     let mut user = None;
-    let greeting = Reply::ok(format!("poplar ready {timestamp}"));
+    let mut user_slot = None;
     let ending = match send(link, &greeting) {
         Err(e) => io_ending(&e),
         Ok(()) => command_loop(
-            ctx, tag, &timestamp, &mut phase, &mut stats, &mut user, link,
+            ctx,
+            tag,
+            &mut phase,
+            &mut stats,
+            (&mut user, &mut user_slot),
+            link,
         ),
     };
     if matches!(ending, Ending::Quit | Ending::CommitFailed)
@@ -250,10 +281,9 @@ pub fn serve<L: Link>(ctx: &Context, tag: &Tag, link: &mut L) -> Ending {
 fn command_loop<L: Link>(
     ctx: &Context,
     tag: &Tag,
-    timestamp: &str,
     phase: &mut Phase,
     stats: &mut Stats,
-    user: &mut Option<String>,
+    (user, user_slot): (&mut Option<String>, &mut Option<UserSlot>),
     link: &mut L,
 ) -> Ending {
     let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
@@ -263,70 +293,77 @@ fn command_loop<L: Link>(
         log::Level::Debug
     };
     loop {
-        match wire::read_line(link, &mut line, MAX_COMMAND_LINE) {
-            Ok(Line::Complete) => {}
-            Ok(Line::Eof) => return Ending::Disconnected,
-            Ok(Line::TooLong) => {
-                log::log!(trace, "{tag} C: (line too long)");
-                if let Err(e) = send(link, &Reply::err("line too long")) {
-                    return io_ending(&e);
-                }
-                continue;
-            }
-            Err(e) => return io_ending(&e),
-        }
-        let cmd = match command::parse(&line) {
-            Ok(c) => c,
-            Err(e) => {
-                log::log!(trace, "{tag} C: ({e}) {}", unparsed_trace(&line));
-                if let Err(e) = send(link, &Reply::err(e.to_string())) {
-                    return io_ending(&e);
-                }
-                continue;
-            }
+        // A line answering a SASL challenge is not a command and may be longer.
+        let sasl = matches!(phase, Phase::Authorization(a) if a.in_exchange());
+        let max = if sasl {
+            MAX_SASL_LINE
+        } else {
+            MAX_COMMAND_LINE
         };
-        log::log!(trace, "{tag} C: {cmd:?}");
+        let read = match wire::read_line(link, &mut line, max) {
+            Ok(Line::Eof) => return Ending::Disconnected,
+            Ok(read) => read,
+            Err(e) => return io_ending(&e),
+        };
         let result = match phase {
-            Phase::Authorization(auth) => match auth.handle(ctx, tag, timestamp, cmd) {
-                AuthStep::Reply(r) => send(link, &r),
-                AuthStep::Quit(r) => {
-                    return send(link, &r).map_or_else(|e| io_ending(&e), |()| Ending::Quit);
+            Phase::Authorization(auth) => {
+                match authorization_line(ctx, tag, trace, auth, sasl, &read, &line) {
+                    AuthStep::Reply(r) => send(link, &r),
+                    AuthStep::Quit(r) => {
+                        return send(link, &r).map_or_else(|e| io_ending(&e), |()| Ending::Quit);
+                    }
+                    AuthStep::Close(r, ending) => {
+                        return send(link, &r).map_or_else(|e| io_ending(&e), |()| ending);
+                    }
+                    AuthStep::StartTls(r) => match start_tls(ctx, tag, link, &r) {
+                        Ok(channel) => {
+                            auth.tls_started(channel);
+                            Ok(())
+                        }
+                        Err(ending) => return ending,
+                    },
+                    AuthStep::LoggedIn(t, slot, r) => {
+                        ctx.guards.deadlines.clear(tag.id);
+                        *user = Some(t.user().as_str().to_owned());
+                        *user_slot = Some(slot);
+                        stats.logged_in = Some(Instant::now());
+                        stats.messages = t.totals().0;
+                        *phase = Phase::Transaction(t);
+                        send(link, &r)
+                    }
                 }
-                AuthStep::StartTls(r) => match start_tls(ctx, tag, link, &r) {
-                    Ok(channel) => {
-                        auth.tls_started(channel);
-                        Ok(())
+            }
+            Phase::Transaction(t) => {
+                let cmd = match transaction_command(tag, trace, &read, &line) {
+                    Ok(cmd) => cmd,
+                    Err(r) => {
+                        if let Err(e) = send(link, &r) {
+                            return io_ending(&e);
+                        }
+                        continue;
                     }
-                    Err(ending) => return ending,
-                },
-                AuthStep::LoggedIn(t, r) => {
-                    *user = Some(t.user().as_str().to_owned());
-                    stats.logged_in = Some(Instant::now());
-                    stats.messages = t.totals().0;
-                    *phase = Phase::Transaction(t);
-                    send(link, &r)
+                };
+                match t.handle(cmd) {
+                    TxStep::Reply(r) => send(link, &r),
+                    TxStep::Send {
+                        index,
+                        extent,
+                        status,
+                    } => match send_message(link, t.maildrop(), index, extent, &status) {
+                        Ok(octets) => {
+                            t.count_sent(index, extent, octets, stats);
+                            Ok(())
+                        }
+                        Err(SendError::Refused(e)) => send(link, &mailbox_reply(tag, &e)),
+                        Err(SendError::Client(e)) => Err(e),
+                        Err(SendError::Midway(e)) => {
+                            log::warn!("{tag} mailbox failed while sending a message: {e}");
+                            return Ending::MailboxError;
+                        }
+                    },
+                    TxStep::Quit => break,
                 }
-            },
-            Phase::Transaction(t) => match t.handle(cmd) {
-                TxStep::Reply(r) => send(link, &r),
-                TxStep::Send {
-                    index,
-                    extent,
-                    status,
-                } => match send_message(link, t.maildrop(), index, extent, &status) {
-                    Ok(octets) => {
-                        t.count_sent(index, extent, octets, stats);
-                        Ok(())
-                    }
-                    Err(SendError::Refused(e)) => send(link, &mailbox_reply(tag, &e)),
-                    Err(SendError::Client(e)) => Err(e),
-                    Err(SendError::Midway(e)) => {
-                        log::warn!("{tag} mailbox failed while sending a message: {e}");
-                        return Ending::MailboxError;
-                    }
-                },
-                TxStep::Quit => break,
-            },
+            }
         };
         if let Err(e) = result {
             return io_ending(&e);
@@ -335,7 +372,7 @@ fn command_loop<L: Link>(
     // QUIT in TRANSACTION: the UPDATE state.
     let Phase::Transaction(t) = std::mem::replace(
         phase,
-        Phase::Authorization(Authorization::new(Channel::NONE)),
+        Phase::Authorization(Authorization::new(Channel::NONE, None)),
     ) else {
         unreachable!("the loop only breaks out of TRANSACTION");
     };
@@ -360,6 +397,61 @@ fn command_loop<L: Link>(
     };
     let _ = send(link, &reply);
     ending
+}
+
+/// Decides what one line read in AUTHORIZATION leads to: a SASL response, or a command.
+fn authorization_line(
+    ctx: &Context,
+    tag: &Tag,
+    trace: log::Level,
+    auth: &mut Authorization,
+    sasl: bool,
+    read: &Line,
+    line: &[u8],
+) -> AuthStep {
+    let complete = *read == Line::Complete;
+    if sasl {
+        // Never the payload: it may carry a password.
+        log::log!(trace, "{tag} C: (SASL response)");
+        return auth.sasl_response(ctx, tag, complete.then_some(line));
+    }
+    if !complete {
+        log::log!(trace, "{tag} C: (line too long)");
+        return auth.bad_command(ctx, Reply::err("line too long"));
+    }
+    match command::parse(line) {
+        Ok(cmd) => {
+            log::log!(trace, "{tag} C: {cmd:?}");
+            auth.handle(ctx, tag, cmd)
+        }
+        Err(e) => {
+            log::log!(trace, "{tag} C: ({e}) {}", unparsed_trace(line));
+            auth.bad_command(ctx, Reply::err(e.to_string()))
+        }
+    }
+}
+
+/// The command on a line read in TRANSACTION, or the reply to a line that is none.
+fn transaction_command(
+    tag: &Tag,
+    trace: log::Level,
+    read: &Line,
+    line: &[u8],
+) -> Result<Command, Reply> {
+    if *read != Line::Complete {
+        log::log!(trace, "{tag} C: (line too long)");
+        return Err(Reply::err("line too long"));
+    }
+    match command::parse(line) {
+        Ok(cmd) => {
+            log::log!(trace, "{tag} C: {cmd:?}");
+            Ok(cmd)
+        }
+        Err(e) => {
+            log::log!(trace, "{tag} C: ({e}) {}", unparsed_trace(line));
+            Err(Reply::err(e.to_string()))
+        }
+    }
 }
 
 /// Answers STLS with `reply` and runs the handshake; returns what the connection allows
@@ -494,8 +586,9 @@ impl<W: Write> Write for Counted<'_, W> {
 }
 
 /// The capability list (RFC 2449 §5): STLS only while it can be used (RFC 2595 §4), USER only
-/// where cleartext passwords are accepted.
-fn capabilities(channel: Channel) -> Reply {
+/// where cleartext passwords are accepted, and `SASL` with the mechanisms that can work (left
+/// out when none can).
+fn capabilities(channel: Channel, mechanisms: &[Mechanism]) -> Reply {
     let caps = [
         "TOP",
         "UIDL",
@@ -515,6 +608,14 @@ fn capabilities(channel: Channel) -> Reply {
         };
         if offered {
             lines.push_str(c);
+            lines.push_str("\r\n");
+        }
+        if c == "PIPELINING" && !mechanisms.is_empty() {
+            lines.push_str("SASL");
+            for m in mechanisms {
+                lines.push(' ');
+                lines.push_str(m.name());
+            }
             lines.push_str("\r\n");
         }
     }

@@ -44,9 +44,13 @@ fn context(store: Arc<dyn MailStore>, delay: Duration) -> Context {
             user(b"bob", b"hunter2"),
         ])),
         store,
+        guards: Arc::default(),
         settings: Settings {
             auth_failure_delay: delay,
             hostname: "test.example".into(),
+            // These scripts send many commands of the wrong state on purpose; the cutoff has
+            // its own tests (tests/limits.rs, and below).
+            max_bad_commands: u32::MAX,
             ..Settings::default()
         },
     }
@@ -952,6 +956,7 @@ fn random_sessions_get_exactly_one_reply_per_line_and_change_nothing_without_qui
         assert!(replies.next().unwrap().starts_with(b"+OK poplar ready"));
         let mut answered = 0;
         let mut quit = false;
+        let mut failures = 0;
         for cmd in parsed {
             let status = replies.next().expect("a reply for every line");
             assert!(
@@ -968,6 +973,10 @@ fn random_sessions_get_exactly_one_reply_per_line_and_change_nothing_without_qui
                         | crate::command::Command::Retr(_)
                         | crate::command::Command::Top(..)
                         | crate::command::Command::Capa
+                        | crate::command::Command::Auth {
+                            mechanism: None,
+                            ..
+                        }
                 )
             );
             if multi && status.starts_with(b"+OK") {
@@ -981,6 +990,13 @@ fn random_sessions_get_exactly_one_reply_per_line_and_change_nothing_without_qui
                 quit = true;
                 break;
             }
+            // The third failed login closes the session: no more replies.
+            if status == b"-ERR [AUTH] authentication failed" {
+                failures += 1;
+                if failures == crate::limits::MAX_AUTH_FAILURES_PER_SESSION {
+                    break;
+                }
+            }
         }
         assert_eq!(
             replies.next(),
@@ -990,7 +1006,13 @@ fn random_sessions_get_exactly_one_reply_per_line_and_change_nothing_without_qui
         assert_eq!(replies.next(), None, "round {round}");
         assert!(answered > 0 || lines.is_empty());
         if !quit {
-            assert_eq!(ending, Ending::Disconnected, "round {round}");
+            let closed = failures == crate::limits::MAX_AUTH_FAILURES_PER_SESSION;
+            let want = if closed {
+                Ending::AuthFailures
+            } else {
+                Ending::Disconnected
+            };
+            assert_eq!(ending, want, "round {round}");
             alice_untouched(&s);
         }
     }
@@ -1012,4 +1034,63 @@ fn the_greeting_keeps_its_timestamp_whole_with_the_longest_hostname() {
         greeting.ends_with(&format!("@{}>\r\n", c.settings.hostname)),
         "{greeting}"
     );
+}
+
+#[test]
+fn bad_commands_before_login_close_the_session_past_the_limit() {
+    let s = store();
+    let mut c = ctx(&s);
+    c.settings.max_bad_commands = 2;
+    let (ending, lines) = talk(&c, &script(&["FOO", "STAT", "PASS x", "QUIT"]));
+    assert_eq!(ending, Ending::BadCommands);
+    assert_eq!(
+        lines,
+        vec![
+            "-ERR unknown command",
+            "-ERR STAT not valid in this state",
+            "-ERR too many bad commands; closing",
+        ]
+    );
+}
+
+#[test]
+fn the_third_failed_login_closes_the_session() {
+    let s = store();
+    let script = script(&[
+        "USER alice",
+        "PASS a",
+        "USER alice",
+        "PASS b",
+        "AUTH PLAIN AGFsaWNlAGM=",
+        "USER alice",
+        "PASS secret",
+    ]);
+    let (ending, lines) = talk(&ctx(&s), &script);
+    assert_eq!(ending, Ending::AuthFailures);
+    let failed = "-ERR [AUTH] authentication failed";
+    assert_eq!(
+        lines,
+        vec!["+OK send PASS", failed, "+OK send PASS", failed, failed]
+    );
+    alice_untouched(&s);
+}
+
+#[test]
+fn sasl_plain_in_two_steps_logs_in_and_the_payload_is_not_a_command() {
+    let s = store();
+    // base64("\0alice\0secret"), then a line that would be a command if it were one.
+    let (_, lines) = talk(
+        &ctx(&s),
+        &script(&[
+            "AUTH PLAIN",
+            "AGFsaWNlAHNlY3JldA==",
+            "AUTH LOGIN",
+            "UVVJVA==",
+            "*",
+            "STAT",
+        ]),
+    );
+    assert_eq!(lines[0], "+ ");
+    assert!(lines[1].starts_with("+OK 3 messages"), "{}", lines[1]);
+    assert_eq!(lines[2], "-ERR AUTH not valid in this state");
 }

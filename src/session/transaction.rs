@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::auth::sasl::Mechanism;
 use crate::command::{Command, MsgNum};
 use crate::mailbox::{MailboxError, Maildrop, UserName};
 use crate::wire::{Extent, Reply};
@@ -16,6 +17,8 @@ pub(super) struct Transaction {
     deleted: Vec<bool>,
     /// What the connection allows, for CAPA.
     channel: Channel,
+    /// The SASL mechanisms offered before login, which CAPA keeps announcing (RFC 2449 §5).
+    mechanisms: Vec<Mechanism>,
 }
 
 /// What a command in TRANSACTION leads to.
@@ -33,7 +36,12 @@ pub(super) enum TxStep {
 }
 
 impl Transaction {
-    pub(super) fn new(user: UserName, maildrop: Box<dyn Maildrop>, channel: Channel) -> Self {
+    pub(super) fn new(
+        user: UserName,
+        maildrop: Box<dyn Maildrop>,
+        channel: Channel,
+        mechanisms: Vec<Mechanism>,
+    ) -> Self {
         let n = maildrop.messages().len();
         Transaction {
             user,
@@ -44,6 +52,7 @@ impl Transaction {
                 stls: false,
                 ..channel
             },
+            mechanisms,
         }
     }
 
@@ -134,7 +143,7 @@ impl Transaction {
                 Reply::ok(format!("{n} messages ({size} octets)"))
             }
             Command::Noop => Reply::ok(""),
-            Command::Capa => capabilities(self.channel),
+            Command::Capa => capabilities(self.channel, &self.mechanisms),
             Command::Quit => return TxStep::Quit,
             other => wrong_state(&other),
         };

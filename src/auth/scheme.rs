@@ -1,0 +1,384 @@
+//! Password schemes as Dovecot names them: parsing `{SCHEME}value`, verifying a password
+//! against it, and making new hashes for `poplar pw`. Every hash function comes from a crate.
+
+use std::fmt;
+use std::str::FromStr;
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// A `{SCHEME}` name a passwd-file line may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `{PLAIN}` (also `{CLEAR}`, `{CLEARTEXT}`): the password itself.
+    Plain,
+    /// `{CRYPT}`, or no prefix at all: any crypt(3) string, told apart by its `$id$`
+    /// (DES, `$1$`, `$5$`, `$6$`, `$2?$`, `$y$`).
+    Crypt,
+    /// `{SHA512-CRYPT}`: `$6$`.
+    Sha512Crypt,
+    /// `{SHA256-CRYPT}`: `$5$`.
+    Sha256Crypt,
+    /// `{MD5-CRYPT}`: `$1$`.
+    Md5Crypt,
+    /// `{BLF-CRYPT}`: bcrypt, `$2a$`, `$2b$` or `$2y$`.
+    BlfCrypt,
+    /// `{ARGON2I}`: a PHC string `$argon2i$...`.
+    Argon2i,
+    /// `{ARGON2ID}`: a PHC string `$argon2id$...`.
+    Argon2id,
+}
+
+/// Every scheme with its Dovecot name, the first name being the one `poplar pw` prints.
+const NAMES: &[(&str, Scheme)] = &[
+    ("PLAIN", Scheme::Plain),
+    ("CLEAR", Scheme::Plain),
+    ("CLEARTEXT", Scheme::Plain),
+    ("CRYPT", Scheme::Crypt),
+    ("SHA512-CRYPT", Scheme::Sha512Crypt),
+    ("SHA256-CRYPT", Scheme::Sha256Crypt),
+    ("MD5-CRYPT", Scheme::Md5Crypt),
+    ("BLF-CRYPT", Scheme::BlfCrypt),
+    ("ARGON2I", Scheme::Argon2i),
+    ("ARGON2ID", Scheme::Argon2id),
+];
+
+impl FromStr for Scheme {
+    type Err = String;
+
+    /// Parses a scheme name, case-insensitively.
+    fn from_str(s: &str) -> Result<Scheme, String> {
+        NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(s))
+            .map(|&(_, scheme)| scheme)
+            .ok_or_else(|| {
+                format!(
+                    "password scheme {{{}}} is not supported",
+                    crate::logsafe::escape(s.as_bytes())
+                )
+            })
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = NAMES
+            .iter()
+            .find(|(_, s)| s == self)
+            .map_or("?", |(n, _)| n);
+        f.write_str(name)
+    }
+}
+
+/// The hash function behind a crypt(3)-style string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// Traditional DES crypt: 13 characters, no `$id$` (only behind `{CRYPT}`).
+    Des,
+    /// `$1$`.
+    Md5,
+    /// `$5$`.
+    Sha256,
+    /// `$6$`.
+    Sha512,
+    /// `$2a$`, `$2b$`, `$2y$`.
+    Bcrypt,
+    /// `$argon2i$`.
+    Argon2i,
+    /// `$argon2id$`.
+    Argon2id,
+    /// `$y$`: yescrypt, Debian's default for /etc/shadow (only behind `{CRYPT}`).
+    Yescrypt,
+}
+
+impl Algorithm {
+    /// Tells the algorithm from the string's `$id$`.
+    fn of(hash: &str) -> Option<Algorithm> {
+        let id = hash.strip_prefix('$').and_then(|r| r.split('$').next());
+        Some(match id {
+            Some("1") => Algorithm::Md5,
+            Some("5") => Algorithm::Sha256,
+            Some("6") => Algorithm::Sha512,
+            Some("2a" | "2b" | "2y") => Algorithm::Bcrypt,
+            Some("argon2i") => Algorithm::Argon2i,
+            Some("argon2id") => Algorithm::Argon2id,
+            Some("y") => Algorithm::Yescrypt,
+            Some(_) => return None,
+            None if hash.len() == 13 && hash.bytes().all(is_crypt64) => Algorithm::Des,
+            None => return None,
+        })
+    }
+}
+
+fn is_crypt64(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'.' || b == b'/'
+}
+
+/// A stored secret: the password itself, or a hash of it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// `{PLAIN}`: the password itself (the only kind that allows APOP and CRAM-MD5).
+    Plain(Vec<u8>),
+    /// A hash, checked with its algorithm.
+    Hashed(Algorithm, String),
+}
+
+impl fmt::Debug for Secret {
+    /// Shows the kind of secret, never the secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Plain(_) => f.write_str("{PLAIN}***"),
+            Secret::Hashed(a, _) => write!(f, "{a:?}:***"),
+        }
+    }
+}
+
+impl Secret {
+    /// Parses the password field of a passwd-file line: `{SCHEME}value`, or a crypt(3) string
+    /// with no prefix (as Dovecot reads it). A hash that its scheme cannot check is refused
+    /// here, so that the line number can be reported.
+    pub fn parse(field: &[u8]) -> Result<Secret, String> {
+        let (scheme, value) = match field.strip_prefix(b"{") {
+            Some(rest) => {
+                let close = rest
+                    .iter()
+                    .position(|&b| b == b'}')
+                    .ok_or_else(|| "unterminated {SCHEME}".to_owned())?;
+                let name = String::from_utf8_lossy(&rest[..close]);
+                (name.parse::<Scheme>()?, &rest[close + 1..])
+            }
+            None => (Scheme::Crypt, field),
+        };
+        if scheme == Scheme::Plain {
+            return Ok(Secret::Plain(value.to_vec()));
+        }
+        let hash = std::str::from_utf8(value)
+            .map_err(|_| format!("{{{scheme}}} value is not ASCII"))?
+            .to_owned();
+        let algorithm = Algorithm::of(&hash)
+            .ok_or_else(|| format!("{{{scheme}}} value is not a known hash"))?;
+        let expected = match scheme {
+            Scheme::Sha512Crypt => Some(Algorithm::Sha512),
+            Scheme::Sha256Crypt => Some(Algorithm::Sha256),
+            Scheme::Md5Crypt => Some(Algorithm::Md5),
+            Scheme::BlfCrypt => Some(Algorithm::Bcrypt),
+            Scheme::Argon2i => Some(Algorithm::Argon2i),
+            Scheme::Argon2id => Some(Algorithm::Argon2id),
+            Scheme::Crypt | Scheme::Plain => None,
+        };
+        if expected.is_some_and(|e| e != algorithm) {
+            return Err(format!(
+                "{{{scheme}}} value is a {algorithm:?} hash, not {{{scheme}}}"
+            ));
+        }
+        if !well_formed(algorithm, &hash) {
+            return Err(format!(
+                "{{{scheme}}} value is a malformed {algorithm:?} hash"
+            ));
+        }
+        Ok(Secret::Hashed(algorithm, hash))
+    }
+
+    /// Whether `password` matches. Plain secrets are compared in constant time (over digests,
+    /// so the length does not show either); hashes are compared by their crates in constant time.
+    pub fn verify(&self, password: &[u8]) -> bool {
+        match self {
+            Secret::Plain(p) => ct_eq(p, password),
+            Secret::Hashed(a, hash) => verify_hash(*a, hash, password),
+        }
+    }
+
+    /// The plain secret, for mechanisms that need it (APOP, CRAM-MD5).
+    pub fn plain(&self) -> Option<&[u8]> {
+        match self {
+            Secret::Plain(p) => Some(p),
+            Secret::Hashed(..) => None,
+        }
+    }
+
+    /// Whether checking a password costs real work (and so goes through the hashing gate).
+    pub fn is_expensive(&self) -> bool {
+        matches!(self, Secret::Hashed(..))
+    }
+}
+
+/// Compares two byte strings in time that depends on neither their contents nor their lengths.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
+}
+
+fn well_formed(algorithm: Algorithm, hash: &str) -> bool {
+    match algorithm {
+        Algorithm::Des => true,
+        Algorithm::Md5 => {
+            let parts: Vec<&str> = hash.split('$').collect();
+            parts.len() == 4 && parts[3].len() == 22 && parts[3].bytes().all(is_crypt64)
+        }
+        Algorithm::Sha256 | Algorithm::Sha512 => {
+            sha_crypt::PasswordHashRef::new(hash).is_ok()
+                && hash.rsplit('$').next().is_some_and(|h| {
+                    h.len()
+                        == if algorithm == Algorithm::Sha256 {
+                            43
+                        } else {
+                            86
+                        }
+                })
+        }
+        Algorithm::Bcrypt => hash.len() == 60 && bcrypt::HashParts::from_str(hash).is_ok(),
+        Algorithm::Argon2i | Algorithm::Argon2id => PasswordHash::new(hash).is_ok(),
+        Algorithm::Yescrypt => {
+            let parts: Vec<&str> = hash.split('$').collect();
+            yescrypt::PasswordHashRef::new(hash).is_ok()
+                && parts.len() == 5
+                && parts[4].len() == 43
+                && parts[4].bytes().all(is_crypt64)
+        }
+    }
+}
+
+fn verify_hash(algorithm: Algorithm, hash: &str, password: &[u8]) -> bool {
+    match algorithm {
+        Algorithm::Des => pwhash::unix_crypt::verify(password, hash),
+        Algorithm::Md5 => pwhash::md5_crypt::verify(password, hash),
+        Algorithm::Sha256 | Algorithm::Sha512 => sha_crypt::ShaCrypt::default()
+            .verify_password(password, hash)
+            .is_ok(),
+        Algorithm::Bcrypt => bcrypt::verify(password, hash).unwrap_or(false),
+        Algorithm::Argon2i | Algorithm::Argon2id => PasswordHash::new(hash)
+            .is_ok_and(|h| Argon2::default().verify_password(password, &h).is_ok()),
+        Algorithm::Yescrypt => yescrypt::Yescrypt::default()
+            .verify_password(password, hash)
+            .is_ok(),
+    }
+}
+
+/// Bcrypt cost for new hashes: 2^10 rounds, about Dovecot's and OpenBSD's choice.
+const BCRYPT_COST: u32 = 10;
+
+/// Hashes `password` with `scheme` and a fresh random salt, as a `{SCHEME}value` line field.
+pub fn hash(scheme: Scheme, password: &[u8]) -> Result<String, String> {
+    let value = match scheme {
+        Scheme::Plain => {
+            return std::str::from_utf8(password)
+                .map(|p| format!("{{PLAIN}}{p}"))
+                .map_err(|_| "a {PLAIN} password must be UTF-8".to_owned());
+        }
+        Scheme::Crypt | Scheme::Sha512Crypt => {
+            sha_crypt(sha_crypt::Algorithm::Sha512Crypt, password)?
+        }
+        Scheme::Sha256Crypt => sha_crypt(sha_crypt::Algorithm::Sha256Crypt, password)?,
+        // Weak, and the crate says so; `poplar pw` offers it because Dovecot does, for files
+        // that must stay readable by older systems.
+        #[allow(deprecated)]
+        Scheme::Md5Crypt => pwhash::md5_crypt::hash(password).map_err(|e| e.to_string())?,
+        Scheme::BlfCrypt => {
+            let parts =
+                bcrypt::hash_with_result(password, BCRYPT_COST).map_err(|e| e.to_string())?;
+            parts.format_for_version(bcrypt::Version::TwoY)
+        }
+        Scheme::Argon2i | Scheme::Argon2id => {
+            let algorithm = if scheme == Scheme::Argon2i {
+                argon2::Algorithm::Argon2i
+            } else {
+                argon2::Algorithm::Argon2id
+            };
+            Argon2::new(algorithm, argon2::Version::V0x13, argon2::Params::default())
+                .hash_password(password)
+                .map_err(|e| e.to_string())?
+                .to_string()
+        }
+    };
+    let shown = if scheme == Scheme::Crypt {
+        Scheme::Sha512Crypt
+    } else {
+        scheme
+    };
+    Ok(format!("{{{shown}}}{value}"))
+}
+
+fn sha_crypt(algorithm: sha_crypt::Algorithm, password: &[u8]) -> Result<String, String> {
+    // 12 random bytes make the 16 salt characters crypt(3) reads; the crate's own default
+    // salt is longer, and glibc, libxcrypt and Dovecot would cut it and compute another hash.
+    let mut salt = [0u8; 12];
+    getrandom::fill(&mut salt).map_err(|e| e.to_string())?;
+    sha_crypt::ShaCrypt::from(algorithm)
+        .hash_password_with_salt(password, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEMES: &[Scheme] = &[
+        Scheme::Plain,
+        Scheme::Crypt,
+        Scheme::Sha512Crypt,
+        Scheme::Sha256Crypt,
+        Scheme::Md5Crypt,
+        Scheme::BlfCrypt,
+        Scheme::Argon2i,
+        Scheme::Argon2id,
+    ];
+
+    #[test]
+    fn every_scheme_round_trips_through_its_own_hash() {
+        for &s in SCHEMES {
+            let line = hash(s, b"p\xc3\xa4ss word").unwrap();
+            let secret = Secret::parse(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert!(secret.verify(b"p\xc3\xa4ss word"), "{line}");
+            assert!(!secret.verify(b"p\xc3\xa4ss wordx"), "{line}");
+            assert!(!secret.verify(b""), "{line}");
+            if let Some(salt) = line.strip_prefix("{SHA512-CRYPT}$6$rounds=5000$") {
+                assert_eq!(
+                    salt.find('$'),
+                    Some(16),
+                    "crypt(3) reads 16 salt characters"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn names_are_case_insensitive_and_unknown_ones_are_refused() {
+        assert_eq!("blf-crypt".parse::<Scheme>(), Ok(Scheme::BlfCrypt));
+        assert_eq!("CLEARTEXT".parse::<Scheme>(), Ok(Scheme::Plain));
+        assert!("SHA1".parse::<Scheme>().unwrap_err().contains("SHA1"));
+        assert_eq!(Scheme::Argon2id.to_string(), "ARGON2ID");
+    }
+
+    #[test]
+    fn a_hash_under_the_wrong_scheme_or_malformed_is_refused() {
+        let md5 = "$1$saltsalt$qjXMvbEw8oaL.CzflDtaK/";
+        assert!(Secret::parse(format!("{{MD5-CRYPT}}{md5}").as_bytes()).is_ok());
+        assert!(Secret::parse(format!("{{SHA512-CRYPT}}{md5}").as_bytes()).is_err());
+        assert!(Secret::parse(b"{SHA512-CRYPT}$6$abc").is_err());
+        assert!(Secret::parse(b"{BLF-CRYPT}$2y$10$short").is_err());
+        assert!(Secret::parse(b"{ARGON2ID}$argon2id$v=19$garbage").is_err());
+        assert!(Secret::parse(b"{CRYPT}$9$what$ever").is_err());
+        assert!(Secret::parse(b"{CRYPT}$y$j9T$short").is_err());
+        assert!(Secret::parse(b"{MD5-CRYPT\xff").is_err());
+        assert!(Secret::parse(b"nobrace").is_err());
+    }
+
+    #[test]
+    fn plain_comparison_is_exact() {
+        assert!(ct_eq(b"", b""));
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+        assert!(!ct_eq(b"ab", b"abc"));
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let s = Secret::parse(b"{PLAIN}hunter2").unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}
