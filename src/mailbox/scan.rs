@@ -5,8 +5,8 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use md5::{Digest, Md5};
 use memchr::memchr;
+use xxhash_rust::xxh3::xxh3_128;
 
 use super::quote::{FromQuote, Step};
 use crate::limits::{FILE_CHUNK, MAX_UID_HEADER_BYTES};
@@ -24,7 +24,7 @@ pub struct Found {
     pub size: u64,
     /// Octets as sent with `--mbox-unquote`: one `>` fewer on each `>+From ` line.
     pub unquoted_size: u64,
-    /// MD5 over the `From ` line and the headers that mail readers do not rewrite.
+    /// XXH3-128 over the `From ` line and the headers that mail readers do not rewrite.
     pub digest: [u8; 16],
     /// A well-formed `X-UIDL:` value, if the headers hold one (used only on request).
     pub header_uid: Option<String>,
@@ -80,7 +80,6 @@ struct Open {
     quoted_lines: u64,
     in_headers: bool,
     header_bytes: usize,
-    hasher: Md5,
     header_uid: Option<String>,
 }
 
@@ -89,6 +88,10 @@ struct Scanner {
     /// Messages closed since they were last handed out.
     found: Vec<Found>,
     open: Option<Open>,
+    /// What the open message's digest covers so far (its From_ line's first bytes and stable
+    /// header lines, at most `MAX_UID_HEADER_BYTES` and a little): hashed in one go when it
+    /// closes, which is cheaper than feeding a streaming hasher line by line.
+    digested: Vec<u8>,
     /// Offset of the current line's first byte.
     line_start: u64,
     /// The current line's first bytes: enough to see `From `, or a whole header line up to
@@ -112,6 +115,7 @@ impl Scanner {
         Scanner {
             found: Vec::new(),
             open: None,
+            digested: Vec::new(),
             line_start: from,
             line: Vec::new(),
             line_len: 0,
@@ -126,6 +130,10 @@ impl Scanner {
 
     fn feed(&mut self, mut chunk: &[u8]) {
         while !chunk.is_empty() {
+            chunk = &chunk[self.body_lines(chunk)..];
+            if chunk.is_empty() {
+                break;
+            }
             let (piece, complete) = match memchr(b'\n', chunk) {
                 Some(i) => (&chunk[..=i], true),
                 None => (chunk, false),
@@ -136,6 +144,41 @@ impl Scanner {
             }
             chunk = &chunk[piece.len()..];
         }
+    }
+
+    /// The fast path for a body: takes the complete lines at the start of `chunk` that can
+    /// be nothing but body text, and returns how many bytes they hold. Such a line is at
+    /// least 3 octets (so not blank) and starts with neither `F` (no `From ` line) nor `>`
+    /// (no `>+From ` quoting); all it changes is the message's size (its octets, plus one
+    /// for an LF without a CR before it). Every other line, and a line cut by the chunk's
+    /// end, is left to the general path, which sees it exactly as before.
+    fn body_lines(&mut self, chunk: &[u8]) -> usize {
+        let Some(o) = self.open.as_mut().filter(|o| !o.in_headers) else {
+            return 0;
+        };
+        if self.line_len > 0 {
+            return 0;
+        }
+        let mut taken = 0;
+        let mut sent = 0;
+        let mut last_len = None;
+        for lf in memchr::memchr_iter(b'\n', chunk) {
+            let len = lf + 1 - taken;
+            if len < 3 || matches!(chunk[taken], b'F' | b'>') {
+                break;
+            }
+            sent += len as u64 + u64::from(chunk[lf - 1] != b'\r');
+            last_len = Some(len as u64);
+            taken = lf + 1;
+        }
+        if let Some(len) = last_len {
+            o.size += sent;
+            self.line_start += taken as u64;
+            self.prev_blank = false;
+            self.prev_len = len;
+            self.prev_byte_cr = false;
+        }
+        taken
     }
 
     fn keep_limit(&self) -> usize {
@@ -187,8 +230,8 @@ impl Scanner {
             // The blank line before this From_ line belongs to neither message.
             let sep = if self.prev_blank { self.prev_len } else { 0 };
             self.close(self.line_start - sep, self.prev_blank);
-            let mut hasher = Md5::new();
-            hasher.update(&self.line);
+            self.digested.clear();
+            self.digested.extend_from_slice(&self.line);
             self.open = Some(Open {
                 start: self.line_start,
                 data: line_end,
@@ -196,7 +239,6 @@ impl Scanner {
                 quoted_lines: 0,
                 in_headers: true,
                 header_bytes: self.line.len(),
-                hasher,
                 header_uid: None,
             });
         } else if let Some(o) = self.open.as_mut() {
@@ -212,7 +254,7 @@ impl Scanner {
                     o.header_uid = header_uid(&self.line);
                 }
                 if !is_volatile(&self.line) {
-                    o.hasher.update(&self.line);
+                    self.digested.extend_from_slice(&self.line);
                 }
             }
         }
@@ -237,7 +279,7 @@ impl Scanner {
             end: end.max(o.data),
             size,
             unquoted_size: size - o.quoted_lines.min(size),
-            digest: o.hasher.finalize().into(),
+            digest: xxh3_128(&self.digested).to_le_bytes(),
             header_uid: o.header_uid,
         });
     }
@@ -264,6 +306,13 @@ impl Scanner {
 }
 
 fn is_volatile(line: &[u8]) -> bool {
+    // Most header lines start with a letter no volatile name starts with.
+    if !matches!(
+        line.first(),
+        Some(b's' | b'S' | b'x' | b'X' | b'c' | b'C' | b'l' | b'L')
+    ) {
+        return false;
+    }
     VOLATILE_HEADERS
         .iter()
         .any(|h| line.len() >= h.len() && line[..h.len()].eq_ignore_ascii_case(h))

@@ -270,3 +270,39 @@ fn random_garbage_scans_into_ordered_messages_whose_sizes_match_their_bytes() {
         }
     }
 }
+
+#[test]
+fn the_body_fast_path_finds_what_the_line_by_line_path_finds() {
+    // Fed one byte at a time, the scanner never sees a whole body line in a chunk, so it takes
+    // the general path for every line: the reference for the fast path over whole chunks.
+    let pieces: [&[u8]; 12] = [
+        b"From ",
+        b"\n",
+        b"\r\n",
+        b"ab",
+        b"F",
+        b">",
+        b">From ",
+        b"\r",
+        b"xyz\n",
+        b"\n\n",
+        b".",
+        b"body text\n",
+    ];
+    let mut seed = 7;
+    for _ in 0..3000 {
+        let n = (lcg(&mut seed) % 60) as usize;
+        let mut bytes = b"From a\nH: 1\n\n".to_vec();
+        for _ in 0..n {
+            bytes.extend_from_slice(pieces[(lcg(&mut seed) % pieces.len() as u64) as usize]);
+        }
+        let one = scan_bytes(&bytes, 1);
+        for chunk in [bytes.len(), 7, 64] {
+            assert_eq!(
+                scan_bytes(&bytes, chunk).messages,
+                one.messages,
+                "{bytes:?}"
+            );
+        }
+    }
+}
