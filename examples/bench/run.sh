@@ -121,7 +121,7 @@ EOF
 chown nobody:nogroup "$T/dv/mail" "$T/dv/home" "$T/dv/index"
 /usr/sbin/dovecot -c "$DV_CONF"
 POPLAR_LOG=${POPLAR_LOG:-info} "$POPLAR" --listen "127.0.0.1:$PP_PORT" --users "$T/users" \
-    --mail "$T/pp/mail/%n" --max-connections 1500 2>"$T/poplar.log" &
+    --mail "$T/pp/mail/%n" --max-connections 1500 --max-per-address 1500 2>"$T/poplar.log" &
 PP_PID=$!
 for _ in $(seq 50); do
     [ -f "$T/dv/run/master.pid" ] && (exec 3<>"/dev/tcp/127.0.0.1/$PP_PORT") 2>/dev/null && break
