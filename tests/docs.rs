@@ -1,6 +1,7 @@
-//! The documentation keeps up with the binary: every flag of `poplar --help` is in
-//! docs/configuration.md and the man page, the man page formats cleanly, and the example
-//! systemd units pass `systemd-analyze verify`.
+//! The documentation keeps up with the binary: every flag of `poplar --help` and of each
+//! subcommand's usage is in docs/configuration.md and the man page, the README names no flag
+//! poplar does not know, the man page formats cleanly, and the example systemd units pass
+//! `systemd-analyze verify`.
 
 use std::path::Path;
 use std::process::Command;
@@ -66,6 +67,68 @@ fn every_flag_in_the_configuration_table_exists() {
         assert!(
             help.contains(&flag),
             "docs list --{flag}, which poplar does not know"
+        );
+    }
+}
+
+/// A subcommand's usage text: what it prints for `--help` (pw) or on a usage error.
+fn subcommand_usage(name: &str) -> String {
+    let out = Command::new(POPLAR)
+        .args([name, "--help"])
+        .output()
+        .unwrap();
+    let text = [out.stdout, out.stderr].concat();
+    String::from_utf8(text).unwrap()
+}
+
+#[test]
+fn every_subcommand_flag_is_in_its_configuration_section_and_the_man_page() {
+    let config = read("docs/configuration.md");
+    let man = read("docs/poplar.8").replace("\\-", "-");
+    for name in ["deliver", "seed", "check", "pw"] {
+        let usage = subcommand_usage(name);
+        assert!(usage.contains(&format!("Usage: poplar {name}")), "{usage}");
+        let heading = format!("### `poplar {name}`");
+        let section = config
+            .split(&heading)
+            .nth(1)
+            .and_then(|t| t.split("\n## ").next())
+            .and_then(|t| t.split("\n### ").next())
+            .unwrap_or_else(|| panic!("no {heading} in docs/configuration.md"));
+        let flags: Vec<String> = long_flags(&usage)
+            .into_iter()
+            .filter(|f| f != "help")
+            .collect();
+        assert!(!flags.is_empty(), "{name}: {usage}");
+        for flag in flags {
+            assert!(
+                section.contains(&format!("--{flag}")),
+                "poplar {name} --{flag} is not in {heading} of docs/configuration.md"
+            );
+            assert!(
+                man.contains(&format!("--{flag}")),
+                "poplar {name} --{flag} is not in docs/poplar.8"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_flag_in_the_readme_exists() {
+    let mut known = long_flags(&help());
+    for name in ["deliver", "seed", "check", "pw"] {
+        known.extend(long_flags(&subcommand_usage(name)));
+    }
+    // Lines about cargo name cargo's flags (`cargo fmt --check`), not ours.
+    let readme: String = read("README.md")
+        .lines()
+        .filter(|l| !l.contains("cargo"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for flag in long_flags(&readme) {
+        assert!(
+            known.contains(&flag),
+            "README.md names --{flag}, which poplar does not know"
         );
     }
 }
