@@ -58,6 +58,9 @@ deps: tls-deps
 	@command -v mkpasswd >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends whois; }
 	@command -v doveadm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dovecot-core; }
 	@python3 -W ignore -c 'import crypt' || { echo "python3 lacks the crypt module" >&2; exit 1; }
+	@# The mail fetchers tests/interop.rs drives: fetchmail and getmail6 from Debian.
+	@command -v fetchmail >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fetchmail; }
+	@command -v getmail >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends getmail6; }
 # The docs tests check the man page with groff and the example units with systemd-analyze;
 # each skips with a printed reason if its tool could not be installed.
 	@command -v groff >/dev/null || { apt-get update -qq && apt-get install -y -qq groff-base; } || true
