@@ -11,6 +11,7 @@ use crate::cli::{CliError, mbox_flags, mbox_options};
 use crate::mailbox::UserName;
 use crate::mailbox::inspect::{Dotlock, Garbled, Journal, Report, inspect};
 use crate::mailbox::mbox::MboxOptions;
+use crate::mailbox::rollback::Pending;
 use crate::mailbox::template::MailTemplate;
 
 /// Exit code: the mailbox could not be read at all.
@@ -175,6 +176,35 @@ pub fn render(r: &Report, options: &MboxOptions) -> (String, usize) {
             Journal::Foreign => {
                 problems.push("a journal for another file; the next login sets it aside".into());
                 "for another file at this path: set aside at the next login".into()
+            }
+        },
+    );
+    for o in &r.orphans {
+        problems.push(format!(
+            "a journal set aside, never applied: {} (docs/storage.md)",
+            o.display()
+        ));
+    }
+    line(
+        "delivery",
+        match &r.delivery {
+            Pending::Absent => "none".into(),
+            Pending::Running { pid, host } => {
+                format!("process {pid} on {host} may still be writing; left alone until it is gone")
+            }
+            Pending::Interrupted { at, extra } => {
+                problems.push(format!(
+                    "a killed delivery left {extra} octets at {at}; the next login or delivery cuts them"
+                ));
+                format!(
+                    "interrupted: the mbox is cut back to {at} octets at the next login or delivery"
+                )
+            }
+            Pending::Kept(why) => {
+                problems.push(format!(
+                    "a killed delivery's note: {why}; the next login or delivery removes it and cuts nothing"
+                ));
+                format!("note kept from cutting: {why}")
             }
         },
     );

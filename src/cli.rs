@@ -235,7 +235,8 @@ pub fn usage() -> String {
     options().usage(
         "Usage: poplar --users FILE --mail TEMPLATE [--listen ADDR ...] [options]\n       \
          poplar --dev [DIR] [--dev-any-password] [--listen 127.0.0.1:PORT]\n       \
-         poplar deliver|seed|check ARGS (each prints its own usage when run without any)\n\n\
+         poplar deliver|seed|check ARGS (each prints its own usage when run without any)\n       \
+         poplar pw [-s SCHEME] (prints a password hash for the users file)\n\n\
          A POP3 server for mbox mailboxes. POPLAR_LOG sets the log filter (default info).",
     )
 }

@@ -141,6 +141,7 @@ pub fn context(config: &Config, mode: &DevMode) -> Context {
             auth_failure_delay: config.auth_failure_delay,
             hostname: config.hostname.clone(),
             trace_commands: true,
+            command_timeout: config.idle_timeout,
             ..Settings::default()
         },
     }

@@ -698,6 +698,7 @@ fn context_with(config: &Config, recovery: Recovery) -> Result<Context, String> 
             trace_commands: false,
             apop: config.apop,
             max_bad_commands: config.max_bad_commands,
+            command_timeout: config.idle_timeout,
         },
     })
 }

@@ -2,6 +2,7 @@
 //! message writer that turns stored bytes into CRLF lines with dot-stuffing.
 
 use std::io::{self, BufRead, Write};
+use std::time::Instant;
 
 use memchr::memchr;
 
@@ -18,11 +19,15 @@ pub enum Line {
 
 /// Reads one line ending in LF (CRLF or a bare LF) into `buf`, holding at most `max` octets
 /// including the line end. An overlong line is consumed to its LF without being stored, so it
-/// gets exactly one reply and its tail never runs as a command.
+/// gets exactly one reply and its tail never runs as a command. A line still incomplete at
+/// `deadline` is a `TimedOut` error: each read may wait only the transport's own timeout, so a
+/// client trickling a byte at a time cannot hold the session open forever (RFC 1939 §3: a
+/// command, not any byte, resets the autologout timer).
 pub fn read_line<R: BufRead + ?Sized>(
     r: &mut R,
     buf: &mut Vec<u8>,
     max: usize,
+    deadline: Option<Instant>,
 ) -> io::Result<Line> {
     buf.clear();
     let mut seen = 0usize;
@@ -54,6 +59,12 @@ pub fn read_line<R: BufRead + ?Sized>(
                 buf.pop();
             }
             return Ok(Line::Complete);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "command line not completed in time",
+            ));
         }
     }
 }
@@ -423,7 +434,7 @@ mod tests {
         let mut out = Vec::new();
         let mut buf = Vec::new();
         loop {
-            match read_line(&mut r, &mut buf, max).unwrap() {
+            match read_line(&mut r, &mut buf, max, None).unwrap() {
                 Line::Complete => out.push(Ok(buf.clone())),
                 Line::Eof => return out,
                 other => out.push(Err(other)),
@@ -655,8 +666,30 @@ mod tests {
         }
         let mut r = io::BufReader::new(Broken);
         let mut buf = Vec::new();
-        assert!(read_line(&mut r, &mut buf, 255).is_err());
+        assert!(read_line(&mut r, &mut buf, 255, None).is_err());
         let mut c = Cursor::new(b"NOOP".to_vec());
-        assert_eq!(read_line(&mut c, &mut buf, 255).unwrap(), Line::Eof);
+        assert_eq!(read_line(&mut c, &mut buf, 255, None).unwrap(), Line::Eof);
+    }
+
+    #[test]
+    fn a_line_not_completed_by_its_deadline_times_out() {
+        let mut buf = Vec::new();
+        let past = Some(Instant::now());
+        // A whole line already there is fine, however late.
+        let mut c = Cursor::new(b"NOOP\r\n".to_vec());
+        assert_eq!(
+            read_line(&mut c, &mut buf, 255, past).unwrap(),
+            Line::Complete
+        );
+        // A line that arrives in pieces is cut off once the deadline has passed.
+        let mut r = io::BufReader::with_capacity(1, Cursor::new(b"NOOP\r\n".to_vec()));
+        let e = read_line(&mut r, &mut buf, 255, past).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        let mut r = io::BufReader::with_capacity(1, Cursor::new(b"NOOP\r\n".to_vec()));
+        let later = Some(Instant::now() + std::time::Duration::from_secs(60));
+        assert_eq!(
+            read_line(&mut r, &mut buf, 255, later).unwrap(),
+            Line::Complete
+        );
     }
 }

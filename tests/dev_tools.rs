@@ -522,6 +522,140 @@ fn check_reports_garbled_regions_stale_locks_and_pending_journals_with_exit_1() 
     assert_eq!(code, 0, "{out}");
 }
 
+/// A process id that no longer exists, and this host's name: what a killed writer leaves.
+fn dead_pid_and_host() -> (u32, String) {
+    let mut gone = Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    (pid, host.trim().to_owned())
+}
+
+#[test]
+fn check_reports_a_killed_delivery_that_the_next_login_cuts_away() {
+    use std::os::unix::fs::MetadataExt;
+    let original = common::mbox(&[b"S: 1\n\n1\n"]);
+    let dir = mail_dir(USERS, &[("alice", &original)]);
+    let path = dir.path().join("mail/alice");
+    // What `poplar deliver` killed midway leaves: its note and part of a message.
+    let meta = std::fs::metadata(&path).unwrap();
+    let (pid, host) = dead_pid_and_host();
+    let note = dir.path().join("mail/alice.poplar-append");
+    std::fs::write(
+        &note,
+        format!(
+            "poplar-append 1 {} {} {} {pid} {host}\n",
+            meta.dev(),
+            meta.ino(),
+            original.len()
+        ),
+    )
+    .unwrap();
+    let partial = b"\nFrom a@b Thu Nov 26 09:00:00 2026\nSubject: cut";
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(partial).unwrap();
+    drop(f);
+    let before = snapshot(&dir.path().join("mail"));
+    let (code, out) = check(dir.path(), "alice");
+    assert_eq!(code, 1, "{out}");
+    let want = format!(
+        "problem   a killed delivery left {} octets at {}; the next login or delivery cuts them",
+        partial.len(),
+        original.len()
+    );
+    assert!(out.contains(&want), "{want:?} in\n{out}");
+    assert!(out.contains("delivery  interrupted: "), "{out}");
+    assert_eq!(snapshot(&dir.path().join("mail")), before, "check wrote");
+
+    // A note whose writer still runs (this test) is no problem: the delivery may go on.
+    let meta = std::fs::metadata(&path).unwrap();
+    std::fs::write(
+        &note,
+        format!(
+            "poplar-append 1 {} {} {} {} {host}\n",
+            meta.dev(),
+            meta.ino(),
+            original.len(),
+            std::process::id()
+        ),
+    )
+    .unwrap();
+    let (code, out) = check(dir.path(), "alice");
+    assert!(out.contains("may still be writing"), "{out}");
+    assert!(!out.contains("killed delivery"), "{out}");
+    std::fs::remove_file(&note).unwrap();
+    std::fs::write(&path, &original).unwrap();
+    assert_eq!(code, 1, "the partial message is still garbled: {out}");
+
+    // The killed delivery again: the next login truncates it, then the mailbox checks clean.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(partial)
+        .unwrap();
+    let meta = std::fs::metadata(&path).unwrap();
+    std::fs::write(
+        &note,
+        format!(
+            "poplar-append 1 {} {} {} {pid} {host}\n",
+            meta.dev(),
+            meta.ino(),
+            original.len()
+        ),
+    )
+    .unwrap();
+    let server = ServerProcess::spawn(dir.path(), &[], &[]);
+    let mut c = server.connect();
+    c.login("alice", "pw");
+    assert!(c.cmd("STAT").starts_with("+OK 1 "));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    let (code, out) = check(dir.path(), "alice");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("delivery  none"), "{out}");
+}
+
+#[test]
+fn check_reports_a_journal_set_aside_for_a_replaced_mailbox() {
+    let many = common::mbox(&[b"S: 1\n\n1\n", b"S: 2\n\n2\n"]);
+    let dir = mail_dir(USERS, &[("bob", &many)]);
+    let server = ServerProcess::spawn(dir.path(), &[], &[("POPLAR_FAULT", "journal-written")]);
+    let mut c = server.connect();
+    c.login("bob", "pw");
+    assert!(c.cmd("DELE 1").starts_with("+OK"));
+    c.send_raw(b"QUIT\r\n");
+    let _ = c.rest();
+    assert!(server.wait_for_crash(), "no crash at journal-written");
+    // The mailbox is replaced by a copy (a new inode): the journal is not for it any more.
+    let path = dir.path().join("mail/bob");
+    let copy = dir.path().join("mail/bob.copy");
+    std::fs::write(&copy, &many).unwrap();
+    std::fs::rename(&copy, &path).unwrap();
+    let server = ServerProcess::spawn(dir.path(), &[], &[]);
+    let mut c = server.connect();
+    c.login("bob", "pw");
+    assert!(c.cmd("STAT").starts_with("+OK 2 "));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    let orphan: Vec<_> = std::fs::read_dir(dir.path().join("mail"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("bob.poplar-journal.orphan-"))
+        .collect();
+    assert_eq!(orphan.len(), 1, "{orphan:?}");
+    let (code, out) = check(dir.path(), "bob");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("journal   none"), "{out}");
+    let want = format!(
+        "problem   a journal set aside, never applied: {}",
+        dir.path().join("mail").join(&orphan[0]).display()
+    );
+    assert!(out.contains(&want), "{want:?} in\n{out}");
+    assert!(out.ends_with("result    1 problem\n"), "{out}");
+}
+
 #[test]
 fn check_usage_and_unreadable_mailboxes_have_their_own_exit_codes() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
-//! The documentation keeps up with the binary: every flag of `poplar --help` is in
-//! docs/configuration.md and the man page, the man page formats cleanly, and the example
-//! systemd units pass `systemd-analyze verify`.
+//! The documentation keeps up with the binary: every flag of `poplar --help` and of each
+//! subcommand's usage is in docs/configuration.md and the man page, the README names no flag
+//! poplar does not know and its annotated session is what `make run` answers, the man page
+//! formats cleanly, and the example systemd units pass `systemd-analyze verify`.
 
 use std::path::Path;
 use std::process::Command;
@@ -66,6 +67,193 @@ fn every_flag_in_the_configuration_table_exists() {
         assert!(
             help.contains(&flag),
             "docs list --{flag}, which poplar does not know"
+        );
+    }
+}
+
+/// A subcommand's usage text: what it prints for `--help` (pw) or on a usage error.
+fn subcommand_usage(name: &str) -> String {
+    let out = Command::new(POPLAR)
+        .args([name, "--help"])
+        .output()
+        .unwrap();
+    let text = [out.stdout, out.stderr].concat();
+    String::from_utf8(text).unwrap()
+}
+
+#[test]
+fn every_subcommand_flag_is_in_its_configuration_section_and_the_man_page() {
+    let config = read("docs/configuration.md");
+    let man = read("docs/poplar.8").replace("\\-", "-");
+    for name in ["deliver", "seed", "check", "pw"] {
+        let usage = subcommand_usage(name);
+        assert!(usage.contains(&format!("Usage: poplar {name}")), "{usage}");
+        let heading = format!("### `poplar {name}`");
+        let section = config
+            .split(&heading)
+            .nth(1)
+            .and_then(|t| t.split("\n## ").next())
+            .and_then(|t| t.split("\n### ").next())
+            .unwrap_or_else(|| panic!("no {heading} in docs/configuration.md"));
+        let flags: Vec<String> = long_flags(&usage)
+            .into_iter()
+            .filter(|f| f != "help")
+            .collect();
+        assert!(!flags.is_empty(), "{name}: {usage}");
+        for flag in flags {
+            assert!(
+                section.contains(&format!("--{flag}")),
+                "poplar {name} --{flag} is not in {heading} of docs/configuration.md"
+            );
+            assert!(
+                man.contains(&format!("--{flag}")),
+                "poplar {name} --{flag} is not in docs/poplar.8"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_flag_in_the_readme_exists() {
+    let mut known = long_flags(&help());
+    for name in ["deliver", "seed", "check", "pw"] {
+        known.extend(long_flags(&subcommand_usage(name)));
+    }
+    // Lines about cargo name cargo's flags (`cargo fmt --check`), not ours.
+    let readme: String = read("README.md")
+        .lines()
+        .filter(|l| !l.contains("cargo"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for flag in long_flags(&readme) {
+        assert!(
+            known.contains(&flag),
+            "README.md names --{flag}, which poplar does not know"
+        );
+    }
+}
+
+/// One command of the README's session (`None`: the greeting) and the reply lines shown for
+/// it; `...` stands for lines the README leaves out.
+type Exchange = (Option<String>, Vec<String>);
+
+/// The README's annotated session, in order, leaving out the failed login it shows apart (the
+/// transcript runs with `--dev-any-password`, where that password would log in).
+fn readme_session() -> Vec<Exchange> {
+    let readme = read("README.md");
+    let section = readme
+        .split("## A session by hand")
+        .nth(1)
+        .and_then(|t| t.split("\n## ").next())
+        .unwrap();
+    let mut steps: Vec<Exchange> = vec![(None, Vec::new())];
+    for block in section.split("```").skip(1).step_by(2) {
+        if block.contains("C: PASS wrong") {
+            continue;
+        }
+        for line in block.lines().filter(|l| !l.is_empty()) {
+            if let Some(c) = line.strip_prefix("C: ") {
+                steps.push((Some(c.to_owned()), Vec::new()));
+            } else if let Some(r) = line.strip_prefix("S:") {
+                let r = r.strip_prefix(' ').unwrap_or(r);
+                steps.last_mut().unwrap().1.push(r.to_owned());
+            } else {
+                steps.last_mut().unwrap().1.push("...".into());
+            }
+        }
+    }
+    steps
+}
+
+/// A UIDL line's number, if the line is `n uid` with a UID of 24 hex digits.
+fn uid_line(l: &str) -> Option<&str> {
+    let (n, uid) = l.rsplit_once(' ')?;
+    let hex = uid.len() == 24 && uid.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    hex.then_some(n)
+}
+
+/// Whether a README reply line stands for `got`: the same, or a line whose varying part (the
+/// APOP timestamp, a UID's epoch) differs.
+fn shown_as(shown: &str, got: &str) -> bool {
+    let greeting = "+OK poplar ready <";
+    shown == got
+        || uid_line(shown).is_some_and(|n| uid_line(got) == Some(n))
+        || (shown.starts_with(greeting) && got.starts_with(greeting) && got.ends_with('>'))
+}
+
+#[test]
+fn the_readme_session_is_what_make_run_answers() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    for user in ["alice", "bob"] {
+        let demo = read(&format!("examples/demo/{user}.mbox"));
+        std::fs::write(dir.path().join(user), demo).unwrap();
+    }
+    // What `make run` starts, on a free port.
+    let mut child = Command::new(POPLAR)
+        .arg("--dev")
+        .arg(dir.path())
+        .args(["--dev-any-password", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    // Stopped however the test ends.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Stop(child);
+    let addr = loop {
+        let mut l = String::new();
+        assert!(out.read_line(&mut l).unwrap() > 0, "no listening line");
+        if let Some(a) = l.trim().strip_prefix("listening on ") {
+            break a.to_owned();
+        }
+    };
+    let stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut line = || {
+        let mut l = String::new();
+        reader.read_line(&mut l).unwrap();
+        l.trim_end_matches("\r\n").to_owned()
+    };
+    let steps = readme_session();
+    assert!(steps.len() > 15, "{steps:?}");
+    for (command, shown) in steps {
+        if let Some(c) = &command {
+            writer.write_all(format!("{c}\r\n").as_bytes()).unwrap();
+        }
+        let mut got = vec![line()];
+        if shown.len() > 1 {
+            while got.last().unwrap() != "." {
+                got.push(line());
+            }
+        }
+        let matches = match shown.iter().position(|l| l == "...") {
+            None => shown.len() == got.len() && shown.iter().zip(&got).all(|(s, g)| shown_as(s, g)),
+            Some(cut) => {
+                let (head, tail) = (&shown[..cut], &shown[cut + 1..]);
+                got.len() >= head.len() + tail.len()
+                    && head.iter().zip(&got).all(|(s, g)| shown_as(s, g))
+                    && tail
+                        .iter()
+                        .rev()
+                        .zip(got.iter().rev())
+                        .all(|(s, g)| shown_as(s, g))
+            }
+        };
+        assert!(
+            matches,
+            "README after {command:?} shows\n{shown:#?}\nbut poplar sent\n{got:#?}"
         );
     }
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::{Client, TestServer, mbox};
@@ -326,6 +326,33 @@ fn the_idle_timeout_closes_silently_and_commits_nothing() {
     let mut c = login_when_free(&s, "alice", "secret");
     assert_eq!(c.cmd("STAT"), "+OK 3 87");
     assert_eq!(c.cmd("QUIT"), "+OK bye, 3 messages left");
+}
+
+#[test]
+fn a_client_trickling_bytes_is_cut_off_at_the_idle_timeout() {
+    let timeout = Duration::from_secs(1);
+    let s = TestServer::start_with(USERS, &[("alice", &mbox(&[M1]))], |c| {
+        c.idle_timeout = timeout;
+    });
+    let mut c = s.connect();
+    c.login("alice", "secret");
+    assert_eq!(c.cmd("DELE 1"), "+OK message 1 deleted");
+    // A byte every 200 ms never lets a single read time out, but the line never completes.
+    let started = Instant::now();
+    let mut cut_off = false;
+    while started.elapsed() < timeout * 10 {
+        if c.writer.write_all(b"N").is_err() {
+            cut_off = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        cut_off || closed(&mut c).is_empty(),
+        "the session outlived 10 idle timeouts"
+    );
+    let mut c = login_when_free(&s, "alice", "secret");
+    assert_eq!(c.cmd("STAT"), "+OK 1 28", "nothing committed");
 }
 
 #[test]

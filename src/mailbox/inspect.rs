@@ -13,6 +13,7 @@ use nix::unistd::{AccessFlags, access};
 use super::index::{self, Extent};
 use super::lock::{LockKind, sidecar, stale};
 use super::mbox::MboxOptions;
+use super::rollback::{self, Pending};
 use super::{journal, keep, scan};
 use crate::limits::FILE_CHUNK;
 
@@ -89,6 +90,10 @@ pub struct Report {
     pub dotlock: Dotlock,
     /// The commit journal.
     pub journal: Journal,
+    /// Journals set aside as `<mbox>.poplar-journal.orphan-<pid>`, never applied: their paths.
+    pub orphans: Vec<PathBuf>,
+    /// The note of a delivery in progress or killed midway (`<mbox>.poplar-append`).
+    pub delivery: Pending,
     /// Messages kept by `--dev-keep-deleted`, if that file exists: its size.
     pub kept_deleted: Option<u64>,
     /// Problems in the file's bytes.
@@ -120,6 +125,8 @@ pub fn inspect(path: &Path, options: &MboxOptions) -> io::Result<Report> {
         indexed: 0,
         dotlock: dotlock(path, options)?,
         journal: journal_state(path)?,
+        orphans: orphans(path)?,
+        delivery: rollback::pending(path)?,
         kept_deleted: std::fs::metadata(keep::deleted_path(path))
             .ok()
             .map(|m| m.len()),
@@ -226,6 +233,34 @@ fn dotlock(mbox: &Path, options: &MboxOptions) -> io::Result<Dotlock> {
     let text = std::fs::read(&path).unwrap_or_default();
     let text = String::from_utf8_lossy(&text[..text.len().min(100)]);
     Ok(Dotlock::Held(text.trim().to_owned()))
+}
+
+/// The journals a replay set aside beside `mbox` (see `journal::replay`), in name order.
+fn orphans(mbox: &Path) -> io::Result<Vec<PathBuf>> {
+    let prefix = sidecar(mbox, ".poplar-journal.orphan-");
+    let (Some(dir), Some(prefix)) = (mbox.parent(), prefix.file_name()) else {
+        return Ok(Vec::new());
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let prefix = prefix.as_encoded_bytes();
+    let mut found = Vec::new();
+    for e in entries {
+        let e = e?;
+        if e.file_name().as_encoded_bytes().starts_with(prefix) {
+            found.push(e.path());
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 fn journal_state(mbox: &Path) -> io::Result<Journal> {

@@ -188,6 +188,85 @@ pub fn recover(mbox: &Path, file: &File, fcntl_held: bool) -> io::Result<Rollbac
     finish(mbox, &path, Rollback::RolledBack)
 }
 
+/// A delivery note as `poplar check` sees it, read without any lock and changing nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// No note.
+    Absent,
+    /// Its writer may still be running (a live process of this host, or another host).
+    Running {
+        /// The writer's process id.
+        pid: i32,
+        /// The writer's host.
+        host: String,
+    },
+    /// Its writer is gone: whoever takes the locks next cuts the mbox back to `at` octets,
+    /// dropping `extra` octets of the partial message.
+    Interrupted {
+        /// The mbox's length before the delivery.
+        at: u64,
+        /// Octets of the partial message after it.
+        extra: u64,
+    },
+    /// Whoever takes the locks next removes the note and truncates nothing: why.
+    Kept(String),
+}
+
+/// What the note beside `mbox` says, judged as [`recover`] would judge it without the locks.
+pub fn pending(mbox: &Path) -> io::Result<Pending> {
+    let path = note_path(mbox);
+    let f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Pending::Absent),
+        Err(e) => return Err(e),
+    };
+    let file = match File::open(mbox) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Pending::Kept("the mailbox is gone".into()));
+        }
+        Err(e) => return Err(e),
+    };
+    let (owner, meta) = (f.metadata()?.uid(), file.metadata()?);
+    if ![nix::unistd::geteuid().as_raw(), 0, meta.uid()].contains(&owner) {
+        return Ok(Pending::Kept(format!(
+            "the note is owned by user {owner}, not by a delivery agent"
+        )));
+    }
+    let mut text = String::new();
+    let _ = f.take(MAX_NOTE).read_to_string(&mut text);
+    let Some(note) = parse(&text) else {
+        return Ok(Pending::Kept("the note is unreadable".into()));
+    };
+    if !owner_gone(&note) {
+        return Ok(Pending::Running {
+            pid: note.pid,
+            host: crate::logsafe::escape(note.host.as_bytes()),
+        });
+    }
+    let len = meta.len();
+    if (meta.dev(), meta.ino()) != (note.dev, note.ino) || len < note.old_len {
+        return Ok(Pending::Kept(
+            "the mailbox was replaced or rewritten since".into(),
+        ));
+    }
+    if len > note.old_len && !one_partial_message(&file, note.old_len, len)? {
+        return Ok(Pending::Kept(format!(
+            "{} octets at {} are followed by other mail",
+            len - note.old_len,
+            note.old_len
+        )));
+    }
+    Ok(Pending::Interrupted {
+        at: note.old_len,
+        extra: len - note.old_len,
+    })
+}
+
 fn finish(mbox: &Path, note: &Path, outcome: Rollback) -> io::Result<Rollback> {
     std::fs::remove_file(note)?;
     sync_dir(mbox)?;

@@ -44,6 +44,9 @@ pub struct Settings {
     pub apop: bool,
     /// Bad commands allowed before login; the next one closes the connection.
     pub max_bad_commands: u32,
+    /// The longest wait for one complete command line, however the client trickles it: the
+    /// idle timeout, restarted by each command (RFC 1939 §3).
+    pub command_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -56,6 +59,7 @@ impl Default for Settings {
             trace_commands: false,
             apop: true,
             max_bad_commands: crate::limits::DEFAULT_MAX_BAD_COMMANDS,
+            command_timeout: crate::limits::DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -300,7 +304,8 @@ fn command_loop<L: Link>(
         } else {
             MAX_COMMAND_LINE
         };
-        let read = match wire::read_line(link, &mut line, max) {
+        let deadline = Instant::now() + ctx.settings.command_timeout;
+        let read = match wire::read_line(link, &mut line, max, Some(deadline)) {
             Ok(Line::Eof) => return Ending::Disconnected,
             Ok(read) => read,
             Err(e) => return io_ending(&e),
