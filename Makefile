@@ -15,6 +15,7 @@ demo-mail:
 	cp examples/demo/bob.mbox $(DEMO)/mail/bob
 
 # --dev serves the demo mailboxes in $(DEMO)/mail to any user name, with any password.
+# --mbox-unquote: `poplar seed` writes mboxrd, so seeded '>From ' lines come back as written.
 run: demo-mail
 	@echo
 	@echo "poplar demo (--dev mode) on 127.0.0.1:1110 (mail in $(DEMO)/mail, reset by every 'make run')"
@@ -23,7 +24,7 @@ run: demo-mail
 	@echo "  more mail: ./target/release/poplar seed --dev $(DEMO)/mail --to NAME FILE.eml|DIR|MBOX..."
 	@echo "  stop:  Ctrl-C"
 	@echo
-	exec ./target/release/poplar --dev $(DEMO)/mail --dev-any-password --listen 127.0.0.1:1110
+	exec ./target/release/poplar --dev $(DEMO)/mail --dev-any-password --mbox-unquote --listen 127.0.0.1:1110
 
 # The TLS demo: a self-signed certificate for localhost and 127.0.0.1, made at every start.
 run-tls: demo-mail tls-deps
@@ -42,7 +43,7 @@ run-tls: demo-mail tls-deps
 	@echo
 	exec ./target/release/poplar --listen 127.0.0.1:1110 --listen-tls 127.0.0.1:1995 \
 	  --tls-cert $(DEMO)/tls/cert.pem --tls-key $(DEMO)/tls/key.pem \
-	  --users $(DEMO)/users --mail '$(DEMO)/mail/%n'
+	  --users $(DEMO)/users --mail '$(DEMO)/mail/%n' --mbox-unquote
 
 # openssl, for the TLS demo's certificate and the s_client test.
 tls-deps:
@@ -58,6 +59,9 @@ deps: tls-deps
 	@command -v mkpasswd >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends whois; }
 	@command -v doveadm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dovecot-core; }
 	@python3 -W ignore -c 'import crypt' || { echo "python3 lacks the crypt module" >&2; exit 1; }
+	@# The mail fetchers tests/interop.rs drives: fetchmail and getmail6 from Debian.
+	@command -v fetchmail >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fetchmail; }
+	@command -v getmail >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends getmail6; }
 # The docs tests check the man page with groff and the example units with systemd-analyze;
 # each skips with a printed reason if its tool could not be installed.
 	@command -v groff >/dev/null || { apt-get update -qq && apt-get install -y -qq groff-base; } || true

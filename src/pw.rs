@@ -51,14 +51,11 @@ pub fn parse(args: &[String]) -> Result<Args, CliError> {
         return Ok(Args::Help);
     }
     if let Some(extra) = m.free.first() {
-        return Err(CliError(format!("pw: unexpected argument '{extra}'")));
+        return Err(CliError(format!("unexpected argument '{extra}'")));
     }
     match m.opt_str("scheme") {
         None => Ok(Args::Hash(DEFAULT_SCHEME)),
-        Some(s) => s
-            .parse()
-            .map(Args::Hash)
-            .map_err(|e: String| CliError(format!("pw: {e}"))),
+        Some(s) => s.parse().map(Args::Hash).map_err(CliError),
     }
 }
 

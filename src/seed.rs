@@ -147,9 +147,9 @@ pub fn run(s: &Seed) -> ExitCode {
     };
     let result = s.sources.iter().try_for_each(|src| seeder.source(src));
     println!(
-        "{}: {} messages added ({} octets)",
+        "{}: {} added ({} octets)",
         target.display(),
-        seeder.messages,
+        crate::check::count(seeder.messages, "message"),
         seeder.octets
     );
     match result {

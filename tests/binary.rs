@@ -223,6 +223,22 @@ fn wrong_flags_print_the_usage_and_exit_2() {
 }
 
 #[test]
+fn subcommand_mistakes_name_the_subcommand_once() {
+    for (args, reason) in [
+        (
+            &["pw", "-s", "nope"][..],
+            "poplar pw: password scheme {nope} is not supported",
+        ),
+        (&["pw", "stray"], "poplar pw: unexpected argument 'stray'"),
+    ] {
+        let out = poplar(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().next(), Some(reason), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn an_unreadable_users_file_is_a_one_line_error_and_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-users");

@@ -225,7 +225,7 @@ fn seed_refuses_bad_sources_and_usage_with_their_exit_codes() {
     );
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("missing.eml"), "{err}");
-    assert!(out.contains("1 messages added"), "{out}");
+    assert!(out.contains("1 message added"), "{out}");
     let (code, _, err) = poplar(&["seed", "--dev", dev, "--to", "u", s(&empty)], &[]);
     assert_eq!(code, 1);
     assert!(err.contains("no .eml files"), "{err}");
