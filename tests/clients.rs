@@ -108,9 +108,10 @@ fn curl_lists_and_retrieves() {
     for (i, m) in MESSAGES.iter().enumerate() {
         let n = i + 1;
         let by_url = curl(&s, &n.to_string(), &[]);
-        assert_eq!(by_url.stdout, sent(m), "curl pop3://.../{n}");
         check(&by_url, "curl RETR by URL");
+        assert_eq!(by_url.stdout, sent(m), "curl pop3://.../{n}");
         let by_request = curl(&s, "", &["--request", &format!("RETR {n}")]);
+        check(&by_request, "curl --request RETR");
         assert_eq!(by_request.stdout, sent(m), "curl --request 'RETR {n}'");
     }
     let top = check(&curl(&s, "", &["-X", "TOP 1 1"]), "curl TOP");
