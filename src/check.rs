@@ -140,11 +140,14 @@ pub fn render(r: &Report, options: &MboxOptions) -> (String, usize) {
         match r.quoted_lines {
             0 => "no '>From ' lines".into(),
             n if options.view.unquote => {
-                format!("{}, sent with one '>' fewer", count(n, "'>From ' line"))
+                format!(
+                    "{}, sent with one '>' fewer",
+                    crate::wire::count(n, "'>From ' line")
+                )
             }
             n => format!(
                 "{}, sent as stored (see --mbox-unquote)",
-                count(n, "'>From ' line")
+                crate::wire::count(n, "'>From ' line")
             ),
         },
     );
@@ -241,25 +244,9 @@ pub fn render(r: &Report, options: &MboxOptions) -> (String, usize) {
     (out, count)
 }
 
-/// `n` and `noun`, plural unless `n` is 1: "1 message", "2 messages".
-pub(crate) fn count(n: u64, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn counts_are_plural_except_for_one() {
-        assert_eq!(count(0, "message"), "0 messages");
-        assert_eq!(count(1, "'>From ' line"), "1 '>From ' line");
-        assert_eq!(count(2, "message"), "2 messages");
-    }
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_owned).collect()

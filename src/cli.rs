@@ -21,6 +21,8 @@ pub enum Action {
     Run(Box<Config>),
     /// Print the usage and exit 0.
     Help,
+    /// Print this subcommand usage and exit 0 (`poplar deliver --help`, ...).
+    SubcommandHelp(String),
     /// Print the version and exit 0.
     Version,
     /// `poplar pw`: hash a password for the users file.
@@ -235,7 +237,7 @@ pub fn usage() -> String {
     options().usage(
         "Usage: poplar --users FILE --mail TEMPLATE [--listen ADDR ...] [options]\n       \
          poplar --dev [DIR] [--dev-any-password] [--listen 127.0.0.1:PORT]\n       \
-         poplar deliver|seed|check ARGS (each prints its own usage when run without any)\n       \
+         poplar deliver|seed|check ARGS (each prints its own usage with --help)\n       \
          poplar pw [-s SCHEME] (prints a password hash for the users file)\n\n\
          A POP3 server for mbox mailboxes. POPLAR_LOG sets the log filter (default info).",
     )
@@ -243,7 +245,11 @@ pub fn usage() -> String {
 
 /// Parses the arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Action, CliError> {
+    let help = args.iter().skip(1).any(|a| a == "-h" || a == "--help");
     match args.first().map(String::as_str) {
+        Some("deliver") if help => Ok(Action::SubcommandHelp(crate::deliver::usage())),
+        Some("seed") if help => Ok(Action::SubcommandHelp(crate::seed::usage())),
+        Some("check") if help => Ok(Action::SubcommandHelp(crate::check::usage())),
         Some("deliver") => crate::deliver::parse(&args[1..]).map(|d| Action::Deliver(Box::new(d))),
         Some("pw") => crate::pw::parse(&args[1..]).map(Action::Pw),
         Some("seed") => crate::seed::parse(&args[1..]).map(|s| Action::Seed(Box::new(s))),
@@ -631,6 +637,14 @@ mod tests {
         assert!(matches!(parse(&args("-h --users x")), Ok(Action::Help)));
         assert!(matches!(parse(&args("-V")), Ok(Action::Version)));
         assert!(usage().contains("--listen"));
+        for sub in ["deliver", "seed", "check"] {
+            for flag in ["-h", "--help"] {
+                match parse(&args(&format!("{sub} --to x {flag}"))) {
+                    Ok(Action::SubcommandHelp(text)) => assert!(text.contains(sub), "{text}"),
+                    other => panic!("{sub} {flag}: {other:?}"),
+                }
+            }
+        }
         assert!(matches!(
             parse(&args("pw -s PLAIN")),
             Ok(Action::Pw(crate::pw::Args::Hash(_)))

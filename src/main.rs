@@ -16,6 +16,10 @@ fn main() -> ExitCode {
             print!("{}", cli::usage());
             return ExitCode::SUCCESS;
         }
+        Ok(Action::SubcommandHelp(usage)) => {
+            print!("{usage}");
+            return ExitCode::SUCCESS;
+        }
         Ok(Action::Version) => {
             println!("poplar {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;

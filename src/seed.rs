@@ -149,7 +149,7 @@ pub fn run(s: &Seed) -> ExitCode {
     println!(
         "{}: {} added ({} octets)",
         target.display(),
-        crate::check::count(seeder.messages, "message"),
+        crate::wire::count(seeder.messages, "message"),
         seeder.octets
     );
     match result {

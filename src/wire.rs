@@ -134,6 +134,15 @@ impl Reply {
     }
 }
 
+/// `n` and `noun`, plural unless `n` is 1: "1 message", "2 messages".
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Writes the status line `+OK text` (or `+OK` alone when `text` is empty).
 pub fn write_ok<W: Write + ?Sized>(w: &mut W, text: &str) -> io::Result<()> {
     write_status(w, "+OK", None, text)
@@ -468,6 +477,13 @@ mod tests {
         let mut long = vec![b'a'; 254];
         long.extend_from_slice(b"\r\n");
         assert_eq!(lines_in_chunks(&long, 8, 255), vec![Err(Line::TooLong)]);
+    }
+
+    #[test]
+    fn counts_are_plural_except_for_one() {
+        assert_eq!(count(0, "message"), "0 messages");
+        assert_eq!(count(1, "'>From ' line"), "1 '>From ' line");
+        assert_eq!(count(2, "message"), "2 messages");
     }
 
     #[test]

@@ -197,7 +197,7 @@ fn a_session_that_quits_within_the_grace_period_commits() {
     p.signal("-TERM");
     p.wait_for("stopped accepting; 1 sessions open");
     assert_eq!(c.cmd("DELE 1"), "+OK message 1 deleted");
-    assert_eq!(c.cmd("QUIT"), "+OK bye, 1 messages left");
+    assert_eq!(c.cmd("QUIT"), "+OK bye, 1 message left");
     assert_eq!(p.wait().code(), Some(0));
     assert_eq!(p.mbox(), mbox(&[b"Subject: b\n\ntwo\n"]));
 }
@@ -376,7 +376,7 @@ fn sessions_are_logged_at_start_and_end_and_no_secret_is_ever_logged() {
     assert!(c.cmd("RETR 2").starts_with("+OK 19 octets"));
     c.body();
     assert_eq!(c.cmd("DELE 1"), "+OK message 1 deleted");
-    assert_eq!(c.cmd("QUIT"), "+OK bye, 1 messages left");
+    assert_eq!(c.cmd("QUIT"), "+OK bye, 1 message left");
     p.signal("-TERM");
     let log = p.rest_of_log().join("\n");
     assert!(log.contains(" C: PASS ***"), "the debug trace is on: {log}");

@@ -211,7 +211,7 @@ fn per_user_limit_refuses_a_further_login_before_touching_the_mailbox() {
         second.cmd("PASS secret"),
         "-ERR [IN-USE] too many sessions for this user"
     );
-    assert_eq!(first.cmd("QUIT"), "+OK bye, 1 messages left");
+    assert_eq!(first.cmd("QUIT"), "+OK bye, 1 message left");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         second.cmd("USER alice");

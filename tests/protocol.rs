@@ -221,7 +221,7 @@ fn a_locked_mailbox_is_in_use_also_under_another_name_for_the_same_file() {
         assert_eq!(c.cmd("STAT"), "-ERR STAT not valid in this state");
         c.login("bob", "hunter2");
         assert_eq!(c.cmd("STAT"), "+OK 1 28");
-        assert_eq!(c.cmd("QUIT"), "+OK bye, 1 messages left");
+        assert_eq!(c.cmd("QUIT"), "+OK bye, 1 message left");
     }
     assert_eq!(holder.cmd("QUIT"), "+OK bye, 3 messages left");
     let mut c = login_when_free(&s, "alice@example.com", "other");
@@ -368,7 +368,7 @@ fn commands_keep_a_session_alive_past_the_idle_timeout() {
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(c.cmd("NOOP"), "+OK");
     }
-    assert_eq!(c.cmd("QUIT"), "+OK bye, 1 messages left");
+    assert_eq!(c.cmd("QUIT"), "+OK bye, 1 message left");
 }
 
 #[test]

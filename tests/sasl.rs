@@ -23,7 +23,7 @@ fn plain_with_an_initial_response() {
     // base64("\0tim\0tanstaaf")
     assert_eq!(
         c.cmd("AUTH PLAIN AHRpbQB0YW5zdGFhZg=="),
-        "+OK 1 messages (21 octets)"
+        "+OK 1 message (21 octets)"
     );
     logged_in(&mut c);
 }
@@ -36,7 +36,7 @@ fn plain_in_two_steps_and_against_a_hash() {
     // base64("hashed\0hashed\0Hello world!"): an authzid equal to the user is fine.
     assert_eq!(
         c.cmd("aGFzaGVkAGhhc2hlZABIZWxsbyB3b3JsZCE="),
-        "+OK 1 messages (21 octets)"
+        "+OK 1 message (21 octets)"
     );
     logged_in(&mut c);
 }
@@ -47,7 +47,7 @@ fn login_asks_username_then_password() {
     let mut c = s.connect();
     assert_eq!(c.cmd("AUTH LOGIN"), "+ VXNlcm5hbWU6");
     assert_eq!(c.cmd("dGlt"), "+ UGFzc3dvcmQ6");
-    assert_eq!(c.cmd("dGFuc3RhYWY="), "+OK 1 messages (21 octets)");
+    assert_eq!(c.cmd("dGFuc3RhYWY="), "+OK 1 message (21 octets)");
     logged_in(&mut c);
     let mut c = s.connect();
     assert_eq!(c.cmd("AUTH LOGIN dGlt"), "+ UGFzc3dvcmQ6");
@@ -71,7 +71,7 @@ fn cram_md5_answers_our_challenge() {
     );
     let digest = poplar::auth::cram_md5_digest(b"tanstaaf", &raw);
     let answer = base64_encode(format!("tim {digest}").as_bytes());
-    assert_eq!(c.cmd(&answer), "+OK 1 messages (21 octets)");
+    assert_eq!(c.cmd(&answer), "+OK 1 message (21 octets)");
     logged_in(&mut c);
 }
 
@@ -187,7 +187,7 @@ fn apop_works_with_the_greeting_timestamp() {
     let digest = poplar::auth::apop_digest(ts, b"tanstaaf");
     assert_eq!(
         c.cmd(&format!("APOP tim {digest}")),
-        "+OK 1 messages (21 octets)"
+        "+OK 1 message (21 octets)"
     );
 }
 
@@ -240,5 +240,5 @@ fn off_loopback_without_tls_only_cram_md5_is_offered() {
     let raw = base64_decode(challenge.strip_prefix("+ ").unwrap());
     let digest = poplar::auth::cram_md5_digest(b"tanstaaf", &raw);
     let answer = base64_encode(format!("tim {digest}").as_bytes());
-    assert!(c.cmd(&answer).starts_with("+OK 1 messages"));
+    assert!(c.cmd(&answer).starts_with("+OK 1 message "));
 }

@@ -216,7 +216,7 @@ fn implicit_tls_login_retrieve_and_close_notify_after_quit() {
     assert!(!capa.contains(&"STLS".to_owned()), "{capa:?}");
     assert_eq!(c.cmd("STLS"), "-ERR TLS is already active");
     assert!(c.cmd("USER alice").starts_with("+OK"));
-    assert!(c.cmd("PASS secret").starts_with("+OK 1 messages"));
+    assert!(c.cmd("PASS secret").starts_with("+OK 1 message "));
     assert_eq!(
         c.multi("RETR 1"),
         ["Subject: over TLS", "", "hello", "..dot line"]
@@ -259,7 +259,7 @@ impl TlsClient {
     fn login_ok(&mut self) {
         assert!(self.cmd("USER alice").starts_with("+OK"));
         let r = self.cmd("PASS secret");
-        assert!(r.starts_with("+OK 1 messages"), "{r}");
+        assert!(r.starts_with("+OK 1 message "), "{r}");
     }
 }
 

@@ -288,7 +288,10 @@ impl Authorization {
                 AuthStep::LoggedIn(
                     Box::new(t),
                     slot,
-                    Reply::ok(format!("{count} messages ({octets} octets)")),
+                    Reply::ok(format!(
+                        "{} ({octets} octets)",
+                        crate::wire::count(count as u64, "message")
+                    )),
                 )
             }
             Err(e) => AuthStep::Reply(mailbox_reply(tag, &e)),

@@ -285,7 +285,7 @@ mod tests {
         assert_eq!(before.iter().filter(|l| *l == refused).count(), 2);
         assert!(after.contains(&"USER".to_owned()), "{after:?}");
         assert!(
-            after.contains(&"+OK 1 messages (22 octets)".to_owned()),
+            after.contains(&"+OK 1 message (22 octets)".to_owned()),
             "{after:?}"
         );
     }
@@ -306,7 +306,7 @@ mod tests {
             let (_, lines) = session(settings, peer, &mut link);
             assert!(lines.contains(&"USER".to_owned()), "{peer}: {lines:?}");
             assert!(
-                lines.contains(&"+OK 1 messages (22 octets)".to_owned()),
+                lines.contains(&"+OK 1 message (22 octets)".to_owned()),
                 "{peer}: {lines:?}"
             );
         }

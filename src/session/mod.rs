@@ -386,7 +386,7 @@ fn command_loop<L: Link>(
     stats.commit_time = Some(committing.elapsed());
     let (reply, ending) = match committed {
         Ok(left) => (
-            Reply::ok(format!("bye, {left} messages left")),
+            Reply::ok(format!("bye, {} left", wire::count(left as u64, "message"))),
             Ending::Quit,
         ),
         Err(e) => {

@@ -638,9 +638,9 @@ fn a_second_session_on_a_locked_mailbox_gets_in_use_and_may_retry() {
             "-ERR [IN-USE] mailbox is locked by another POP3 session",
             "-ERR STAT not valid in this state",
             "+OK send PASS",
-            "+OK 1 messages (26 octets)",
+            "+OK 1 message (26 octets)",
             "+OK 1 26",
-            "+OK bye, 1 messages left",
+            "+OK bye, 1 message left",
         ]
     );
     assert_eq!(ending, Ending::Quit);
@@ -706,7 +706,7 @@ fn pass_uses_the_latest_user_and_only_once() {
             "-ERR [AUTH] authentication failed",
             "-ERR send USER first",
             "+OK send PASS",
-            "+OK 1 messages (26 octets)",
+            "+OK 1 message (26 octets)",
         ]
     );
 }

@@ -96,7 +96,10 @@ impl Transaction {
             }
             Command::List(None) => self.listing(|m| m.size.to_string(), {
                 let (n, size) = self.totals();
-                format!("{n} messages ({size} octets)")
+                format!(
+                    "{} ({size} octets)",
+                    crate::wire::count(n as u64, "message")
+                )
             }),
             Command::Uidl(None) => {
                 self.listing(|m| m.uid.clone(), "unique-id listing follows".into())
@@ -140,7 +143,10 @@ impl Transaction {
             Command::Rset => {
                 self.deleted.iter_mut().for_each(|d| *d = false);
                 let (n, size) = self.totals();
-                Reply::ok(format!("{n} messages ({size} octets)"))
+                Reply::ok(format!(
+                    "{} ({size} octets)",
+                    crate::wire::count(n as u64, "message")
+                ))
             }
             Command::Noop => Reply::ok(""),
             Command::Capa => capabilities(self.channel, &self.mechanisms),
