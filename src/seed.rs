@@ -16,6 +16,7 @@ use crate::mailbox::UserName;
 use crate::mailbox::append::{AppendError, append};
 use crate::mailbox::index::Extent;
 use crate::mailbox::mbox::MboxOptions;
+use crate::mailbox::positioned::RangeReader;
 use crate::mailbox::quote::Unquote;
 use crate::mailbox::scan::scan;
 use crate::mailbox::template::MailTemplate;
@@ -217,16 +218,8 @@ impl Seeder<'_> {
         })
         .map_err(|e| SeedError::Source(path.to_owned(), e))?;
         for e in &extents {
-            let envelope = Range {
-                file,
-                pos: e.start,
-                end: e.data,
-            };
-            let body = Unquote::new(Range {
-                file,
-                pos: e.data,
-                end: e.end,
-            });
+            let envelope = RangeReader::new(file, e.start, e.data);
+            let body = Unquote::new(RangeReader::new(file, e.data, e.end));
             self.append(path, &mut envelope.chain(body))?;
         }
         println!("{}: {} messages", path.display(), extents.len());
@@ -256,31 +249,6 @@ impl Seeder<'_> {
 fn is_eml(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("eml"))
-}
-
-/// Reads `pos..end` of a file with positional reads.
-struct Range<'f> {
-    file: &'f File,
-    pos: u64,
-    end: u64,
-}
-
-impl Read for Range<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = (self.end - self.pos).min(buf.len() as u64) as usize;
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the mbox shrank while it was read",
-            ));
-        }
-        self.pos += n as u64;
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

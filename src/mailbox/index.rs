@@ -23,6 +23,8 @@ use std::os::unix::fs::FileExt;
 use md5::{Digest, Md5};
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
 
+use super::positioned::WriterAt;
+
 /// Octets of the header.
 pub const HEADER_LEN: u64 = 80;
 /// Octets of one record.
@@ -279,7 +281,7 @@ impl Read for RangeRead<'_> {
 
 /// Writes records one after another from record `from` on, buffered.
 pub struct RecordWriter<'f> {
-    out: BufWriter<PositionedWrite<'f>>,
+    out: BufWriter<WriterAt<'f>>,
 }
 
 impl<'f> RecordWriter<'f> {
@@ -288,10 +290,7 @@ impl<'f> RecordWriter<'f> {
         RecordWriter {
             out: BufWriter::with_capacity(
                 crate::limits::FILE_CHUNK,
-                PositionedWrite {
-                    file: index,
-                    pos: HEADER_LEN + from * RECORD_LEN,
-                },
+                WriterAt::new(index, HEADER_LEN + from * RECORD_LEN),
             ),
         }
     }
@@ -305,25 +304,8 @@ impl<'f> RecordWriter<'f> {
     pub fn finish(self, truncate: bool) -> io::Result<()> {
         let w = self.out.into_inner().map_err(|e| e.into_error())?;
         if truncate {
-            w.file.set_len(w.pos)?;
+            w.truncate_here()?;
         }
-        Ok(())
-    }
-}
-
-struct PositionedWrite<'f> {
-    file: &'f File,
-    pos: u64,
-}
-
-impl Write for PositionedWrite<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.write_all_at(buf, self.pos)?;
-        self.pos += buf.len() as u64;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::index::Extent;
 use super::lock::sidecar;
+use super::positioned::WriterAt;
 use super::{fault, uid};
 use crate::limits::FILE_CHUNK;
 
@@ -57,13 +58,7 @@ fn copy(
     extents: &[Extent],
     deleted: &[bool],
 ) -> io::Result<()> {
-    let mut w = BufWriter::with_capacity(
-        FILE_CHUNK,
-        At {
-            file: out,
-            pos: old_len,
-        },
-    );
+    let mut w = BufWriter::with_capacity(FILE_CHUNK, WriterAt::new(out, old_len));
     if old_len > 0 && !ends_with_blank_line(out, old_len)? {
         // Someone edited the file: start the next message on a line of its own.
         w.write_all(b"\n\n")?;
@@ -92,24 +87,6 @@ fn ends_with_blank_line(f: &File, len: u64) -> io::Result<bool> {
     }
     f.read_exact_at(&mut tail, len - 2)?;
     Ok(&tail == b"\n\n")
-}
-
-/// Writes at a position of a file, for a `BufWriter`.
-struct At<'f> {
-    file: &'f File,
-    pos: u64,
-}
-
-impl Write for At<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.write_all_at(buf, self.pos)?;
-        self.pos += buf.len() as u64;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

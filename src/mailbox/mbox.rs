@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::index::Extent;
 use super::lock::{LockKind, LockOptions, SessionLock, lock_for_delivery, still_at_path};
+use super::positioned::RangeReader;
 use super::quote::Unquote;
 use super::template::MailTemplate;
 use super::uid::{self, ViewOptions};
@@ -256,11 +257,7 @@ impl Maildrop for MboxDrop {
         if &from != b"From " {
             return Err(MailboxError::Changed);
         }
-        let range = RangeReader {
-            file,
-            pos: ext.data,
-            end: ext.end,
-        };
+        let range = RangeReader::new(file, ext.data, ext.end);
         Ok(if self.options.view.unquote {
             Box::new(Unquote::new(range))
         } else {
@@ -293,30 +290,5 @@ impl Maildrop for MboxDrop {
         let summary = commit::commit(&self.path, file, &self.extents, self.len, deleted)?;
         log::debug!("committed {}: {summary:?}", self.path.display());
         Ok(summary)
-    }
-}
-
-/// Reads `pos..end` of a file with positional reads (no shared cursor to disturb).
-struct RangeReader<'f> {
-    file: &'f File,
-    pos: u64,
-    end: u64,
-}
-
-impl Read for RangeReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = (self.end - self.pos).min(buf.len() as u64) as usize;
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "mailbox shorter than scanned",
-            ));
-        }
-        self.pos += n as u64;
-        Ok(n)
     }
 }

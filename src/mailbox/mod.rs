@@ -11,6 +11,7 @@ pub mod keep;
 pub mod lock;
 pub mod mbox;
 pub mod memory;
+pub mod positioned;
 pub mod quote;
 pub mod rollback;
 pub mod scan;
