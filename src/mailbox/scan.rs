@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use memchr::memchr;
+use memchr::{memchr, memchr_iter};
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::quote::{FromQuote, Step};
@@ -83,7 +83,8 @@ struct Open {
     header_uid: Option<String>,
 }
 
-/// The scanner, fed the file line by line (a long line arrives in pieces).
+/// The scanner, fed the file a chunk at a time: complete lines are taken straight from the
+/// chunk, and only a line cut by a chunk's end goes through the line buffer, piece by piece.
 struct Scanner {
     /// Messages closed since they were last handed out.
     found: Vec<Found>,
@@ -94,8 +95,8 @@ struct Scanner {
     digested: Vec<u8>,
     /// Offset of the current line's first byte.
     line_start: u64,
-    /// The current line's first bytes: enough to see `From `, or a whole header line up to
-    /// the digest cap.
+    /// The first bytes of a line cut by a chunk's end: enough to see `From `, or a whole
+    /// header line up to the digest cap.
     line: Vec<u8>,
     line_len: u64,
     /// The current line's octets as sent (CRLF line end).
@@ -129,56 +130,51 @@ impl Scanner {
     }
 
     fn feed(&mut self, mut chunk: &[u8]) {
-        while !chunk.is_empty() {
-            chunk = &chunk[self.body_lines(chunk)..];
-            if chunk.is_empty() {
-                break;
-            }
+        if self.line_len > 0 {
+            // The rest of a line the previous chunk cut.
             let (piece, complete) = match memchr(b'\n', chunk) {
                 Some(i) => (&chunk[..=i], true),
                 None => (chunk, false),
             };
             self.add_piece(piece);
-            if complete {
-                self.end_line();
+            if !complete {
+                return;
             }
+            self.end_line();
             chunk = &chunk[piece.len()..];
+        }
+        // Every complete line from here on is taken straight from the chunk, with one search
+        // for line ends over the whole chunk rather than one call per line.
+        let mut start = 0;
+        for lf in memchr_iter(b'\n', chunk) {
+            self.whole_line(&chunk[start..=lf]);
+            start = lf + 1;
+        }
+        if start < chunk.len() {
+            self.add_piece(&chunk[start..]);
         }
     }
 
-    /// The fast path for a body: takes the complete lines at the start of `chunk` that can
-    /// be nothing but body text, and returns how many bytes they hold. Such a line is at
-    /// least 3 octets (so not blank) and starts with neither `F` (no `From ` line) nor `>`
-    /// (no `>+From ` quoting); all it changes is the message's size (its octets, plus one
-    /// for an LF without a CR before it). Every other line, and a line cut by the chunk's
-    /// end, is left to the general path, which sees it exactly as before.
-    fn body_lines(&mut self, chunk: &[u8]) -> usize {
-        let Some(o) = self.open.as_mut().filter(|o| !o.in_headers) else {
-            return 0;
-        };
-        if self.line_len > 0 {
-            return 0;
-        }
-        let mut taken = 0;
-        let mut sent = 0;
-        let mut last_len = None;
-        for lf in memchr::memchr_iter(b'\n', chunk) {
-            let len = lf + 1 - taken;
-            if len < 3 || matches!(chunk[taken], b'F' | b'>') {
-                break;
-            }
-            sent += len as u64 + u64::from(chunk[lf - 1] != b'\r');
-            last_len = Some(len as u64);
-            taken = lf + 1;
-        }
-        if let Some(len) = last_len {
+    /// Takes one complete line that starts a line (nothing of it was fed before), exactly as
+    /// `add_piece` and `end_line` would, without copying it into the line buffer. A body line
+    /// of at least 3 octets that starts with neither `F` (no `From ` line) nor `>` (no
+    /// `>+From ` quoting) changes only the message's size.
+    fn whole_line(&mut self, line: &[u8]) {
+        let len = line.len();
+        // Size as sent: an LF without a CR before it becomes CRLF. No CR of this line came
+        // in an earlier piece, as the line starts here.
+        let sent = len as u64 + u64::from(len < 2 || line[len - 2] != b'\r');
+        let plain_body = len >= 3 && !matches!(line[0], b'F' | b'>');
+        if let Some(o) = self.open.as_mut().filter(|o| plain_body && !o.in_headers) {
             o.size += sent;
-            self.line_start += taken as u64;
+            self.line_start += len as u64;
             self.prev_blank = false;
-            self.prev_len = len;
-            self.prev_byte_cr = false;
+            self.prev_len = len as u64;
+            return;
         }
-        taken
+        let quoted = line[0] == b'>' && quoted_from(line);
+        let kept = &line[..len.min(self.keep_limit())];
+        self.line_done(kept, len as u64, sent, quoted);
     }
 
     fn keep_limit(&self) -> usize {
@@ -221,51 +217,64 @@ impl Scanner {
     }
 
     fn end_line(&mut self) {
-        let blank = self.line == b"\n" || self.line == b"\r\n";
+        let line = std::mem::take(&mut self.line);
+        self.line_done(
+            &line,
+            self.line_len,
+            self.line_sent,
+            self.quoted == Some(true),
+        );
+        self.line = line;
+        self.line.clear();
+        self.line_len = 0;
+        self.line_sent = 0;
+        self.quote = FromQuote::default();
+        self.quoted = None;
+    }
+
+    /// Ends a line of `len` stored octets, `sent` as sent, whose first bytes (as many as
+    /// `keep_limit` allowed before it) are `kept`; `quoted` says it is a `>+From ` line.
+    fn line_done(&mut self, kept: &[u8], len: u64, sent: u64, quoted: bool) {
+        let blank = kept == b"\n" || kept == b"\r\n";
         // A From_ line starts a message at the start of the scan, after a blank line, or
         // wherever no message is open yet (text before the first From_ line is no message).
-        let is_from = self.line.starts_with(b"From ") && (self.open.is_none() || self.prev_blank);
-        let line_end = self.line_start + self.line_len;
+        let is_from = kept.starts_with(b"From ") && (self.open.is_none() || self.prev_blank);
+        let line_end = self.line_start + len;
         if is_from {
             // The blank line before this From_ line belongs to neither message.
             let sep = if self.prev_blank { self.prev_len } else { 0 };
             self.close(self.line_start - sep, self.prev_blank);
             self.digested.clear();
-            self.digested.extend_from_slice(&self.line);
+            self.digested.extend_from_slice(kept);
             self.open = Some(Open {
                 start: self.line_start,
                 data: line_end,
                 size: 0,
                 quoted_lines: 0,
                 in_headers: true,
-                header_bytes: self.line.len(),
+                header_bytes: kept.len(),
                 header_uid: None,
             });
         } else if let Some(o) = self.open.as_mut() {
-            o.size += self.line_sent;
-            if self.quoted == Some(true) {
+            o.size += sent;
+            if quoted {
                 o.quoted_lines += 1;
             }
             if o.in_headers && blank {
                 o.in_headers = false;
             } else if o.in_headers && o.header_bytes < MAX_UID_HEADER_BYTES {
-                o.header_bytes += self.line.len();
+                o.header_bytes += kept.len();
                 if o.header_uid.is_none() {
-                    o.header_uid = header_uid(&self.line);
+                    o.header_uid = header_uid(kept);
                 }
-                if !is_volatile(&self.line) {
-                    self.digested.extend_from_slice(&self.line);
+                if !is_volatile(kept) {
+                    self.digested.extend_from_slice(kept);
                 }
             }
         }
         self.prev_blank = blank;
-        self.prev_len = self.line_len;
+        self.prev_len = len;
         self.line_start = line_end;
-        self.line.clear();
-        self.line_len = 0;
-        self.line_sent = 0;
-        self.quote = FromQuote::default();
-        self.quoted = None;
     }
 
     /// Closes the open message at `end`; `blank_sep` says a blank separator line (two octets
@@ -305,6 +314,20 @@ impl Scanner {
     }
 }
 
+/// Whether a complete line is `>+From ` (a `>*From ` line with at least one `>`), decided as
+/// the byte-at-a-time path decides it.
+fn quoted_from(line: &[u8]) -> bool {
+    let mut q = FromQuote::default();
+    for &b in line {
+        match q.step(b) {
+            Step::Pending => {}
+            Step::Matched { gts } => return gts > 0,
+            Step::Mismatch => return false,
+        }
+    }
+    false
+}
+
 fn is_volatile(line: &[u8]) -> bool {
     // Most header lines start with a letter no volatile name starts with.
     if !matches!(
@@ -322,7 +345,11 @@ fn is_volatile(line: &[u8]) -> bool {
 /// characters in 0x21..0x7E).
 fn header_uid(line: &[u8]) -> Option<String> {
     const NAME: &[u8] = b"x-uidl:";
-    if line.len() < NAME.len() || !line[..NAME.len()].eq_ignore_ascii_case(NAME) {
+    // Most header lines start with another letter: the cheap test first.
+    if !matches!(line.first(), Some(b'x' | b'X'))
+        || line.len() < NAME.len()
+        || !line[..NAME.len()].eq_ignore_ascii_case(NAME)
+    {
         return None;
     }
     let value = line[NAME.len()..].trim_ascii();

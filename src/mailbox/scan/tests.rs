@@ -272,10 +272,11 @@ fn random_garbage_scans_into_ordered_messages_whose_sizes_match_their_bytes() {
 }
 
 #[test]
-fn the_body_fast_path_finds_what_the_line_by_line_path_finds() {
-    // Fed one byte at a time, the scanner never sees a whole body line in a chunk, so it takes
-    // the general path for every line: the reference for the fast path over whole chunks.
-    let pieces: [&[u8]; 12] = [
+fn taking_whole_lines_from_the_chunk_finds_what_the_line_by_line_path_finds() {
+    // Fed one byte at a time, the scanner never sees a whole line of more than one octet in a
+    // chunk, so it takes the line buffer's path for nearly every line: the reference for
+    // whole lines (headers and body) taken straight from larger chunks.
+    let pieces: [&[u8]; 20] = [
         b"From ",
         b"\n",
         b"\r\n",
@@ -288,6 +289,14 @@ fn the_body_fast_path_finds_what_the_line_by_line_path_finds() {
         b"\n\n",
         b".",
         b"body text\n",
+        b"Subject: s\n",
+        b"Status: RO\n",
+        b"x-status: A\r\n",
+        b"X-UIDL: abc\n",
+        b"X-UIDL: a b\n",
+        b"Lines: 3\n",
+        b"\n\nFrom b Mon\n",
+        b"From: a@x\n",
     ];
     let mut seed = 7;
     for _ in 0..3000 {
@@ -304,5 +313,31 @@ fn the_body_fast_path_finds_what_the_line_by_line_path_finds() {
                 "{bytes:?}"
             );
         }
+    }
+}
+
+#[test]
+fn headers_past_the_digest_cap_scan_the_same_whole_or_byte_by_byte() {
+    // Header lines that cross MAX_UID_HEADER_BYTES, with volatile, X-UIDL and quoted lines
+    // before and after the cap, in messages with LF and CRLF line ends.
+    let mut bytes = Vec::new();
+    for (m, eol) in [(0, &b"\n"[..]), (1, &b"\r\n"[..])] {
+        bytes.extend_from_slice(format!("From m{m} Mon").as_bytes());
+        bytes.extend_from_slice(eol);
+        for i in 0..40 {
+            let name = ["Received", "Status", "X-UIDL", ">From x", "From", "Lines"][i % 6];
+            bytes.extend_from_slice(format!("{name}: {i}").as_bytes());
+            bytes.resize(bytes.len() + 1000 + 97 * i, b'v');
+            bytes.extend_from_slice(eol);
+        }
+        bytes.extend_from_slice(eol);
+        bytes.extend_from_slice(b"body");
+        bytes.extend_from_slice(eol);
+        bytes.extend_from_slice(eol);
+    }
+    let one = scan_bytes(&bytes, 1);
+    assert_eq!(one.messages.len(), 2);
+    for chunk in [bytes.len(), 4096, 999] {
+        assert_eq!(scan_bytes(&bytes, chunk).messages, one.messages, "{chunk}");
     }
 }
