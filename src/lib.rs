@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod blocks;
 pub mod check;
 pub mod cli;
 pub mod command;

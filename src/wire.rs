@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use memchr::memchr;
 
+use crate::blocks;
+
 /// What one call to [`read_line`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line {
@@ -203,32 +205,6 @@ pub const RENDER_BLOCK: usize = 64 * 1024;
 /// Lines up to this long are copied with one fixed-size copy (most mail lines are shorter).
 const COPY_WINDOW: usize = 80;
 
-/// Finds LFs. On x86-64 with AVX2 it calls memchr's AVX2 searcher directly, skipping the
-/// run-time dispatch that `memchr::memchr` pays on every call: with mail lines of about 70
-/// octets, callgrind put that dispatch at 40% of the search's instructions.
-struct LfFinder {
-    #[cfg(target_arch = "x86_64")]
-    avx2: Option<memchr::arch::x86_64::avx2::memchr::One>,
-}
-
-impl LfFinder {
-    fn new() -> Self {
-        LfFinder {
-            #[cfg(target_arch = "x86_64")]
-            avx2: memchr::arch::x86_64::avx2::memchr::One::new(b'\n'),
-        }
-    }
-
-    #[inline]
-    fn find(&self, haystack: &[u8]) -> Option<usize> {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(one) = &self.avx2 {
-            return one.find(haystack);
-        }
-        memchr(b'\n', haystack)
-    }
-}
-
 /// How much of a message to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Extent {
@@ -244,8 +220,9 @@ pub enum Extent {
 /// body lines.
 ///
 /// A whole message (RETR) is rendered into a block of its own, [`RENDER_BLOCK`] stored octets
-/// at a time, and each block goes to `out` in one `write_all`: per line that costs one
-/// `memchr` and two copies into the block, no call into `out` (profiling showed the per-line
+/// at a time, and each block goes to `out` in one `write_all`: line ends are found 64 octets
+/// at a time ([`blocks`]), and per line that costs two copies into the block, no call into
+/// `out` (profiling showed the per-line
 /// `write_all`s as the largest share of poplar's own CPU time in RETR). Whatever a `write`
 /// call was given has reached `out` when it returns. TOP, rare and short, goes line by line
 /// to `out`; give it a buffered writer.
@@ -360,10 +337,8 @@ impl<'w, W: Write + ?Sized> MessageWriter<'w, W> {
             out[pos] = b'.';
             pos += 1;
         }
-        let finder = LfFinder::new();
         let mut start = 0;
-        while let Some(found) = finder.find(&piece[start..]) {
-            let lf = start + found;
+        for lf in blocks::positions(b'\n', piece) {
             let cr_before = if lf > 0 {
                 piece[lf - 1] == b'\r'
             } else {

@@ -5,10 +5,11 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use memchr::{memchr, memchr_iter};
+use memchr::memchr;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::quote::{FromQuote, Step};
+use crate::blocks;
 use crate::limits::{FILE_CHUNK, MAX_UID_HEADER_BYTES};
 
 /// One message found by the scan.
@@ -146,7 +147,7 @@ impl Scanner {
         // Every complete line from here on is taken straight from the chunk, with one search
         // for line ends over the whole chunk rather than one call per line.
         let mut start = 0;
-        for lf in memchr_iter(b'\n', chunk) {
+        for lf in blocks::positions(b'\n', chunk) {
             self.whole_line(&chunk[start..=lf]);
             start = lf + 1;
         }
