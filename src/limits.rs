@@ -53,6 +53,15 @@ pub const MAX_ACCEPTS_PER_POLL: usize = 64;
 /// Pause after an accept error such as EMFILE, so the loop does not spin.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
+/// A scan of at least this many bytes (a first login, or an index rebuilt) is split in two at
+/// a message boundary near its middle, and the halves are scanned on two threads: a first
+/// login on a 100 MiB mbox is mostly this scan, and a second core is usually idle then.
+pub const SPLIT_SCAN_MIN: u64 = 16 * 1024 * 1024;
+
+/// How far past the middle a split scan looks for a message boundary before it gives up and
+/// scans in one go (a message longer than this straddles the middle).
+pub const SPLIT_SCAN_SEARCH: u64 = 4 * 1024 * 1024;
+
 /// Most header bytes of one message that feed its UID: enough for any real MTA's headers, and
 /// a bound on work for a hostile one.
 pub const MAX_UID_HEADER_BYTES: usize = 64 * 1024;

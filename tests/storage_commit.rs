@@ -115,13 +115,13 @@ fn random_commits_keep_exactly_the_right_bytes_and_uids() {
         );
 
         let again = store.open(&user).unwrap();
-        let kept: Vec<&str> = infos
+        let kept: Vec<String> = infos
             .iter()
             .zip(&deleted)
             .filter(|(_, d)| !**d)
-            .map(|(m, _)| m.uid.as_str())
+            .map(|(m, _)| m.uid.to_string())
             .collect();
-        let now: Vec<&str> = again.messages().iter().map(|m| m.uid.as_str()).collect();
+        let now: Vec<String> = again.messages().iter().map(|m| m.uid.to_string()).collect();
         assert_eq!(now[..kept.len()], kept[..], "round {round}");
     }
 }

@@ -29,7 +29,7 @@ fn view(path: &Path) -> View {
 }
 
 fn uids(v: &View) -> Vec<String> {
-    v.infos.iter().map(|i| i.uid.clone()).collect()
+    v.infos.iter().map(|i| i.uid.to_string()).collect()
 }
 
 #[test]

@@ -191,19 +191,6 @@ impl Record {
     }
 }
 
-/// The UID of serial `serial` in an index of epoch `epoch`: 24 lowercase hex digits.
-pub fn uid(epoch: u64, serial: u64) -> String {
-    // By hand rather than format!: a login makes one per message, 100,000 on a big mailbox.
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(24);
-    for v in [epoch, serial] {
-        for shift in (0..12).rev() {
-            s.push(char::from(HEX[((v >> (4 * shift)) & 0xf) as usize]));
-        }
-    }
-    s
-}
-
 /// A fresh epoch: 48 bits from the time, the process and the mbox path, so that an index
 /// made again after being lost never repeats the UIDs of the old one.
 pub fn new_epoch(mbox: &std::path::Path) -> u64 {
@@ -351,20 +338,6 @@ mod tests {
             assert_eq!(Record::decode(&b), None);
         }
         assert_eq!(Record::decode(&[0; RECORD_LEN as usize]), None);
-    }
-
-    #[test]
-    fn uids_are_fixed_width_and_printable() {
-        for (e, s) in [(0, 1), (u64::MAX, u64::MAX), (0x1234, 77)] {
-            let u = uid(e, s);
-            assert_eq!(u.len(), 24);
-            assert!(u.bytes().all(|b| b.is_ascii_hexdigit()));
-        }
-        assert_ne!(uid(1, 2), uid(1, 3));
-        assert_eq!(
-            uid(0xabc_0000_0001, 0x1_0000_0000_00ff),
-            "0abc000000010000000000ff"
-        );
     }
 
     #[test]

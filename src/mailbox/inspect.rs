@@ -14,7 +14,7 @@ use super::index::{self, Extent};
 use super::lock::{LockKind, sidecar, stale};
 use super::mbox::MboxOptions;
 use super::rollback::{self, Pending};
-use super::{journal, keep, scan};
+use super::{Uid, journal, keep, scan};
 use crate::limits::FILE_CHUNK;
 
 /// Longest From_ line read to check its date.
@@ -153,9 +153,16 @@ pub fn inspect(path: &Path, options: &MboxOptions) -> io::Result<Report> {
     let mut header_values = Vec::new();
     let len = scan::scan(&file, 0, |f| {
         report.quoted_lines += f.size - f.unquoted_size;
-        let uid = serials
-            .as_mut()
-            .and_then(|(epoch, s)| Some(index::uid(*epoch, s.get_mut(&f.digest)?.pop_front()?)));
+        let uid = serials.as_mut().and_then(|(epoch, s)| {
+            let serial = s.get_mut(&f.digest)?.pop_front()?;
+            Some(
+                Uid::Serial {
+                    epoch: *epoch,
+                    serial,
+                }
+                .to_string(),
+            )
+        });
         report.indexed += usize::from(uid.is_some());
         if options.view.uidl_from_header {
             header_values.push(f.header_uid.clone());

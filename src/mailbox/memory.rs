@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use md5::{Digest, Md5};
 
 use super::{
-    CommitSummary, LockGuard, LockTable, MailStore, MailboxError, Maildrop, MessageInfo, UserName,
-    hex,
+    CommitSummary, LockGuard, LockTable, MailStore, MailboxError, Maildrop, MessageInfo, Uid,
+    UserName, hex,
 };
 
 /// Mailboxes held in memory: each user's messages as stored bytes (LF or CRLF line ends).
@@ -54,10 +54,10 @@ impl MailStore for MemoryStore {
             .enumerate()
             .map(|(i, m)| MessageInfo {
                 size: sent_size(m),
-                uid: hex(&Md5::new()
+                uid: Uid::Text(hex(&Md5::new()
                     .chain_update(m)
                     .chain_update(i.to_be_bytes())
-                    .finalize()),
+                    .finalize())),
             })
             .collect();
         Ok(Box::new(MemoryDrop {

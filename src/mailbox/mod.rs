@@ -123,8 +123,36 @@ impl fmt::Debug for UserName {
 pub struct MessageInfo {
     /// Octets as sent by RETR: CRLF line ends, before dot-stuffing (RFC 1939 §11).
     pub size: u64,
-    /// The UIDL unique-id: 1 to 70 characters in 0x21..0x7E.
-    pub uid: String,
+    /// The UIDL unique-id.
+    pub uid: Uid,
+}
+
+/// A message's UIDL unique-id (RFC 1939 §7): 1 to 70 characters in 0x21..0x7E, once shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uid {
+    /// poplar's own: the index's epoch and the message's serial, shown as 24 lowercase hex
+    /// digits. Kept as numbers and shown only by UIDL: a login on 100,000 messages makes no
+    /// 100,000 strings.
+    Serial {
+        /// The index's epoch (48 bits).
+        epoch: u64,
+        /// The message's serial, never reused within the epoch.
+        serial: u64,
+    },
+    /// Any other: an `X-UIDL:` header's value, or a test store's digest.
+    Text(String),
+}
+
+impl fmt::Display for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const LOW_48: u64 = 0xffff_ffff_ffff;
+        match self {
+            Uid::Serial { epoch, serial } => {
+                write!(f, "{:012x}{:012x}", epoch & LOW_48, serial & LOW_48)
+            }
+            Uid::Text(s) => f.write_str(s),
+        }
+    }
 }
 
 /// What a commit removed and left.
@@ -326,6 +354,22 @@ mod tests {
         });
         assert!(t.acquire("/m/a".into()).is_ok());
         releaser.join().unwrap();
+    }
+
+    #[test]
+    fn uids_made_by_poplar_are_fixed_width_and_printable() {
+        let shown = |epoch, serial| Uid::Serial { epoch, serial }.to_string();
+        for (e, s) in [(0, 1), (u64::MAX, u64::MAX), (0x1234, 77)] {
+            let u = shown(e, s);
+            assert_eq!(u.len(), 24);
+            assert!(u.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        assert_ne!(shown(1, 2), shown(1, 3));
+        assert_eq!(
+            shown(0xabc_0000_0001, 0x1_0000_0000_00ff),
+            "0abc000000010000000000ff"
+        );
+        assert_eq!(Uid::Text("whatever-1".into()).to_string(), "whatever-1");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use super::quote::{FromQuote, Step};
 use crate::blocks;
-use crate::limits::{FILE_CHUNK, MAX_UID_HEADER_BYTES};
+use crate::limits::{FILE_CHUNK, MAX_UID_HEADER_BYTES, SPLIT_SCAN_MIN, SPLIT_SCAN_SEARCH};
 
 /// One message found by the scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,17 +35,37 @@ pub struct Found {
 /// returns the offset where it stopped (the file's length when it was read). `from` must be
 /// 0 or the offset of a message's `From ` line (where a message may start without a blank
 /// line before it). Memory stays at one chunk plus the messages found in one chunk,
-/// whatever the file holds.
+/// whatever the file holds; a scan of [`SPLIT_SCAN_MIN`] bytes or more also holds the
+/// messages of its second half, which a second thread scans meanwhile.
 pub fn scan(
     file: &File,
     from: u64,
     mut each: impl FnMut(Found) -> io::Result<()>,
 ) -> io::Result<u64> {
+    let len = file.metadata()?.len();
+    let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+    if two_cores && len.saturating_sub(from) >= SPLIT_SCAN_MIN {
+        let middle = from + (len - from) / 2;
+        if let Some(split) = boundary_after(file, middle, SPLIT_SCAN_SEARCH, FILE_CHUNK)? {
+            return scan_split(file, from, split, each);
+        }
+    }
+    scan_range(file, from, u64::MAX, &mut each)
+}
+
+/// Scans `from..until` (or to the end of the file, if sooner) as [`scan`] does.
+fn scan_range(
+    file: &File,
+    from: u64,
+    until: u64,
+    each: &mut impl FnMut(Found) -> io::Result<()>,
+) -> io::Result<u64> {
     let mut s = Scanner::new(from);
     let mut buf = vec![0u8; FILE_CHUNK];
     let mut pos = from;
-    loop {
-        let n = match file.read_at(&mut buf, pos) {
+    while pos < until {
+        let want = usize::try_from(until - pos).map_or(buf.len(), |w| w.min(buf.len()));
+        let n = match file.read_at(&mut buf[..want], pos) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -53,11 +73,81 @@ pub fn scan(
         };
         s.feed(&buf[..n]);
         pos += n as u64;
-        s.found.drain(..).try_for_each(&mut each)?;
+        s.found.drain(..).try_for_each(&mut *each)?;
     }
     s.finish();
-    s.found.drain(..).try_for_each(&mut each)?;
+    s.found.drain(..).try_for_each(each)?;
     Ok(pos)
+}
+
+/// Scans `from..split` here and `split..` on a second thread, and hands out the first half's
+/// messages, then the second's. `split` must be where a `From ` line follows a blank line:
+/// there one message ends and the next starts whatever came before, so the halves find
+/// exactly what one scan would.
+fn scan_split(
+    file: &File,
+    from: u64,
+    split: u64,
+    mut each: impl FnMut(Found) -> io::Result<()>,
+) -> io::Result<u64> {
+    std::thread::scope(|scope| {
+        let second = std::thread::Builder::new()
+            .name("scan".into())
+            .spawn_scoped(scope, || {
+                let mut found = Vec::new();
+                let end = scan_range(file, split, u64::MAX, &mut |f| {
+                    found.push(f);
+                    Ok(())
+                })?;
+                Ok::<_, io::Error>((found, end))
+            });
+        let Ok(second) = second else {
+            // No thread to be had (a process limit): one scan does it all.
+            return scan_range(file, from, u64::MAX, &mut each);
+        };
+        scan_range(file, from, split, &mut each)?;
+        let (found, end) = second
+            .join()
+            .map_err(|_| io::Error::other("the scan's second thread panicked"))??;
+        found.into_iter().try_for_each(&mut each)?;
+        Ok(end)
+    })
+}
+
+/// The first offset after `near`, and before `near + search`, where a `From ` line follows a
+/// blank line (the start of a message, whatever precedes it), if there is one; the file is
+/// read `window` octets at a time.
+fn boundary_after(file: &File, near: u64, search: u64, window: usize) -> io::Result<Option<u64>> {
+    // Each window starts a little before the last one ended, so a boundary across the two
+    // is seen whole: the `\n` ending the line before the blank one, the blank line, `From `.
+    const OVERLAP: u64 = 8;
+    let finder = memchr::memmem::Finder::new(b"\nFrom ");
+    let mut buf = vec![0u8; window.max(2 * OVERLAP as usize)];
+    let mut at = near.saturating_sub(OVERLAP);
+    while at < near + search {
+        let n = match file.read_at(&mut buf, at) {
+            Ok(0) => return Ok(None),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let window = &buf[..n];
+        for i in finder.find_iter(window) {
+            // The line the `\n` at `i` ends is blank: `\n` alone, or `\r\n`, after a line end.
+            let blank_before = matches!(window[..i], [.., b'\n'] | [.., b'\n', b'\r']);
+            // Only a complete `From ` line starts a message: one the file's end cuts is text.
+            let complete = memchr(b'\n', &window[i + 1..]).is_some();
+            let split = at + i as u64 + 1;
+            if blank_before && complete && split > near {
+                return Ok(Some(split));
+            }
+        }
+        if (n as u64) <= OVERLAP {
+            return Ok(None);
+        }
+        at += n as u64 - OVERLAP;
+    }
+    Ok(None)
 }
 
 /// Headers that local mail readers add or rewrite; they must not change a digest.

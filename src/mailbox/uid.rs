@@ -8,10 +8,10 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-use super::MessageInfo;
 use super::index::{self, Extent, Header, Record, RecordWriter};
 use super::lock::{create_fresh, ours, sidecar};
 use super::scan::{self, Found};
+use super::{MessageInfo, Uid};
 
 /// How messages are presented to sessions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -55,7 +55,10 @@ impl Builder {
         self.view.extents.push(r.extent);
         self.view.infos.push(MessageInfo {
             size,
-            uid: index::uid(self.epoch, r.serial),
+            uid: Uid::Serial {
+                epoch: self.epoch,
+                serial: r.serial,
+            },
         });
     }
 
@@ -68,15 +71,16 @@ impl Builder {
         for (_, u) in &self.header_uids {
             *count.entry(u).or_default() += 1;
         }
-        let generated: HashSet<&str> = self.view.infos.iter().map(|i| i.uid.as_str()).collect();
+        let generated: HashSet<String> =
+            self.view.infos.iter().map(|i| i.uid.to_string()).collect();
         let usable: Vec<(usize, String)> = self
             .header_uids
             .iter()
-            .filter(|(_, u)| count[u.as_str()] == 1 && !generated.contains(u.as_str()))
+            .filter(|(_, u)| count[u.as_str()] == 1 && !generated.contains(u))
             .cloned()
             .collect();
         for (i, u) in usable {
-            self.view.infos[i].uid = u;
+            self.view.infos[i].uid = Uid::Text(u);
         }
         self.view
     }

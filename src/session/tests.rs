@@ -118,7 +118,7 @@ fn uids(store: &MemoryStore, user: &str) -> Vec<String> {
     let drop = store
         .open(&UserName::new(user.as_bytes()).unwrap())
         .unwrap();
-    drop.messages().iter().map(|m| m.uid.clone()).collect()
+    drop.messages().iter().map(|m| m.uid.to_string()).collect()
 }
 
 fn alice_untouched(store: &MemoryStore) {

@@ -94,16 +94,14 @@ impl Transaction {
                 let (n, size) = self.totals();
                 Reply::ok(format!("{n} {size}"))
             }
-            Command::List(None) => self.listing(|m| m.size.to_string(), {
+            Command::List(None) => self.listing(|m| m.size, {
                 let (n, size) = self.totals();
                 format!(
                     "{} ({size} octets)",
                     crate::wire::count(n as u64, "message")
                 )
             }),
-            Command::Uidl(None) => {
-                self.listing(|m| m.uid.clone(), "unique-id listing follows".into())
-            }
+            Command::Uidl(None) => self.listing(|m| &m.uid, "unique-id listing follows".into()),
             Command::List(Some(n)) => match self.live(n) {
                 Ok(i) => Reply::ok(format!("{n} {}", self.maildrop.messages()[i].size)),
                 Err(r) => r,
@@ -156,9 +154,9 @@ impl Transaction {
         TxStep::Reply(reply)
     }
 
-    fn listing(
-        &self,
-        field: impl Fn(&crate::mailbox::MessageInfo) -> String,
+    fn listing<'m, D: std::fmt::Display>(
+        &'m self,
+        field: impl Fn(&'m crate::mailbox::MessageInfo) -> D,
         first: String,
     ) -> Reply {
         let mut lines = String::new();

@@ -1,6 +1,6 @@
 use super::*;
 use crate::mailbox::quote::{FromQuote, Step, Unquote};
-use std::io::Read;
+use std::io::{Read, Write};
 
 /// What one scan of `bytes` fed `chunk` bytes at a time found.
 struct ScanResult {
@@ -340,4 +340,104 @@ fn headers_past_the_digest_cap_scan_the_same_whole_or_byte_by_byte() {
     for chunk in [bytes.len(), 4096, 999] {
         assert_eq!(scan_bytes(&bytes, chunk).messages, one.messages, "{chunk}");
     }
+}
+
+/// Every message a whole scan of `file` finds, and where it stopped.
+fn scan_whole(file: &File) -> (Vec<Found>, u64) {
+    let mut found = Vec::new();
+    let end = scan_range(file, 0, u64::MAX, &mut |f| {
+        found.push(f);
+        Ok(())
+    })
+    .unwrap();
+    (found, end)
+}
+
+#[test]
+fn a_scan_split_at_any_boundary_finds_what_one_scan_finds() {
+    // Blank lines of both kinds before `From ` lines, and `From ` lines that start no message
+    // (no blank line before them) or sit across a read window's edge.
+    let pieces: [&[u8]; 12] = [
+        b"\n\nFrom b Mon\n",
+        b"\r\n\r\nFrom c Tue\r\n",
+        b"\nFrom d Wed\n",
+        b"\n\n",
+        b"From ",
+        b"\n",
+        b"\r\n",
+        b"Subject: s\n",
+        b"body text\n",
+        b">From x\n",
+        b"\n\n\nFrom e Thu\n",
+        b"X-UIDL: abc\n",
+    ];
+    let mut seed = 11;
+    for round in 0..300 {
+        let n = (lcg(&mut seed) % 40) as usize;
+        let mut bytes = b"From a\nH: 1\n\n".to_vec();
+        for _ in 0..n {
+            bytes.extend_from_slice(pieces[(lcg(&mut seed) % pieces.len() as u64) as usize]);
+        }
+        let mut tmp = tempfile::tempfile().unwrap();
+        tmp.write_all(&bytes).unwrap();
+        let (whole, end) = scan_whole(&tmp);
+        let starts: Vec<u64> = whole.iter().map(|f| f.start).collect();
+        let window = [9, 10, 16, 33, 4096][round % 5];
+        let mut splits = 0;
+        for near in 0..bytes.len() as u64 {
+            let Some(split) = boundary_after(&tmp, near, bytes.len() as u64, window).unwrap()
+            else {
+                // No message starts after `near` (or the window cut the `From ` line of each).
+                assert!(window < 4096 || starts.iter().all(|&s| s <= near));
+                continue;
+            };
+            // A message start after `near`: the first one, unless the read window cut its
+            // `From ` line (then a later one, or none).
+            assert!(
+                split > near && starts.contains(&split),
+                "{near} in {bytes:?}"
+            );
+            if window == 4096 {
+                assert_eq!(Some(&split), starts.iter().find(|&&s| s > near));
+            }
+            let mut found = Vec::new();
+            let split_end = scan_split(&tmp, 0, split, |f| {
+                found.push(f);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(
+                (&found, split_end),
+                (&whole, end),
+                "split at {split} of {bytes:?}"
+            );
+            splits += 1;
+        }
+        assert!(window < 4096 || splits > 0 || starts.len() == 1);
+    }
+}
+
+#[test]
+fn a_large_scan_runs_split_and_finds_what_one_scan_finds() {
+    // Just over the threshold, in messages of varied size: the split scan's own path.
+    let mut bytes = Vec::new();
+    let mut i = 0;
+    while bytes.len() as u64 <= SPLIT_SCAN_MIN {
+        bytes.extend_from_slice(format!("From s{i} Mon\nSubject: {i}\n\n").as_bytes());
+        bytes.extend(std::iter::repeat_n(b"line of body text\n".as_slice(), i % 200).flatten());
+        bytes.extend_from_slice(b"\n");
+        i += 1;
+    }
+    let mut tmp = tempfile::tempfile().unwrap();
+    tmp.write_all(&bytes).unwrap();
+    let near = bytes.len() as u64 / 2;
+    let split = boundary_after(&tmp, near, SPLIT_SCAN_SEARCH, FILE_CHUNK).unwrap();
+    assert!(split.is_some_and(|s| s > near && s < near + 4096));
+    let mut found = Vec::new();
+    let end = scan(&tmp, 0, |f| {
+        found.push(f);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!((found, end), scan_whole(&tmp));
 }
