@@ -266,25 +266,60 @@ impl Read for RangeRead<'_> {
     }
 }
 
+/// Records written between two starts of write-back (about 1 MiB).
+const WRITE_BACK_RECORDS: u64 = 6 * 1024;
+
 /// Writes records one after another from record `from` on, buffered.
 pub struct RecordWriter<'f> {
+    index: &'f File,
     out: BufWriter<WriterAt<'f>>,
+    /// Offset of the first octet written since write-back was last started.
+    unstarted: u64,
+    /// Records written since then.
+    pending: u64,
 }
 
 impl<'f> RecordWriter<'f> {
     /// Starts writing at record `from` of `index`.
     pub fn new(index: &'f File, from: u64) -> RecordWriter<'f> {
+        let at = HEADER_LEN + from * RECORD_LEN;
         RecordWriter {
-            out: BufWriter::with_capacity(
-                crate::limits::FILE_CHUNK,
-                WriterAt::new(index, HEADER_LEN + from * RECORD_LEN),
-            ),
+            index,
+            out: BufWriter::with_capacity(crate::limits::FILE_CHUNK, WriterAt::new(index, at)),
+            unstarted: at,
+            pending: 0,
         }
     }
 
     /// Writes the next record.
     pub fn push(&mut self, r: &Record) -> io::Result<()> {
-        self.out.write_all(&r.encode())
+        self.out.write_all(&r.encode())?;
+        self.pending += 1;
+        if self.pending == WRITE_BACK_RECORDS {
+            self.start_write_back()?;
+        }
+        Ok(())
+    }
+
+    /// Has the kernel start writing what was written since the last call to disk now, while
+    /// the scan goes on, so that the `fsync` at the end of a big index (15 MiB for 100,000
+    /// messages; 10 ms here when all of it waited for it) finds little left to write.
+    /// `POSIX_FADV_DONTNEED` starts write-back of dirty pages; pages still dirty or under
+    /// write-back stay cached, so a login right after still reads the index from memory.
+    fn start_write_back(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        let len = self.pending * RECORD_LEN;
+        let advice = rustix::fs::Advice::DontNeed;
+        // Advice only: a file system that ignores it just leaves the work to the fsync.
+        let _ = rustix::fs::fadvise(
+            self.index,
+            self.unstarted,
+            std::num::NonZeroU64::new(len),
+            advice,
+        );
+        self.unstarted += len;
+        self.pending = 0;
+        Ok(())
     }
 
     /// Flushes; the file then ends after the last record written (when `truncate`).
@@ -360,5 +395,26 @@ mod tests {
         w.push(&record(1, 1, None)).unwrap();
         w.finish(true).unwrap();
         assert_eq!(record_count(&f).unwrap(), 3);
+    }
+
+    #[test]
+    fn records_written_across_write_back_starts_all_arrive() {
+        let f = tempfile::tempfile().unwrap();
+        // From record 3 on, over two starts of write-back and a part-filled third stretch.
+        let n = 2 * WRITE_BACK_RECORDS + 17;
+        let mut w = RecordWriter::new(&f, 3);
+        for i in 0..n {
+            w.push(&record(i * 100, i + 1, Some("u"))).unwrap();
+        }
+        w.finish(true).unwrap();
+        assert_eq!(record_count(&f).unwrap(), 3 + n);
+        for (i, r) in records(&f, 3).enumerate() {
+            let i = i as u64;
+            assert_eq!(
+                r.unwrap(),
+                Some(record(i * 100, i + 1, Some("u"))),
+                "record {i}"
+            );
+        }
     }
 }
