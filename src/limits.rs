@@ -41,6 +41,13 @@ pub const SESSION_WRITE_BUFFER: usize = 64 * 1024;
 /// Chunk size for reading message bytes from the mailbox file.
 pub const FILE_CHUNK: usize = 64 * 1024;
 
+/// RETR reads and renders a large message this many stored octets at a time, and sends each
+/// rendered chunk in one write. A RETR of a large message holds this plus its rendering (up to
+/// twice this) for as long as it runs: 768 KiB, nothing while idle. On a 256 MiB message
+/// (loopback, 1 client) 64 KiB chunks gave 1.65-1.9 GB/s, 128 KiB 1.7-2.6, 256 KiB 2.0-2.7,
+/// 1 MiB 1.7-1.9 (the chunk and its rendering no longer stay in the core's cache).
+pub const RETR_CHUNK: usize = 256 * 1024;
+
 /// Queue of connections the kernel holds until they are accepted (capped by
 /// net.core.somaxconn): deep enough that a burst of connections waits briefly instead of
 /// having its SYNs dropped.

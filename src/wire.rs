@@ -199,8 +199,8 @@ pub fn write_reply<W: Write + ?Sized>(w: &mut W, reply: &Reply) -> io::Result<()
 
 /// RETR renders stored bytes this many at a time, and hands each rendered piece to its writer
 /// in one `write_all`: one large write per file chunk, and a small message plus its status
-/// line still fit one session write buffer.
-pub const RENDER_BLOCK: usize = 64 * 1024;
+/// line still gather in one session write buffer.
+pub const RENDER_BLOCK: usize = crate::limits::RETR_CHUNK;
 
 /// Lines up to this long are copied with one fixed-size copy (most mail lines are shorter).
 const COPY_WINDOW: usize = 80;

@@ -462,7 +462,7 @@ fn render(path: &Path) -> Result<(), String> {
             io::BufWriter::with_capacity(poplar::limits::SESSION_WRITE_BUFFER, io::sink());
         let t0 = Instant::now();
         let mut w = MessageWriter::new(&mut out, Extent::Whole);
-        for chunk in data.chunks(poplar::limits::FILE_CHUNK) {
+        for chunk in data.chunks(poplar::limits::RETR_CHUNK) {
             w.write(chunk).map_err(|e| e.to_string())?;
         }
         w.finish().map_err(|e| e.to_string())?;

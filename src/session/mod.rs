@@ -16,7 +16,7 @@ use crate::auth::UsersHandle;
 use crate::auth::guard::{Guards, UserSlot};
 use crate::auth::sasl::Mechanism;
 use crate::command::{self, Command};
-use crate::limits::{FILE_CHUNK, MAX_COMMAND_LINE, MAX_SASL_LINE};
+use crate::limits::{MAX_COMMAND_LINE, MAX_SASL_LINE, RETR_CHUNK};
 use crate::mailbox::{MailStore, MailboxError, Maildrop};
 use crate::wire::{self, Extent, Line, MessageWriter, Reply, RespCode};
 
@@ -548,7 +548,7 @@ fn send_message<W: Write>(
     // The listed size (CRLF counted) is never below the stored size, so a small message is
     // read in one call into a buffer its own size, instead of zeroing a whole chunk per RETR.
     let listed = maildrop.messages().get(index).map_or(0, |m| m.size);
-    let mut buf = vec![0u8; listed.clamp(1, FILE_CHUNK as u64) as usize];
+    let mut buf = vec![0u8; listed.clamp(1, RETR_CHUNK as u64) as usize];
     let mut reader = maildrop.reader(index).map_err(SendError::Refused)?;
     wire::write_ok(out, status).map_err(SendError::Client)?;
     let mut counted = Counted {
