@@ -120,9 +120,22 @@ pub fn still_at_path(path: &Path, file: &File) -> io::Result<bool> {
 
 /// Holds `<mbox>.poplar-lock` with flock for a session's whole life, so that sessions on one
 /// mailbox are exclusive across poplar processes; the kernel drops it when the process dies.
+/// Released explicitly on drop (see there).
 #[derive(Debug)]
 pub struct SessionLock {
-    _file: File,
+    file: File,
+}
+
+impl Drop for SessionLock {
+    /// Unlocks before the descriptor closes. Closing alone frees an flock only once no other
+    /// descriptor shares it, and a child process forked by another thread of this process (an
+    /// embedding test suite running clients, as tests/clients.rs does) holds a copy until its
+    /// exec: under load long enough for the next login to be refused `[IN-USE]`.
+    fn drop(&mut self) {
+        if let Err(e) = self.file.unlock() {
+            log::error!("cannot release a session lock: {e}");
+        }
+    }
 }
 
 impl SessionLock {
@@ -137,7 +150,7 @@ impl SessionLock {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(sidecar(mbox, ".poplar-lock"))?;
         match file.try_lock() {
-            Ok(()) => Ok(SessionLock { _file: file }),
+            Ok(()) => Ok(SessionLock { file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(MailboxError::InUse),
             Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
         }
@@ -396,6 +409,22 @@ mod tests {
         ));
         drop(held);
         assert!(lock_for_delivery(&mbox, &b, &opts).is_ok());
+    }
+
+    #[test]
+    fn a_session_lock_is_released_on_drop_while_a_copy_of_its_descriptor_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("m");
+        let held = SessionLock::acquire(&mbox).unwrap();
+        assert!(matches!(
+            SessionLock::acquire(&mbox),
+            Err(MailboxError::InUse)
+        ));
+        // What a child forked by another thread holds until its exec closes it.
+        let copy = held.file.try_clone().unwrap();
+        drop(held);
+        assert!(SessionLock::acquire(&mbox).is_ok());
+        drop(copy);
     }
 
     #[test]
