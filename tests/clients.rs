@@ -4,6 +4,8 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::{Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{TestServer, mbox};
 
@@ -31,16 +33,59 @@ fn sent(stored: &[u8]) -> Vec<u8> {
 }
 
 fn server() -> TestServer {
+    // Already set by an earlier test in this binary: that one serves.
+    if log::set_logger(&ServerLog).is_ok() {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
     TestServer::start("alice:{PLAIN}secret\n", &[("alice", &mbox(&MESSAGES))])
 }
 
+/// What every server in this test binary logged, each line stamped with the UTC time of day,
+/// so that a failure shows the server's side of the dialogue. curl's `--trace-time` stamps
+/// can be off from these by up to a second: compare gaps within each, not clocks.
+static SERVER_LOG: Mutex<String> = Mutex::new(String::new());
+
+struct ServerLog;
+
+impl log::Log for ServerLog {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.target().starts_with("poplar")
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let secs = now.as_secs() % 86_400;
+        let line = format!(
+            "{:02}:{:02}:{:02}.{:06} {} {}\n",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60,
+            now.subsec_micros(),
+            record.level(),
+            record.args()
+        );
+        SERVER_LOG
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_str(&line);
+    }
+
+    fn flush(&self) {}
+}
+
+/// The client's output if it succeeded; otherwise a panic with what it printed (curl's is
+/// the whole dialogue, timed) and what the servers logged.
 fn check(out: &Output, what: &str) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "{what} failed ({}):\n{stdout}\n{}",
+        "{what} failed ({}):\n{stdout}\n{}\nserver log (every server in this test binary):\n{}",
         out.status,
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stderr),
+        SERVER_LOG.lock().unwrap_or_else(PoisonError::into_inner)
     );
     stdout
 }
@@ -86,9 +131,11 @@ fn python_poplib_fetches_every_message_byte_for_byte_and_deletes_them() {
     assert_eq!(std::fs::read(s.mbox("alice")).unwrap(), b"");
 }
 
+/// Runs curl against `s`, its stderr the timed dialogue (for [`check`]'s failure message).
 fn curl(s: &TestServer, path: &str, extra: &[&str]) -> Output {
     Command::new("curl")
-        .args(["--silent", "--show-error", "--max-time", "20"])
+        .args(["--silent", "--show-error", "--verbose", "--trace-time"])
+        .args(["--max-time", "20"])
         .args(["--user", "alice:secret"])
         .arg(format!("pop3://{}/{path}", s.addr))
         .args(extra)
