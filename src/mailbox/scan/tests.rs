@@ -271,6 +271,16 @@ fn random_garbage_scans_into_ordered_messages_whose_sizes_match_their_bytes() {
     }
 }
 
+/// A message start, then fewer than `most` pieces picked at random.
+fn random_mailbox(seed: &mut u64, pieces: &[&[u8]], most: u64) -> Vec<u8> {
+    let n = lcg(seed) % most;
+    let mut bytes = b"From a\nH: 1\n\n".to_vec();
+    for _ in 0..n {
+        bytes.extend_from_slice(pieces[(lcg(seed) % pieces.len() as u64) as usize]);
+    }
+    bytes
+}
+
 #[test]
 fn taking_whole_lines_from_the_chunk_finds_what_the_line_by_line_path_finds() {
     // Fed one byte at a time, the scanner never sees a whole line of more than one octet in a
@@ -300,11 +310,7 @@ fn taking_whole_lines_from_the_chunk_finds_what_the_line_by_line_path_finds() {
     ];
     let mut seed = 7;
     for _ in 0..3000 {
-        let n = (lcg(&mut seed) % 60) as usize;
-        let mut bytes = b"From a\nH: 1\n\n".to_vec();
-        for _ in 0..n {
-            bytes.extend_from_slice(pieces[(lcg(&mut seed) % pieces.len() as u64) as usize]);
-        }
+        let bytes = random_mailbox(&mut seed, &pieces, 60);
         let one = scan_bytes(&bytes, 1);
         for chunk in [bytes.len(), 7, 64] {
             assert_eq!(
@@ -373,11 +379,7 @@ fn a_scan_split_at_any_boundary_finds_what_one_scan_finds() {
     ];
     let mut seed = 11;
     for round in 0..300 {
-        let n = (lcg(&mut seed) % 40) as usize;
-        let mut bytes = b"From a\nH: 1\n\n".to_vec();
-        for _ in 0..n {
-            bytes.extend_from_slice(pieces[(lcg(&mut seed) % pieces.len() as u64) as usize]);
-        }
+        let bytes = random_mailbox(&mut seed, &pieces, 40);
         let mut tmp = tempfile::tempfile().unwrap();
         tmp.write_all(&bytes).unwrap();
         let (whole, end) = scan_whole(&tmp);

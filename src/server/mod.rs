@@ -1,13 +1,14 @@
-//! The accept loop: one mio Poll over every listener, the stop waker and the signals; one
-//! thread per session (TLS handshakes and PROXY headers included); admission; reload on
-//! SIGHUP; graceful shutdown. `listeners` supplies sockets from systemd and reads PROXY headers.
+//! The server: a mio accept loop over every listener, one thread per session, SIGHUP, shutdown.
 
-use std::collections::HashMap;
+// Sockets from systemd and PROXY headers are read in `crate::listeners`.
+mod admission;
+mod context;
+
 use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -16,16 +17,18 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::auth::guard::{ClientKey, Guards};
-use crate::auth::{UsersHandle, passwd};
+use crate::auth::guard::ClientKey;
+use crate::auth::passwd;
 use crate::config::Config;
 use crate::limits;
 use crate::listeners::real_peer;
-use crate::mailbox::mbox::MboxStore;
 use crate::proxy::Cidr;
-use crate::session::{self, Context, Link, Settings, Tag};
+use crate::session::{self, Context, Link, Tag};
 use crate::tls::Certificates;
 use crate::transport::{Connection, Timeouts};
+
+use admission::{Refusal, Sessions, log_refusal};
+pub use context::{certificates, context, one_session_context};
 
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -44,131 +47,6 @@ impl ShutdownHandle {
         if let Err(e) = self.waker.wake() {
             log::error!("could not wake the accept loop: {e}");
         }
-    }
-}
-
-/// Open sessions, so that shutdown can cut them off and wait for them, and their count per
-/// client address for admission.
-#[derive(Default)]
-struct Sessions {
-    open: Mutex<Open>,
-    changed: Condvar,
-}
-
-/// What [`Sessions`] guards: every open session's stream, and how many each address has.
-#[derive(Default)]
-struct Open {
-    streams: HashMap<u64, TcpStream>,
-    per_address: HashMap<ClientKey, usize>,
-}
-
-/// Why a connection was not admitted.
-enum Refusal {
-    Total,
-    PerAddress(ClientKey),
-}
-
-impl Refusal {
-    /// The one line a refused client gets (in cleartext: not on an implicit-TLS listener).
-    fn reply(&self) -> &'static [u8] {
-        match self {
-            Refusal::Total => b"-ERR [SYS/TEMP] too many connections, try again later\r\n",
-            Refusal::PerAddress(_) => b"-ERR [SYS/TEMP] too many connections from your address\r\n",
-        }
-    }
-}
-
-impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
-        self.open.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Takes a place for session `id`, or says which limit refuses it. `key` is the address
-    /// the connection is accounted to; `None` when it is not known yet (a PROXY header will
-    /// tell, and [`Slot::account`] counts it then).
-    fn admit(
-        self: &Arc<Self>,
-        id: u64,
-        key: Option<ClientKey>,
-        stream: TcpStream,
-        limits: (usize, usize),
-    ) -> Result<Slot, Refusal> {
-        let (max_total, max_per_address) = limits;
-        let mut open = self.lock();
-        if open.streams.len() >= max_total {
-            return Err(Refusal::Total);
-        }
-        if let Some(key) = key {
-            count_address(&mut open, key, max_per_address)?;
-        }
-        open.streams.insert(id, stream);
-        Ok(Slot {
-            sessions: self.clone(),
-            id,
-            key,
-        })
-    }
-
-    /// Waits until no session is open or `deadline` passes; returns how many are left.
-    fn wait_empty(&self, deadline: Instant) -> usize {
-        let mut open = self.lock();
-        while !open.streams.is_empty() {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            open = self
-                .changed
-                .wait_timeout(open, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        open.streams.len()
-    }
-}
-
-/// The one place connections are counted per client address.
-fn count_address(open: &mut Open, key: ClientKey, max: usize) -> Result<(), Refusal> {
-    let n = open.per_address.entry(key).or_insert(0);
-    if *n >= max {
-        return Err(Refusal::PerAddress(key));
-    }
-    *n += 1;
-    Ok(())
-}
-
-/// A session's place in [`Sessions`]; freed when the session thread ends, panics included.
-struct Slot {
-    sessions: Arc<Sessions>,
-    id: u64,
-    /// The address the session counts against, once known.
-    key: Option<ClientKey>,
-}
-
-impl Slot {
-    /// Counts the session against `key` (the client's real address from a PROXY header).
-    fn account(&mut self, key: ClientKey, max_per_address: usize) -> Result<(), Refusal> {
-        let mut open = self.sessions.lock();
-        count_address(&mut open, key, max_per_address)?;
-        self.key = Some(key);
-        Ok(())
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut open = self.sessions.lock();
-        open.streams.remove(&self.id);
-        if let Some(key) = self.key
-            && let Some(n) = open.per_address.get_mut(&key)
-        {
-            *n -= 1;
-            if *n == 0 {
-                open.per_address.remove(&key);
-            }
-        }
-        drop(open);
-        self.sessions.changed.notify_all();
     }
 }
 
@@ -447,16 +325,11 @@ impl Server {
     fn reap(&self) -> Option<Instant> {
         let (expired, next) = self.ctx.guards.deadlines.expired(Instant::now());
         if !expired.is_empty() {
-            let open = self.sessions.lock();
-            for id in expired {
-                if let Some(stream) = open.streams.get(&id) {
-                    log::warn!(
-                        "[{id}] not logged in within {:?}: closing",
-                        self.auth_timeout
-                    );
-                    // No farewell line: a client that does not read could block the loop.
-                    let _ = stream.shutdown(Shutdown::Both);
-                }
+            for id in self.sessions.cut_off(&expired) {
+                log::warn!(
+                    "[{id}] not logged in within {:?}: closing",
+                    self.auth_timeout
+                );
             }
         }
         next
@@ -586,16 +459,14 @@ impl Server {
             let _ = self.poll.registry().deregister(l);
         }
         self.listeners.clear();
-        let open = self.sessions.lock().streams.len();
+        let open = self.sessions.open_count();
         log::info!("stopped accepting; {open} sessions open");
         let left = self
             .sessions
             .wait_empty(Instant::now() + self.shutdown_grace);
         if left > 0 {
             log::info!("cutting off {left} sessions");
-            for stream in self.sessions.lock().streams.values() {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
+            self.sessions.cut_off_all();
             let stuck = self
                 .sessions
                 .wait_empty(Instant::now() + limits::SHUTDOWN_JOIN_DEADLINE);
@@ -607,31 +478,6 @@ impl Server {
     }
 }
 
-/// The warning for a refused connection.
-fn log_refusal(tag: &Tag, refusal: &Refusal, limit: usize) {
-    match refusal {
-        Refusal::Total => log::warn!("{tag} refused: {limit} sessions open"),
-        Refusal::PerAddress(key) => {
-            log::warn!("{tag} refused: {limit} sessions open from {key}");
-        }
-    }
-}
-
-/// The TLS certificate and key of `--tls-cert`/`--tls-key`, loaded, if configured.
-pub fn certificates(config: &Config) -> io::Result<Option<Arc<Certificates>>> {
-    let Some(files) = &config.tls else {
-        return Ok(None);
-    };
-    let c = Certificates::open(files.clone()).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("cannot load the TLS certificate: {e}"),
-        )
-    })?;
-    log::info!("TLS certificate loaded from {}", files.cert.display());
-    Ok(Some(Arc::new(c)))
-}
-
 /// What a listener's connections start with.
 #[derive(Debug, Clone, Copy)]
 struct ListenerKind {
@@ -639,66 +485,4 @@ struct ListenerKind {
     implicit_tls: bool,
     /// A PROXY header (`--proxy-protocol`), before anything else, TLS included.
     proxied: bool,
-}
-
-/// The sessions' context from the configuration: the users file loaded (unusable lines
-/// logged by number), the mbox store, the login guards, the settings; and, as a daemon
-/// serves everyone from
-/// here on, every user's interrupted commit finished first.
-pub fn context(config: &Config) -> Result<Context, String> {
-    context_with(config, Recovery::EveryUser)
-}
-
-/// The context for a process that serves one session (`--inetd`): no pass over every user's
-/// mailbox, which would cost a stat per user per connection. The one user who logs in gets
-/// their journal replayed all the same, as every login does before it scans.
-pub fn one_session_context(config: &Config) -> Result<Context, String> {
-    context_with(config, Recovery::AtLogin)
-}
-
-/// When interrupted commits are finished.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Recovery {
-    /// Now, for every user in the users file.
-    EveryUser,
-    /// Only when a user logs in (which every login does anyway).
-    AtLogin,
-}
-
-fn context_with(config: &Config, recovery: Recovery) -> Result<Context, String> {
-    let users_file = config
-        .users_file
-        .as_ref()
-        .ok_or_else(|| "no users file given".to_owned())?;
-    let users_path = users_file.display();
-    let (users, problems) =
-        passwd::load(users_file).map_err(|e| format!("cannot read {users_path}: {e}"))?;
-    for p in &problems {
-        log::warn!("{users_path}: {p}; that user cannot log in");
-    }
-    let store = MboxStore::with_options(config.mail.clone(), config.mbox.clone());
-    if recovery == Recovery::EveryUser {
-        log::info!("{} users loaded from {users_path}", users.len());
-        for user in users.names() {
-            // Finish any commit a crash interrupted before serving anyone.
-            if let Err(e) = store.recover(user) {
-                log::error!("recovering the mailbox of {user}: {e}");
-            }
-        }
-    }
-    Ok(Context {
-        users: UsersHandle::new(users),
-        store: Arc::new(store),
-        guards: Arc::new(Guards::new(limits::hash_parallelism(), config.max_per_user)),
-        settings: Settings {
-            auth_failure_delay: config.auth_failure_delay,
-            hostname: config.hostname.clone(),
-            allow_cleartext: config.allow_cleartext,
-            treat_as_remote: config.treat_as_remote.clone(),
-            trace_commands: false,
-            apop: config.apop,
-            max_bad_commands: config.max_bad_commands,
-            command_timeout: config.idle_timeout,
-        },
-    })
 }
