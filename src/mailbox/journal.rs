@@ -19,7 +19,7 @@ use md5::{Digest, Md5};
 
 use super::fault;
 use super::index::{HEADER_LEN, RECORD_LEN};
-use super::lock::{create_fresh, ours, sidecar};
+use super::lock::{create_fresh, ours, private_file, sidecar};
 use super::uid::{open_index, sync_dir};
 use crate::limits::FILE_CHUNK;
 
@@ -140,13 +140,7 @@ impl JournalWriter {
         let file = if fresh {
             create_fresh(path)?
         } else {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(nix::libc::O_NOFOLLOW)
-                .open(path)?
+            private_file().create_new(true).open(path)?
         };
         Ok(JournalWriter {
             file,

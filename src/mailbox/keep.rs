@@ -1,13 +1,13 @@
 //! `--dev-keep-deleted`: before a commit removes messages, copy them to `<mbox>.deleted` (an
 //! mbox) and fsync, so a crash between the two can duplicate a message there, never lose it.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::index::Extent;
-use super::lock::sidecar;
+use super::lock::{private_file, sidecar};
 use super::positioned::WriterAt;
 use super::{fault, uid};
 use crate::limits::FILE_CHUNK;
@@ -30,14 +30,7 @@ pub fn keep_deleted(
 ) -> io::Result<()> {
     let path = deleted_path(mbox);
     let existed = path.exists();
-    let out = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&path)?;
+    let out = private_file().create(true).truncate(false).open(&path)?;
     let old_len = out.metadata()?.len();
     let written = copy(file, &out, old_len, extents, deleted).and_then(|()| out.sync_data());
     if let Err(e) = written {

@@ -89,6 +89,18 @@ pub fn ours(file: &File) -> io::Result<bool> {
     Ok(m.is_file() && (m.uid() == nix::unistd::geteuid().as_raw() || m.uid() == 0))
 }
 
+/// How poplar opens a sidecar file of its own (index, journal, session lock, kept mail): read
+/// and write, mode 0600 if created, and never through a symlink (the mbox's directory may be
+/// writable by others). The caller adds how it may be created.
+pub fn private_file() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW);
+    o
+}
+
 /// Creates `path` afresh for writing (mode 0600, no symlink followed), removing a leftover of
 /// an interrupted run first: we never write into a file someone else made.
 pub fn create_fresh(path: &Path) -> io::Result<File> {
@@ -97,13 +109,7 @@ pub fn create_fresh(path: &Path) -> io::Result<File> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)
+    private_file().create_new(true).open(path)
 }
 
 /// Whether `path` still names the file open as `file`. A mail reader may replace the mbox by
@@ -141,13 +147,9 @@ impl Drop for SessionLock {
 impl SessionLock {
     /// Takes the session lock of `mbox` without waiting; `InUse` if another process has it.
     pub fn acquire(mbox: &Path) -> Result<SessionLock, MailboxError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
+        let file = private_file()
             .create(true)
             .truncate(false)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(sidecar(mbox, ".poplar-lock"))?;
         match file.try_lock() {
             Ok(()) => Ok(SessionLock { file }),

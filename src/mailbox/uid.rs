@@ -3,13 +3,13 @@
 //! session's view.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
 use super::index::{self, Extent, Header, Record, RecordWriter};
-use super::lock::{create_fresh, ours, sidecar};
+use super::lock::{create_fresh, ours, private_file, sidecar};
 use super::scan::{self, Found};
 use super::{MessageInfo, Uid};
 
@@ -103,13 +103,9 @@ fn record(f: Found, serial: u64) -> Record {
 
 /// Opens (creating) the index of `mbox`.
 pub fn open_index(mbox: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
+    private_file()
         .create(true)
         .truncate(false)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(sidecar(mbox, ".poplar-index"))
 }
 
