@@ -86,6 +86,28 @@ impl Builder {
     }
 }
 
+/// Scans `file` from `from`; each message gets the serial `known` has for it, or else the next
+/// new one (`next`, which grows), and goes into the view and the index. Returns where the scan
+/// stopped.
+fn scan_records(
+    file: &File,
+    from: u64,
+    b: &mut Builder,
+    w: &mut RecordWriter,
+    next: &mut u64,
+    mut known: impl FnMut(&Found) -> Option<u64>,
+) -> io::Result<u64> {
+    scan::scan(file, from, |f| {
+        let serial = known(&f).unwrap_or_else(|| {
+            *next += 1;
+            *next - 1
+        });
+        let r = record(f, serial);
+        b.push(&r);
+        w.push(&r)
+    })
+}
+
 fn record(f: Found, serial: u64) -> Record {
     Record {
         extent: Extent {
@@ -180,17 +202,8 @@ fn grow(index: &File, h: &Header, file: &File, opts: ViewOptions) -> io::Result<
     let first_new = b.view.extents.len() as u64;
     let mut next = h.next_serial;
     let mut w = RecordWriter::new(index, first_new);
-    let len = scan::scan(file, resume, |f| {
-        let serial = match keep {
-            Some(s) if f.start == resume => s,
-            _ => {
-                next += 1;
-                next - 1
-            }
-        };
-        let r = record(f, serial);
-        b.push(&r);
-        w.push(&r)
+    let len = scan_records(file, resume, &mut b, &mut w, &mut next, |f| {
+        keep.filter(|_| f.start == resume)
     })?;
     w.finish(true)?;
     b.view.len = len;
@@ -254,17 +267,8 @@ fn rebuild(mbox: &Path, old: Option<&File>, file: &File, opts: ViewOptions) -> i
         header_uids: Vec::new(),
     };
     let mut w = RecordWriter::new(&tmp, 0);
-    let len = scan::scan(file, 0, |f| {
-        let serial = match serials.get_mut(&f.digest).and_then(VecDeque::pop_front) {
-            Some(s) => s,
-            None => {
-                next += 1;
-                next - 1
-            }
-        };
-        let r = record(f, serial);
-        b.push(&r);
-        w.push(&r)
+    let len = scan_records(file, 0, &mut b, &mut w, &mut next, |f| {
+        serials.get_mut(&f.digest).and_then(VecDeque::pop_front)
     })?;
     w.finish(true)?;
     write_header(&tmp, file, epoch, next, len)?;
