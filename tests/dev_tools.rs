@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{Client, ServerProcess, deliver, mail_dir, uidl};
+use common::{Client, ServerProcess, deliver, mail_dir, poplib_retrieve, uidl};
 
 const POPLAR: &str = env!("CARGO_BIN_EXE_poplar");
 const USERS: &str = "alice:{PLAIN}pw\nbob:{PLAIN}pw\n";
@@ -51,41 +51,6 @@ fn poplar(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// Retrieves every message of `user` with poplib (LIST, RETR each, QUIT).
-fn poplib_retrieve(addr: SocketAddr, user: &str, pass: &str) -> Vec<Vec<u8>> {
-    let script = format!(
-        "import poplib, sys\n\
-         p = poplib.POP3('127.0.0.1', {port})\n\
-         p.user('{user}'); p.pass_('{pass}')\n\
-         n = len(p.list()[1])\n\
-         for i in range(1, n + 1):\n\
-         \x20   lines = p.retr(i)[1]\n\
-         \x20   body = b''.join(l + b'\\n' for l in lines)\n\
-         \x20   sys.stdout.buffer.write(b'%d\\n' % len(body) + body)\n\
-         p.quit()\n",
-        port = addr.port()
-    );
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut rest = &out.stdout[..];
-    let mut messages = Vec::new();
-    while !rest.is_empty() {
-        let nl = rest.iter().position(|&b| b == b'\n').unwrap();
-        let len: usize = std::str::from_utf8(&rest[..nl]).unwrap().parse().unwrap();
-        messages.push(rest[nl + 1..nl + 1 + len].to_vec());
-        rest = &rest[nl + 1 + len..];
-    }
-    messages
 }
 
 /// `poplar --dev DIR --dev-any-password` with `extra` flags, as its own process.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ServerProcess, deliver, mail_dir};
+use common::{ServerProcess, deliver, mail_dir, poplib_retrieve};
 
 const USERS: &str = "alice:{PLAIN}pw\n";
 
@@ -12,41 +12,6 @@ const TRICKY: &[&[u8]] = &[
     b"Subject: two\n\n.\n\nFrom \n\n\n>From\n",
     b"Subject: three\n\nno final newline, then From lines:\nFrom x",
 ];
-
-/// Retrieves every message with poplib; returns each as lines joined with LF.
-fn poplib_retrieve(server: &ServerProcess) -> Vec<Vec<u8>> {
-    let script = format!(
-        "import poplib, sys\n\
-         p = poplib.POP3('127.0.0.1', {port})\n\
-         p.user('alice'); p.pass_('pw')\n\
-         n = len(p.list()[1])\n\
-         for i in range(1, n + 1):\n\
-         \x20   lines = p.retr(i)[1]\n\
-         \x20   body = b''.join(l + b'\\n' for l in lines)\n\
-         \x20   sys.stdout.buffer.write(b'%d\\n' % len(body) + body)\n\
-         p.quit()\n",
-        port = server.addr.port()
-    );
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut rest = &out.stdout[..];
-    let mut messages = Vec::new();
-    while !rest.is_empty() {
-        let nl = rest.iter().position(|&b| b == b'\n').unwrap();
-        let len: usize = std::str::from_utf8(&rest[..nl]).unwrap().parse().unwrap();
-        messages.push(rest[nl + 1..nl + 1 + len].to_vec());
-        rest = &rest[nl + 1 + len..];
-    }
-    messages
-}
 
 #[test]
 fn delivered_bodies_full_of_from_and_dot_lines_come_back_byte_exact() {
@@ -61,7 +26,7 @@ fn delivered_bodies_full_of_from_and_dot_lines_come_back_byte_exact() {
     assert!(stored.starts_with(b"From a@example.com "));
     assert!(stored.ends_with(b"From x\n\n"), "a final blank line");
     let server = ServerProcess::spawn(dir.path(), &["--mbox-unquote"], &[]);
-    let got = poplib_retrieve(&server);
+    let got = poplib_retrieve(server.addr, "alice", "pw");
     let want: Vec<Vec<u8>> = TRICKY
         .iter()
         .map(|m| {
@@ -76,7 +41,7 @@ fn delivered_bodies_full_of_from_and_dot_lines_come_back_byte_exact() {
     drop(server);
     // Without unquoting the stored (quoted) bytes are served, as Dovecot and popa3d do.
     let server = ServerProcess::spawn(dir.path(), &[], &[]);
-    let got = poplib_retrieve(&server);
+    let got = poplib_retrieve(server.addr, "alice", "pw");
     assert!(got[0].starts_with(b"Subject: one\n\n>From the start of a line\n.\n..\n"));
     assert!(
         got[0].ends_with(b"\n>>From quoted\n>>>From twice\n\n>From after a blank line\nFrom\n")

@@ -12,10 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{TestServer, mbox};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConnection, StreamOwned};
 
@@ -31,13 +27,13 @@ struct Pki {
 impl Pki {
     fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
-        let ca = issue(dir.path(), "cert.pem", "key.pem");
+        let ca = common::issue_certificates(dir.path(), "cert.pem", "key.pem");
         Pki { dir, ca }
     }
 
     /// Writes a new certificate from a new CA over `cert` and `key`; returns the CA.
     fn issue(&self, cert: &str, key: &str) -> CertificateDer<'static> {
-        issue(self.dir.path(), cert, key)
+        common::issue_certificates(self.dir.path(), cert, key)
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -50,34 +46,6 @@ impl Pki {
             key: self.path("key.pem"),
         }
     }
-}
-
-/// Writes a fresh CA (as ca.pem) and a leaf certificate it signed for localhost and
-/// 127.0.0.1, with its key, under the given names in `dir`; returns the CA certificate.
-fn issue(dir: &Path, cert: &str, key: &str) -> CertificateDer<'static> {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    // Distinct names, or OpenSSL takes the leaf for a self-signed certificate.
-    ca_params.distinguished_name = DistinguishedName::new();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "poplar test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let mut leaf_params =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    leaf_params.distinguished_name = DistinguishedName::new();
-    leaf_params
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-    std::fs::write(dir.join(cert), leaf.pem()).unwrap();
-    std::fs::write(dir.join(key), leaf_key.serialize_pem()).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-    ca_cert.der().clone()
 }
 
 /// A server with a plain listener offering STLS and an implicit-TLS listener.

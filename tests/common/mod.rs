@@ -363,3 +363,75 @@ impl Drop for Tmpfs {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
 }
+
+/// Retrieves every message of `user` with Python's poplib (LIST, RETR each, QUIT); returns
+/// each as poplib's lines joined with LF.
+pub fn poplib_retrieve(addr: SocketAddr, user: &str, pass: &str) -> Vec<Vec<u8>> {
+    let script = format!(
+        "import poplib, sys\n\
+         p = poplib.POP3('127.0.0.1', {port})\n\
+         p.user('{user}'); p.pass_('{pass}')\n\
+         n = len(p.list()[1])\n\
+         for i in range(1, n + 1):\n\
+         \x20   lines = p.retr(i)[1]\n\
+         \x20   body = b''.join(l + b'\\n' for l in lines)\n\
+         \x20   sys.stdout.buffer.write(b'%d\\n' % len(body) + body)\n\
+         p.quit()\n",
+        port = addr.port()
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rest = &out.stdout[..];
+    let mut messages = Vec::new();
+    while !rest.is_empty() {
+        let nl = rest.iter().position(|&b| b == b'\n').unwrap();
+        let len: usize = std::str::from_utf8(&rest[..nl]).unwrap().parse().unwrap();
+        messages.push(rest[nl + 1..nl + 1 + len].to_vec());
+        rest = &rest[nl + 1 + len..];
+    }
+    messages
+}
+
+/// Writes a fresh CA (as ca.pem) and a leaf certificate it signed for localhost and
+/// 127.0.0.1, with its key, under the given names in `dir`; returns the CA certificate.
+pub fn issue_certificates(
+    dir: &std::path::Path,
+    cert: &str,
+    key: &str,
+) -> rustls::pki_types::CertificateDer<'static> {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // Distinct names, or OpenSSL takes the leaf for a self-signed certificate.
+    ca_params.distinguished_name = rcgen::DistinguishedName::new();
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "poplar test CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let mut leaf_params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    leaf_params.distinguished_name = rcgen::DistinguishedName::new();
+    leaf_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    std::fs::write(dir.join(cert), leaf.pem()).unwrap();
+    std::fs::write(dir.join(key), leaf_key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    ca_cert.der().clone()
+}
