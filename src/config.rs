@@ -104,7 +104,7 @@ impl Config {
             max_connections: limits::DEFAULT_MAX_CONNECTIONS,
             auth_failure_delay: limits::DEFAULT_AUTH_FAILURE_DELAY,
             shutdown_grace: limits::DEFAULT_SHUTDOWN_GRACE,
-            hostname: system_hostname(),
+            hostname: crate::hostname::system_hostname(),
             max_per_address: limits::DEFAULT_MAX_PER_ADDRESS,
             max_per_user: limits::DEFAULT_MAX_PER_USER,
             max_bad_commands: limits::DEFAULT_MAX_BAD_COMMANDS,
@@ -121,17 +121,4 @@ impl Config {
             treat_as_remote: Vec::new(),
         }
     }
-}
-
-/// This host's name, for the APOP timestamp; `localhost` if it cannot be read.
-pub fn system_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_graphic() && b != b'>' && b != b'<')
-        })
-        .unwrap_or_else(|| "localhost".into())
 }

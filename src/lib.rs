@@ -11,7 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
-pub mod blocks;
+pub mod hostname;
 pub mod check;
 pub mod cli;
 pub mod command;
@@ -20,6 +20,7 @@ pub mod deliver;
 pub mod dev;
 pub mod inetd;
 pub mod limits;
+pub mod line_ends;
 pub mod listeners;
 pub mod logsafe;
 pub mod mailbox;

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use memchr::memchr;
 
-use crate::blocks;
+use crate::line_ends;
 
 /// What one call to [`read_line`] found.
 #[derive(Debug, PartialEq, Eq)]
@@ -221,7 +221,7 @@ pub enum Extent {
 ///
 /// A whole message (RETR) is rendered into a block of its own, [`RENDER_BLOCK`] stored octets
 /// at a time, and each block goes to `out` in one `write_all`: line ends are found 64 octets
-/// at a time ([`blocks`]), and per line that costs two copies into the block, no call into
+/// at a time ([`line_ends`](crate::line_ends)), and per line that costs two copies into the block, no call into
 /// `out` (profiling showed the per-line
 /// `write_all`s as the largest share of poplar's own CPU time in RETR). Whatever a `write`
 /// call was given has reached `out` when it returns. TOP, rare and short, goes line by line
@@ -338,7 +338,7 @@ impl<'w, W: Write + ?Sized> MessageWriter<'w, W> {
             pos += 1;
         }
         let mut start = 0;
-        for lf in blocks::positions(b'\n', piece) {
+        for lf in line_ends::positions(b'\n', piece) {
             let cr_before = if lf > 0 {
                 piece[lf - 1] == b'\r'
             } else {

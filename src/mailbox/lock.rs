@@ -248,7 +248,7 @@ fn dotlock_text() -> String {
     format!(
         "{} {}\n",
         std::process::id(),
-        crate::config::system_hostname()
+        crate::hostname::system_hostname()
     )
 }
 
@@ -346,7 +346,7 @@ pub fn stale(path: &Path, mbox: &Path, stale_after: Duration) -> io::Result<Opti
     let mut words = text.split_whitespace();
     let pid = words.next().and_then(|p| p.parse::<i32>().ok());
     let host = words.next();
-    let local = host.is_none_or(|h| h == crate::config::system_hostname());
+    let local = host.is_none_or(|h| h == crate::hostname::system_hostname());
     if let Some(pid) = pid.filter(|&p| p > 0 && local) {
         let gone = matches!(
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
@@ -464,7 +464,7 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
         child.wait().unwrap();
-        let host = crate::config::system_hostname();
+        let host = crate::hostname::system_hostname();
         std::fs::write(&lock, format!("{dead} {host}\n")).unwrap();
         let minute = Duration::from_secs(60);
         assert!(stale(&lock, &mbox, minute).unwrap().is_some());

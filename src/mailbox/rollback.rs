@@ -50,7 +50,7 @@ pub fn begin(mbox: &Path, file: &File, old_len: u64) -> io::Result<Note> {
         meta.dev(),
         meta.ino(),
         std::process::id(),
-        crate::config::system_hostname()
+        crate::hostname::system_hostname()
     );
     let written = f.write_all(text.as_bytes()).and_then(|()| f.sync_all());
     if let Err(e) = written.and_then(|()| sync_dir(mbox)) {
@@ -275,7 +275,7 @@ fn finish(mbox: &Path, note: &Path, outcome: Rollback) -> io::Result<Rollback> {
 
 /// Whether the note's writer is surely gone: a process of this host that no longer exists.
 fn owner_gone(note: &Parsed) -> bool {
-    note.host == crate::config::system_hostname()
+    note.host == crate::hostname::system_hostname()
         && note.pid != std::process::id() as i32
         && matches!(
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(note.pid), None),

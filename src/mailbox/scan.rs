@@ -9,7 +9,7 @@ use memchr::memchr;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::quote::{FromQuote, Step};
-use crate::blocks;
+use crate::line_ends;
 use crate::limits::{FILE_CHUNK, MAX_UID_HEADER_BYTES, SPLIT_SCAN_MIN, SPLIT_SCAN_SEARCH};
 
 /// One message found by the scan.
@@ -237,7 +237,7 @@ impl Scanner {
         // Every complete line from here on is taken straight from the chunk, with one search
         // for line ends over the whole chunk rather than one call per line.
         let mut start = 0;
-        for lf in blocks::positions(b'\n', chunk) {
+        for lf in line_ends::positions(b'\n', chunk) {
             self.whole_line(&chunk[start..=lf]);
             start = lf + 1;
         }
