@@ -2,13 +2,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::dev::DevMode;
+use crate::auth::{Anyone, Secret, Users};
 use crate::limits;
 use crate::mailbox::mbox::MboxOptions;
 use crate::mailbox::template::MailTemplate;
-use crate::proxy::Cidr;
+use crate::protocol::proxy::Cidr;
 
 /// The default listening address: loopback only, an unprivileged port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1110";
@@ -120,5 +120,91 @@ impl Config {
             tls_handshake_timeout: limits::TLS_HANDSHAKE_TIMEOUT,
             treat_as_remote: Vec::new(),
         }
+    }
+}
+
+/// The password every user has in `--dev` mode (unless `--dev-any-password`).
+pub const DEV_PASSWORD: &str = "poplar";
+
+/// What `--dev` was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevMode {
+    /// Where the mailboxes live: `DIR/<user>`, one mbox file per user name.
+    pub dir: PathBuf,
+    /// Whether `dir` was picked by poplar and must not exist yet.
+    pub fresh: bool,
+    /// Accept any password (`--dev-any-password`).
+    pub any_password: bool,
+}
+
+impl DevMode {
+    /// The mode for `dir`, or for a new directory under the system temp dir when `None`
+    /// (named here, created when the dev server starts).
+    pub fn new(dir: Option<PathBuf>, any_password: bool) -> DevMode {
+        let fresh = dir.is_none();
+        let dir = dir.unwrap_or_else(|| {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            std::env::temp_dir().join(format!("poplar-dev-{}-{nanos:09}", std::process::id()))
+        });
+        DevMode {
+            dir,
+            fresh,
+            any_password,
+        }
+    }
+
+    /// The `--mail` template that puts each user's mbox at `DIR/<user name>`.
+    pub fn template(&self) -> MailTemplate {
+        let dir = self.dir.to_string_lossy().replace('%', "%%");
+        MailTemplate::parse(&format!("{}/%u", dir.trim_end_matches('/')))
+            .expect("an escaped directory and %u is a valid template")
+    }
+
+    /// Who may log in: anyone, with the fixed password or any.
+    pub fn users(&self) -> Users {
+        Users::anyone(if self.any_password {
+            Anyone::AnyPassword
+        } else {
+            Anyone::Password(Secret::Plain(DEV_PASSWORD.as_bytes().to_vec()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailbox::UserName;
+
+    #[test]
+    fn the_template_puts_each_user_in_the_directory_even_with_percent_signs() {
+        let mode = DevMode::new(Some("/tmp/a%n b/".into()), false);
+        let user = UserName::new(b"bob@example.org").unwrap();
+        assert_eq!(
+            mode.template().expand(&user),
+            PathBuf::from("/tmp/a%n b/bob@example.org")
+        );
+    }
+
+    #[test]
+    fn a_fresh_directory_is_under_the_temp_dir() {
+        let mode = DevMode::new(None, true);
+        assert!(mode.fresh && mode.any_password);
+        assert!(mode.dir.starts_with(std::env::temp_dir()));
+    }
+
+    #[test]
+    fn anyone_logs_in_with_the_dev_password_or_with_any() {
+        let gate = crate::auth::Gate::new(1);
+        let ok = |users: &crate::auth::Users, name: &[u8], pass: &[u8]| {
+            users.verify_password(name, pass, &gate).unwrap().is_some()
+        };
+        let fixed = DevMode::new(Some("/x".into()), false).users();
+        assert!(ok(&fixed, b"new-user", b"poplar"));
+        assert!(!ok(&fixed, b"new-user", b"wrong"));
+        assert!(!ok(&fixed, b"../etc", b"poplar"));
+        let any = DevMode::new(Some("/x".into()), true).users();
+        assert!(ok(&any, b"x@y", b"whatever"));
     }
 }

@@ -1,35 +1,29 @@
 //! poplar: a small, fast POP3 server (RFC 1939, 2449, 3206) for mbox mailboxes.
 //!
-//! The binary wires these modules together: [`cli`] parses the command line into a
-//! [`config::Config`], [`server`] accepts connections and runs one [`session`] per client
-//! thread, sessions read [`command`]s through [`wire`], check logins with [`auth`], and read
-//! and commit mail through the [`mailbox`] traits. [`dev`] and [`inetd`] are the other ways to
-//! run, [`proxy`] reads PROXY headers, and [`testing`] runs poplar inside other test suites.
-//! [`deliver`], [`seed`] and [`check`] are the subcommands that write and read mailboxes.
+//! The rooms, from the bottom up (imports point down only; docs/architecture.md):
+//! the leaves ([`limits`] and small helpers); [`protocol`] (command lines, replies, the
+//! RETR/TOP renderer, PROXY headers), [`mailbox`] (the maildrop traits and mbox files) and
+//! [`auth`] (users, schemes, SASL, the failure guard); [`session`] (one POP3 session over
+//! any stream); [`config`] (settings as plain data); [`server`] (sockets, and the one wiring
+//! from a `Config`); [`run`] (the daemon, inetd, dev mode, and [`testing`]) and [`cli`] (the
+//! command line), which only the binary joins.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod auth;
-pub mod hostname;
-pub mod check;
 pub mod cli;
-pub mod command;
 pub mod config;
-pub mod deliver;
-pub mod dev;
-pub mod inetd;
+mod hostname;
 pub mod limits;
-pub mod line_ends;
-pub mod listeners;
-pub mod logsafe;
+mod line_ends;
+mod logsafe;
 pub mod mailbox;
-pub mod proxy;
-pub mod pw;
-pub mod seed;
+mod plural;
+pub mod protocol;
+pub mod run;
 pub mod server;
 pub mod session;
-pub mod testing;
-pub mod tls;
-pub mod transport;
-pub mod wire;
+
+/// A real poplar for other crates' test suites (see [`run::testing`]).
+pub use run::testing;

@@ -453,7 +453,7 @@ fn quit(addr: SocketAddr, a: &Args) -> Result<(), String> {
 /// through a session-sized write buffer into a sink: the server's CPU cost per octet with no
 /// file or socket in the way.
 fn render(path: &Path) -> Result<(), String> {
-    use poplar::wire::{Extent, MessageWriter};
+    use poplar::protocol::message::{MessageWriter, Portion};
     use std::io::Write as _;
     let data = std::fs::read(path).map_err(|e| e.to_string())?;
     let mut times = Vec::new();
@@ -461,7 +461,7 @@ fn render(path: &Path) -> Result<(), String> {
         let mut out =
             io::BufWriter::with_capacity(poplar::limits::SESSION_WRITE_BUFFER, io::sink());
         let t0 = Instant::now();
-        let mut w = MessageWriter::new(&mut out, Extent::Whole);
+        let mut w = MessageWriter::new(&mut out, Portion::Whole);
         for chunk in data.chunks(poplar::limits::RETR_CHUNK) {
             w.write(chunk).map_err(|e| e.to_string())?;
         }

@@ -1,8 +1,11 @@
-//! The server: a mio accept loop over every listener, one thread per session, SIGHUP, shutdown.
+//! Sockets: the mio accept loop over every listener, admission, one thread per session,
+//! SIGHUP, shutdown; with the listeners, the transport, TLS, and the wiring from a `Config`.
 
-// Sockets from systemd and PROXY headers are read in `crate::listeners`.
 mod admission;
-mod context;
+pub mod listeners;
+pub mod tls;
+pub mod transport;
+pub mod wiring;
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -21,14 +24,14 @@ use crate::auth::guard::ClientKey;
 use crate::auth::passwd;
 use crate::config::Config;
 use crate::limits;
-use crate::listeners::real_peer;
-use crate::proxy::Cidr;
+use crate::protocol::proxy::Cidr;
 use crate::session::{self, Context, Link, Tag};
-use crate::tls::Certificates;
-use crate::transport::{Connection, Timeouts};
 
 use admission::{Refusal, Sessions, log_refusal};
-pub use context::{certificates, context, one_session_context};
+use listeners::real_peer;
+use tls::Certificates;
+use transport::{Connection, Timeouts};
+use wiring::{certificates, context};
 
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -177,11 +180,7 @@ impl Server {
             stopping: Arc::new(AtomicBool::new(false)),
             ctx: Arc::new(ctx),
             users_file: config.users_file.clone(),
-            timeouts: Timeouts {
-                handshake: config.tls_handshake_timeout,
-                idle: config.idle_timeout,
-                write: config.write_timeout,
-            },
+            timeouts: wiring::timeouts(config),
             auth_timeout: config.auth_timeout.min(config.idle_timeout),
             max_connections: config.max_connections,
             max_per_address: config.max_per_address,
@@ -360,7 +359,7 @@ impl Server {
             id,
             peer: Some(peer),
         };
-        if let Err(e) = self.prepare(&stream) {
+        if let Err(e) = wiring::prepare_socket(&stream, &self.timeouts) {
             log::warn!("{tag} cannot set up connection: {e}");
             return;
         }
@@ -440,16 +439,6 @@ impl Server {
         if !kind.implicit_tls {
             let _ = (&*stream).write_all(refusal.reply());
         }
-    }
-
-    fn prepare(&self, stream: &TcpStream) -> io::Result<()> {
-        // mio accepts non-blocking; sessions use blocking I/O with timeouts.
-        stream.set_nonblocking(false)?;
-        // Replies are buffered and flushed whole; Nagle would only add delay.
-        stream.set_nodelay(true)?;
-        // Before login, the total AUTHORIZATION deadline cuts in sooner (see `reap`).
-        stream.set_read_timeout(Some(self.timeouts.idle))?;
-        stream.set_write_timeout(Some(self.timeouts.write))
     }
 
     /// Stops accepting, lets sessions finish within the grace period, then cuts off the

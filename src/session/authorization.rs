@@ -4,10 +4,10 @@
 use crate::auth::guard::UserSlot;
 use crate::auth::sasl::{Credentials, Exchange, Mechanism, Step};
 use crate::auth::{CheckError, sasl};
-use crate::command::Command;
 use crate::limits::MAX_AUTH_FAILURES_PER_SESSION;
 use crate::mailbox::UserName;
-use crate::wire::{Reply, RespCode};
+use crate::protocol::command::Command;
+use crate::protocol::wire::{Reply, RespCode};
 
 use super::transaction::Transaction;
 use super::{
@@ -290,7 +290,7 @@ impl Authorization {
                     slot,
                     Reply::ok(format!(
                         "{} ({octets} octets)",
-                        crate::wire::count(count as u64, "message")
+                        crate::plural::plural(count as u64, "message")
                     )),
                 )
             }

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::auth::UsersHandle;
 use crate::auth::guard::{Guards, UserSlot};
 use crate::auth::sasl::Mechanism;
-use crate::command::{self, Command};
 use crate::limits::{MAX_COMMAND_LINE, MAX_SASL_LINE, RETR_CHUNK};
 use crate::mailbox::{MailStore, MailboxError, Maildrop};
-use crate::wire::{self, Extent, Line, MessageWriter, Reply, RespCode};
+use crate::protocol::command::{self, Command};
+use crate::protocol::message::{MessageWriter, Portion};
+use crate::protocol::wire::{self, Line, Reply, RespCode};
 
 use authorization::{AuthStep, Authorization};
 use transaction::{Transaction, TxStep};
@@ -352,11 +353,11 @@ fn command_loop<L: Link>(
                     TxStep::Reply(r) => send(link, &r),
                     TxStep::Send {
                         index,
-                        extent,
+                        portion,
                         status,
-                    } => match send_message(link, t.maildrop(), index, extent, &status) {
+                    } => match send_message(link, t.maildrop(), index, portion, &status) {
                         Ok(octets) => {
-                            t.count_sent(index, extent, octets, stats);
+                            t.count_sent(index, portion, octets, stats);
                             Ok(())
                         }
                         Err(SendError::Refused(e)) => send(link, &mailbox_reply(tag, &e)),
@@ -386,7 +387,10 @@ fn command_loop<L: Link>(
     stats.commit_time = Some(committing.elapsed());
     let (reply, ending) = match committed {
         Ok(left) => (
-            Reply::ok(format!("bye, {} left", wire::count(left as u64, "message"))),
+            Reply::ok(format!(
+                "bye, {} left",
+                crate::plural::plural(left as u64, "message")
+            )),
             Ending::Quit,
         ),
         Err(e) => {
@@ -542,7 +546,7 @@ fn send_message<W: Write>(
     out: &mut W,
     maildrop: &mut dyn Maildrop,
     index: usize,
-    extent: Extent,
+    portion: Portion,
     status: &str,
 ) -> Result<u64, SendError> {
     // The listed size (CRLF counted) is never below the stored size, so a small message is
@@ -555,7 +559,7 @@ fn send_message<W: Write>(
         inner: out,
         octets: 0,
     };
-    let mut writer = MessageWriter::new(&mut counted, extent);
+    let mut writer = MessageWriter::new(&mut counted, portion);
     while !writer.is_done() {
         let n = match reader.read(&mut buf) {
             Ok(0) => break,

@@ -941,7 +941,10 @@ fn random_sessions_get_exactly_one_reply_per_line_and_change_nothing_without_qui
             } else {
                 l
             };
-            parsed.push(fits.then(|| crate::command::parse(seen).ok()).flatten());
+            parsed.push(
+                fits.then(|| crate::protocol::command::parse(seen).ok())
+                    .flatten(),
+            );
         }
         let mut out = Vec::new();
         let ending = run(&ctx(&s), &tag(), Cursor::new(input), &mut out);
@@ -968,12 +971,12 @@ fn random_sessions_get_exactly_one_reply_per_line_and_change_nothing_without_qui
             let multi = matches!(
                 cmd,
                 Some(
-                    crate::command::Command::List(None)
-                        | crate::command::Command::Uidl(None)
-                        | crate::command::Command::Retr(_)
-                        | crate::command::Command::Top(..)
-                        | crate::command::Command::Capa
-                        | crate::command::Command::Auth {
+                    crate::protocol::command::Command::List(None)
+                        | crate::protocol::command::Command::Uidl(None)
+                        | crate::protocol::command::Command::Retr(_)
+                        | crate::protocol::command::Command::Top(..)
+                        | crate::protocol::command::Command::Capa
+                        | crate::protocol::command::Command::Auth {
                             mechanism: None,
                             ..
                         }
@@ -986,7 +989,7 @@ fn random_sessions_get_exactly_one_reply_per_line_and_change_nothing_without_qui
                     }
                 }
             }
-            if cmd == Some(crate::command::Command::Quit) && status.starts_with(b"+OK") {
+            if cmd == Some(crate::protocol::command::Command::Quit) && status.starts_with(b"+OK") {
                 quit = true;
                 break;
             }

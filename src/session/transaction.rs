@@ -4,9 +4,10 @@
 use std::fmt::Write as _;
 
 use crate::auth::sasl::Mechanism;
-use crate::command::{Command, MsgNum};
 use crate::mailbox::{MailboxError, Maildrop, UserName};
-use crate::wire::{Extent, Reply};
+use crate::protocol::command::{Command, MsgNum};
+use crate::protocol::message::Portion;
+use crate::protocol::wire::Reply;
 
 use super::{Channel, Stats, capabilities, wrong_state};
 
@@ -25,10 +26,10 @@ pub(super) struct Transaction {
 pub(super) enum TxStep {
     /// A reply with no message body.
     Reply(Reply),
-    /// `+OK status`, then the message at `index` as far as `extent` says.
+    /// `+OK status`, then the message at `index` as far as `portion` says.
     Send {
         index: usize,
-        extent: Extent,
+        portion: Portion,
         status: String,
     },
     /// QUIT: enter UPDATE.
@@ -98,7 +99,7 @@ impl Transaction {
                 let (n, size) = self.totals();
                 format!(
                     "{} ({size} octets)",
-                    crate::wire::count(n as u64, "message")
+                    crate::plural::plural(n as u64, "message")
                 )
             }),
             Command::Uidl(None) => self.listing(|m| &m.uid, "unique-id listing follows".into()),
@@ -115,7 +116,7 @@ impl Transaction {
                     let size = self.maildrop.messages()[index].size;
                     return TxStep::Send {
                         index,
-                        extent: Extent::Whole,
+                        portion: Portion::Whole,
                         status: format!("{size} octets"),
                     };
                 }
@@ -125,7 +126,7 @@ impl Transaction {
                 Ok(index) => {
                     return TxStep::Send {
                         index,
-                        extent: Extent::Top(lines),
+                        portion: Portion::Top(lines),
                         status: "top of message follows".into(),
                     };
                 }
@@ -143,7 +144,7 @@ impl Transaction {
                 let (n, size) = self.totals();
                 Reply::ok(format!(
                     "{} ({size} octets)",
-                    crate::wire::count(n as u64, "message")
+                    crate::plural::plural(n as u64, "message")
                 ))
             }
             Command::Noop => Reply::ok(""),
@@ -168,13 +169,19 @@ impl Transaction {
 
     /// Counts a message sent by RETR or TOP for the end-of-session line.
     /// `octets` is what went on the wire for the text (TOP's count; RETR counts its size).
-    pub(super) fn count_sent(&self, index: usize, extent: Extent, octets: u64, stats: &mut Stats) {
-        match extent {
-            Extent::Whole => {
+    pub(super) fn count_sent(
+        &self,
+        index: usize,
+        portion: Portion,
+        octets: u64,
+        stats: &mut Stats,
+    ) {
+        match portion {
+            Portion::Whole => {
                 stats.retr += 1;
                 stats.retr_octets += self.maildrop.messages()[index].size;
             }
-            Extent::Top(_) => {
+            Portion::Top(_) => {
                 stats.top += 1;
                 stats.top_octets += octets;
             }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use rustls::ServerConnection;
 
 use crate::limits::{SESSION_READ_BUFFER, SESSION_WRITE_BUFFER};
+use crate::server::tls::{self, Certificates};
 use crate::session::Link;
-use crate::tls::{self, Certificates};
 
 /// How long the handshake may take, and the read and write timeouts to restore after it.
 #[derive(Debug, Clone, Copy)]

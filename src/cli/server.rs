@@ -1,51 +1,15 @@
-//! The command line: one getopts table, a pure `parse`, and the usage text.
+//! The server's own flags: one getopts table, a pure `parse` into a `Config`, the usage.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use getopts::Options;
 
-use crate::config::{Config, DEFAULT_LISTEN, TlsFiles};
-use crate::dev::{DEV_PASSWORD, DevMode};
-use crate::mailbox::lock::LockKind;
-use crate::mailbox::mbox::MboxOptions;
+use super::flags::{mbox_flags, mbox_options, seconds};
+use super::{Action, CliError};
+use crate::config::{Config, DEFAULT_LISTEN, DEV_PASSWORD, DevMode, TlsFiles};
 use crate::mailbox::template::MailTemplate;
-use crate::proxy::Cidr;
-
-/// What the command line asks for.
-#[derive(Debug)]
-pub enum Action {
-    /// Serve with this configuration.
-    Run(Box<Config>),
-    /// Print the usage and exit 0.
-    Help,
-    /// Print this subcommand usage and exit 0 (`poplar deliver --help`, ...).
-    SubcommandHelp(String),
-    /// Print the version and exit 0.
-    Version,
-    /// `poplar pw`: hash a password for the users file.
-    Pw(crate::pw::Args),
-    /// `poplar deliver`: append stdin to a user's mbox.
-    Deliver(Box<crate::deliver::Deliver>),
-    /// `poplar seed`: append messages from files to a user's mbox.
-    Seed(Box<crate::seed::Seed>),
-    /// `poplar check`: report on a mailbox without changing it.
-    Check(Box<crate::check::Check>),
-}
-
-/// A command-line mistake: printed with the usage, exit code 2.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CliError(pub String);
-
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for CliError {}
+use crate::protocol::proxy::Cidr;
 
 fn options() -> Options {
     let mut o = Options::new();
@@ -183,55 +147,6 @@ fn options() -> Options {
     o
 }
 
-/// The storage flags, shared by the server and `poplar deliver`.
-pub fn mbox_options(o: &mut Options) {
-    o.optflag(
-        "",
-        "mbox-unquote",
-        "send '>From ' lines with one '>' less (mboxrd writers); sizes follow",
-    );
-    o.optflag(
-        "",
-        "uidl-from-header",
-        "use unique X-UIDL: headers as UIDs (migration from qpopper; spam can forge them)",
-    );
-    o.optopt(
-        "",
-        "mbox-locks",
-        "locks toward delivery agents, in order (default dotlock,fcntl)",
-        "LIST",
-    );
-    o.optopt(
-        "",
-        "lock-timeout",
-        "longest wait for the mbox locks before 'mailbox busy' (default 10)",
-        "SECS",
-    );
-    o.optopt(
-        "",
-        "stale-lock-age",
-        "break a dotlock unchanged this long, with its mbox (default 300)",
-        "SECS",
-    );
-}
-
-/// Reads the storage flags into `mbox`.
-pub fn mbox_flags(m: &getopts::Matches, mbox: &mut MboxOptions) -> Result<(), CliError> {
-    mbox.view.unquote = m.opt_present("mbox-unquote");
-    mbox.view.uidl_from_header = m.opt_present("uidl-from-header");
-    if let Some(list) = m.opt_str("mbox-locks") {
-        mbox.locks.order =
-            LockKind::parse_list(&list).map_err(|e| CliError(format!("--mbox-locks: {e}")))?;
-    }
-    if let Some(d) = seconds(m, "lock-timeout")? {
-        mbox.locks.timeout = d;
-    }
-    if let Some(d) = seconds(m, "stale-lock-age")? {
-        mbox.locks.stale_after = d;
-    }
-    Ok(())
-}
-
 /// The usage text, for `--help` and after a usage error.
 pub fn usage() -> String {
     options().usage(
@@ -243,29 +158,17 @@ pub fn usage() -> String {
     )
 }
 
-/// Parses the arguments after the program name.
+/// Parses the server's own arguments (all of them: no subcommand came first).
 pub fn parse(args: &[String]) -> Result<Action, CliError> {
-    let help = args.iter().skip(1).any(|a| a == "-h" || a == "--help");
-    match args.first().map(String::as_str) {
-        Some("deliver") if help => Ok(Action::SubcommandHelp(crate::deliver::usage())),
-        Some("seed") if help => Ok(Action::SubcommandHelp(crate::seed::usage())),
-        Some("check") if help => Ok(Action::SubcommandHelp(crate::check::usage())),
-        Some("deliver") => crate::deliver::parse(&args[1..]).map(|d| Action::Deliver(Box::new(d))),
-        Some("pw") => crate::pw::parse(&args[1..]).map(Action::Pw),
-        Some("seed") => crate::seed::parse(&args[1..]).map(|s| Action::Seed(Box::new(s))),
-        Some("check") => crate::check::parse(&args[1..]).map(|c| Action::Check(Box::new(c))),
-        _ => parse_server(args),
-    }
-}
-
-/// Parses the server's own arguments.
-fn parse_server(args: &[String]) -> Result<Action, CliError> {
     let m = options().parse(args).map_err(|e| CliError(e.to_string()))?;
     if m.opt_present("help") {
-        return Ok(Action::Help);
+        return Ok(Action::Print(usage()));
     }
     if m.opt_present("version") {
-        return Ok(Action::Version);
+        return Ok(Action::Print(format!(
+            "poplar {}\n",
+            env!("CARGO_PKG_VERSION")
+        )));
     }
     let mut config = if m.opt_present("dev") {
         dev_config(&m)?
@@ -379,7 +282,7 @@ fn parse_server(args: &[String]) -> Result<Action, CliError> {
     }
     mbox_flags(&m, &mut config.mbox)?;
     config.mbox.keep_deleted = m.opt_present("dev-keep-deleted");
-    Ok(Action::Run(Box::new(config)))
+    Ok(Action::Serve(Box::new(config)))
 }
 
 /// A count above zero.
@@ -479,21 +382,12 @@ fn addresses(m: &getopts::Matches, name: &str) -> Result<Vec<SocketAddr>, CliErr
         .collect()
 }
 
-/// A non-negative number of seconds, fractions allowed.
-pub fn seconds(m: &getopts::Matches, name: &str) -> Result<Option<Duration>, CliError> {
-    let Some(v) = m.opt_str(name) else {
-        return Ok(None);
-    };
-    v.parse::<f64>()
-        .ok()
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .map(Some)
-        .ok_or_else(|| CliError(format!("--{name}: '{v}' is not a number of seconds")))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::mailbox::lock::LockKind;
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_owned).collect()
@@ -501,7 +395,7 @@ mod tests {
 
     fn run(s: &str) -> Config {
         match parse(&args(s)) {
-            Ok(Action::Run(c)) => *c,
+            Ok(Action::Serve(c)) => *c,
             other => panic!("{s}: {other:?}"),
         }
     }
@@ -629,26 +523,6 @@ mod tests {
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad:?} should fail");
         }
-    }
-
-    #[test]
-    fn help_and_version() {
-        assert!(matches!(parse(&args("--help")), Ok(Action::Help)));
-        assert!(matches!(parse(&args("-h --users x")), Ok(Action::Help)));
-        assert!(matches!(parse(&args("-V")), Ok(Action::Version)));
-        assert!(usage().contains("--listen"));
-        for sub in ["deliver", "seed", "check"] {
-            for flag in ["-h", "--help"] {
-                match parse(&args(&format!("{sub} --to x {flag}"))) {
-                    Ok(Action::SubcommandHelp(text)) => assert!(text.contains(sub), "{text}"),
-                    other => panic!("{sub} {flag}: {other:?}"),
-                }
-            }
-        }
-        assert!(matches!(
-            parse(&args("pw -s PLAIN")),
-            Ok(Action::Pw(crate::pw::Args::Hash(_)))
-        ));
     }
 
     #[test]

@@ -10,13 +10,13 @@ use rustix::fs::{FileType, fstat};
 
 use crate::config::Config;
 use crate::limits;
-use crate::server;
+use crate::server::transport::Connection;
+use crate::server::wiring;
 use crate::session::{self, Ending, Tag};
-use crate::transport::{Connection, Timeouts};
 
 /// Serves the one session on stdin/stdout and returns how it ended.
 pub fn run(config: &Config) -> Result<Ending, String> {
-    let ctx = server::one_session_context(config)?;
+    let ctx = wiring::one_session_context(config)?;
     let input = io::stdin();
     let tag = Tag {
         // One process per session: the pid tells sessions apart across log lines.
@@ -28,16 +28,9 @@ pub fn run(config: &Config) -> Result<Ending, String> {
         // A TCP socket: the same connection as a daemon's session, with the idle timeout
         // and STLS when a certificate is configured.
         let tcp = TcpStream::from(dup(&input).map_err(fail)?);
-        tcp.set_read_timeout(Some(config.idle_timeout))
-            .and_then(|()| tcp.set_write_timeout(Some(config.write_timeout)))
-            .and_then(|()| tcp.set_nodelay(true))
-            .map_err(fail)?;
-        let certificates = server::certificates(config).map_err(|e| e.to_string())?;
-        let timeouts = Timeouts {
-            handshake: config.tls_handshake_timeout,
-            idle: config.idle_timeout,
-            write: config.write_timeout,
-        };
+        let timeouts = wiring::timeouts(config);
+        wiring::prepare_socket(&tcp, &timeouts).map_err(fail)?;
+        let certificates = wiring::certificates(config).map_err(|e| e.to_string())?;
         let mut link = Connection::new(tcp, certificates, timeouts);
         return Ok(session::serve(&ctx, &tag, &mut link));
     }

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use getopts::Options;
 
-use crate::cli::{CliError, mbox_flags, mbox_options};
+use super::CliError;
+use super::flags::{mbox_flags, mbox_options};
 use crate::mailbox::UserName;
 use crate::mailbox::inspect::{Dotlock, Garbled, Journal, Report, inspect};
 use crate::mailbox::mbox::MboxOptions;
@@ -142,12 +143,12 @@ pub fn render(r: &Report, options: &MboxOptions) -> (String, usize) {
             n if options.view.unquote => {
                 format!(
                     "{}, sent with one '>' fewer",
-                    crate::wire::count(n, "'>From ' line")
+                    crate::plural::plural(n, "'>From ' line")
                 )
             }
             n => format!(
                 "{}, sent as stored (see --mbox-unquote)",
-                crate::wire::count(n, "'>From ' line")
+                crate::plural::plural(n, "'>From ' line")
             ),
         },
     );

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::limits;
-use crate::proxy::{self, Cidr, Progress};
+use crate::protocol::proxy::{self, Cidr, Progress};
 use crate::session::Tag;
 
 /// On a `--proxy-protocol` listener: the session's tag with the real client from the PROXY

@@ -10,8 +10,9 @@ use std::time::SystemTime;
 
 use getopts::Options;
 
-use crate::cli::{CliError, mbox_flags, mbox_options};
-use crate::dev::DevMode;
+use super::CliError;
+use super::flags::{mbox_flags, mbox_options};
+use crate::config::DevMode;
 use crate::mailbox::UserName;
 use crate::mailbox::append::{AppendError, append};
 use crate::mailbox::index::Extent;
@@ -150,7 +151,7 @@ pub fn run(s: &Seed) -> ExitCode {
     println!(
         "{}: {} added ({} octets)",
         target.display(),
-        crate::wire::count(seeder.messages, "message"),
+        crate::plural::plural(seeder.messages, "message"),
         seeder.octets
     );
     match result {

@@ -48,8 +48,7 @@ use crate::config::Config;
 use crate::mailbox::UserName;
 use crate::mailbox::mbox::MboxStore;
 use crate::mailbox::template::MailTemplate;
-use crate::server::{self, ShutdownHandle};
-use crate::session::{Context, Settings};
+use crate::server::{self, ShutdownHandle, wiring};
 
 /// A poplar server running on a thread of this process until dropped.
 pub struct Server {
@@ -73,16 +72,10 @@ impl Server {
         config.users_file = None;
         config.listen = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
         config.shutdown_grace = Duration::from_millis(100);
+        config.auth_failure_delay = Duration::ZERO;
         let users = UsersHandle::new(Users::default());
-        let ctx = Context {
-            users: users.clone(),
-            store: Arc::new(MboxStore::new(template)),
-            guards: Arc::default(),
-            settings: Settings {
-                auth_failure_delay: Duration::ZERO,
-                ..Settings::default()
-            },
-        };
+        let store = Arc::new(MboxStore::with_options(template, config.mbox.clone()));
+        let ctx = wiring::context_for(&config, users.clone(), store);
         let server = server::Server::bind(&config, ctx)?;
         let addr = server.local_addrs()[0];
         let handle = server.shutdown_handle();

@@ -2,11 +2,12 @@
 //! stdin) and prints the `{SCHEME}...` field for the users file, like `doveadm pw`.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
 
 use getopts::Options;
 
+use super::CliError;
 use crate::auth::scheme::{self, Scheme};
-use crate::cli::CliError;
 
 /// The scheme `poplar pw` uses unless told otherwise: Argon2id with the crate's default
 /// parameters (19 MiB, 2 passes), the strongest scheme whose check stays well under 100 ms on
@@ -59,8 +60,18 @@ pub fn parse(args: &[String]) -> Result<Args, CliError> {
     }
 }
 
-/// Reads the password and prints its hash; errors are for the user, exit code 1.
-pub fn run(scheme: Scheme) -> Result<(), String> {
+/// Reads the password and prints its hash; an error is printed for the user, exit code 1.
+pub fn run(scheme: Scheme) -> ExitCode {
+    match hash_password(scheme) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("poplar pw: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn hash_password(scheme: Scheme) -> Result<(), String> {
     let password = read_password()?;
     if password.is_empty() {
         return Err("empty password".into());

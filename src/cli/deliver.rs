@@ -7,7 +7,8 @@ use std::time::SystemTime;
 
 use getopts::Options;
 
-use crate::cli::{CliError, mbox_flags, mbox_options};
+use super::CliError;
+use super::flags::{mbox_flags, mbox_options};
 use crate::mailbox::UserName;
 use crate::mailbox::append::{AppendError, append};
 use crate::mailbox::mbox::MboxOptions;

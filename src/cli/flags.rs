@@ -1,0 +1,70 @@
+//! Flags shared by the server and the subcommands: the storage flags and seconds.
+
+use std::time::Duration;
+
+use getopts::Options;
+
+use super::CliError;
+use crate::mailbox::lock::LockKind;
+use crate::mailbox::mbox::MboxOptions;
+
+/// The storage flags, shared by the server and `poplar deliver`.
+pub fn mbox_options(o: &mut Options) {
+    o.optflag(
+        "",
+        "mbox-unquote",
+        "send '>From ' lines with one '>' less (mboxrd writers); sizes follow",
+    );
+    o.optflag(
+        "",
+        "uidl-from-header",
+        "use unique X-UIDL: headers as UIDs (migration from qpopper; spam can forge them)",
+    );
+    o.optopt(
+        "",
+        "mbox-locks",
+        "locks toward delivery agents, in order (default dotlock,fcntl)",
+        "LIST",
+    );
+    o.optopt(
+        "",
+        "lock-timeout",
+        "longest wait for the mbox locks before 'mailbox busy' (default 10)",
+        "SECS",
+    );
+    o.optopt(
+        "",
+        "stale-lock-age",
+        "break a dotlock unchanged this long, with its mbox (default 300)",
+        "SECS",
+    );
+}
+
+/// Reads the storage flags into `mbox`.
+pub fn mbox_flags(m: &getopts::Matches, mbox: &mut MboxOptions) -> Result<(), CliError> {
+    mbox.view.unquote = m.opt_present("mbox-unquote");
+    mbox.view.uidl_from_header = m.opt_present("uidl-from-header");
+    if let Some(list) = m.opt_str("mbox-locks") {
+        mbox.locks.order =
+            LockKind::parse_list(&list).map_err(|e| CliError(format!("--mbox-locks: {e}")))?;
+    }
+    if let Some(d) = seconds(m, "lock-timeout")? {
+        mbox.locks.timeout = d;
+    }
+    if let Some(d) = seconds(m, "stale-lock-age")? {
+        mbox.locks.stale_after = d;
+    }
+    Ok(())
+}
+
+/// A non-negative number of seconds, fractions allowed.
+pub fn seconds(m: &getopts::Matches, name: &str) -> Result<Option<Duration>, CliError> {
+    let Some(v) = m.opt_str(name) else {
+        return Ok(None);
+    };
+    v.parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .map(Some)
+        .ok_or_else(|| CliError(format!("--{name}: '{v}' is not a number of seconds")))
+}

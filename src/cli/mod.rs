@@ -1,0 +1,219 @@
+//! The command line: which subcommand, if any, the arguments name; each subcommand's parser
+//! and runner; the server's flags into a `Config`. Adding a subcommand touches this folder
+//! alone.
+
+mod check;
+mod deliver;
+mod flags;
+mod pw;
+mod seed;
+mod server;
+
+use std::fmt;
+use std::process::ExitCode;
+
+use crate::auth::scheme::Scheme;
+use crate::config::Config;
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Action {
+    /// Serve with this configuration.
+    Serve(Box<Config>),
+    /// Print this text (a usage or the version) on stdout and exit 0.
+    Print(String),
+    /// Run a subcommand.
+    Command(Command),
+}
+
+/// A subcommand, parsed and ready to run.
+#[derive(Debug)]
+pub enum Command {
+    /// `poplar pw`: hash a password with this scheme for the users file.
+    Pw(Scheme),
+    /// `poplar deliver`: append stdin to a user's mbox.
+    Deliver(Box<deliver::Deliver>),
+    /// `poplar seed`: append messages from files to a user's mbox.
+    Seed(Box<seed::Seed>),
+    /// `poplar check`: report on a mailbox without changing it.
+    Check(Box<check::Check>),
+}
+
+impl Command {
+    /// Whether it logs (breaking a stale dotlock is a warning worth seeing), so that the
+    /// caller sets up logging first.
+    pub fn logs(&self) -> bool {
+        matches!(self, Command::Deliver(_) | Command::Seed(_))
+    }
+
+    /// Runs it; the exit code is its own (deliver's follow sysexits.h for the MTA).
+    pub fn run(self) -> ExitCode {
+        match self {
+            Command::Pw(scheme) => pw::run(scheme),
+            Command::Deliver(d) => deliver::run(&d),
+            Command::Seed(s) => seed::run(&s),
+            Command::Check(c) => check::run(&c),
+        }
+    }
+}
+
+/// A command-line mistake in a subcommand's or the server's arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliError(pub String);
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// A usage error as the user sees it: who complains, what, the usage, and the exit code.
+#[derive(Debug)]
+pub struct UsageError {
+    program: String,
+    error: CliError,
+    usage: String,
+    exit: u8,
+}
+
+impl UsageError {
+    /// The exit code: 2, or 64 (EX_USAGE) for `poplar deliver`, which an MTA runs.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.exit)
+    }
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}\n\n{}", self.program, self.error, self.usage)
+    }
+}
+
+/// A subcommand: its name, usage text, parser and usage-error exit code.
+struct Subcommand {
+    name: &'static str,
+    usage: fn() -> String,
+    parse: fn(&[String]) -> Result<Action, CliError>,
+    usage_exit: u8,
+}
+
+/// Every subcommand. `-h`/`--help` anywhere after deliver, seed or check prints its usage,
+/// whatever else is on the line; `pw` reads its own (`pw -s -h` names a scheme `-h`).
+const SUBCOMMANDS: [Subcommand; 4] = [
+    Subcommand {
+        name: "deliver",
+        usage: deliver::usage,
+        parse: |a| {
+            with_help(a, deliver::usage, |a| {
+                deliver::parse(a).map(|d| Command::Deliver(Box::new(d)))
+            })
+        },
+        usage_exit: deliver::EX_USAGE,
+    },
+    Subcommand {
+        name: "seed",
+        usage: seed::usage,
+        parse: |a| {
+            with_help(a, seed::usage, |a| {
+                seed::parse(a).map(|s| Command::Seed(Box::new(s)))
+            })
+        },
+        usage_exit: 2,
+    },
+    Subcommand {
+        name: "check",
+        usage: check::usage,
+        parse: |a| {
+            with_help(a, check::usage, |a| {
+                check::parse(a).map(|c| Command::Check(Box::new(c)))
+            })
+        },
+        usage_exit: 2,
+    },
+    Subcommand {
+        name: "pw",
+        usage: pw::usage,
+        parse: |a| {
+            pw::parse(a).map(|p| match p {
+                pw::Args::Help => Action::Print(pw::usage()),
+                pw::Args::Hash(scheme) => Action::Command(Command::Pw(scheme)),
+            })
+        },
+        usage_exit: 2,
+    },
+];
+
+fn with_help(
+    args: &[String],
+    usage: fn() -> String,
+    parse: fn(&[String]) -> Result<Command, CliError>,
+) -> Result<Action, CliError> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        return Ok(Action::Print(usage()));
+    }
+    parse(args).map(Action::Command)
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: &[String]) -> Result<Action, UsageError> {
+    let first = args.first().map(String::as_str);
+    match SUBCOMMANDS.iter().find(|s| Some(s.name) == first) {
+        Some(sub) => (sub.parse)(&args[1..]).map_err(|error| UsageError {
+            program: format!("poplar {}", sub.name),
+            error,
+            usage: (sub.usage)(),
+            exit: sub.usage_exit,
+        }),
+        None => server::parse(args).map_err(|error| UsageError {
+            program: "poplar".into(),
+            error,
+            usage: server::usage(),
+            exit: 2,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn help_and_version() {
+        let usage = server::usage();
+        assert!(matches!(parse(&args("--help")), Ok(Action::Print(t)) if t == usage));
+        assert!(matches!(parse(&args("-h --users x")), Ok(Action::Print(t)) if t == usage));
+        assert!(matches!(parse(&args("-V")), Ok(Action::Print(t)) if t.starts_with("poplar ")));
+        assert!(usage.contains("--listen"));
+        for sub in ["deliver", "seed", "check"] {
+            for flag in ["-h", "--help"] {
+                match parse(&args(&format!("{sub} --to x {flag}"))) {
+                    Ok(Action::Print(text)) => assert!(text.contains(sub), "{text}"),
+                    other => panic!("{sub} {flag}: {other:?}"),
+                }
+            }
+        }
+        assert!(matches!(
+            parse(&args("pw -s PLAIN")),
+            Ok(Action::Command(Command::Pw(_)))
+        ));
+    }
+
+    #[test]
+    fn usage_errors_name_the_subcommand_and_deliver_exits_64() {
+        let e = parse(&args("deliver")).unwrap_err();
+        assert!(e.to_string().starts_with("poplar deliver: "), "{e}");
+        assert_eq!(e.exit, 64);
+        let e = parse(&args("seed --bogus")).unwrap_err();
+        assert!(e.to_string().starts_with("poplar seed: "), "{e}");
+        assert_eq!(e.exit, 2);
+        let e = parse(&args("--bogus")).unwrap_err();
+        assert!(e.to_string().starts_with("poplar: "), "{e}");
+        assert!(e.to_string().ends_with(&server::usage()));
+    }
+}

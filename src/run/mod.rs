@@ -1,0 +1,20 @@
+//! The ways to run a server from a `Config`: the daemon, one session under inetd, the
+//! development server, and the test API other crates embed.
+
+pub mod daemon;
+pub mod dev;
+pub mod inetd;
+pub mod testing;
+
+use crate::config::Config;
+
+/// Serves as `config` asks, until stopped: `--dev`, `--inetd` or the daemon.
+pub fn serve(config: &Config) -> Result<(), String> {
+    if config.dev.is_some() {
+        dev::run(config)
+    } else if config.inetd {
+        inetd::run(config).map(|_| ())
+    } else {
+        daemon::run(config)
+    }
+}
