@@ -1,0 +1,58 @@
+//! The one mapping from failures to replies, endings and log lines.
+
+use std::io;
+
+use crate::mailbox::MailboxError;
+use crate::protocol::wire::{Reply, RespCode};
+
+use super::{Ending, Tag};
+
+/// How a session ends when the connection fails with `e`.
+pub(super) fn io_ending(e: &io::Error) -> Ending {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Ending::Timeout,
+        io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => Ending::Disconnected,
+        _ => Ending::NetworkError,
+    }
+}
+
+/// The one mapping from a mailbox failure to a reply and a log line.
+pub(super) fn mailbox_reply(tag: &Tag, e: &MailboxError) -> Reply {
+    match e {
+        MailboxError::InUse => {
+            log::warn!("{tag} {e}");
+            Reply::err_code(RespCode::InUse, "mailbox is locked by another POP3 session")
+        }
+        MailboxError::Busy => {
+            log::warn!("{tag} {e}");
+            Reply::err_code(RespCode::SysTemp, "mailbox busy, try again later")
+        }
+        MailboxError::Changed => {
+            log::warn!("{tag} {e}");
+            Reply::err_code(
+                RespCode::SysTemp,
+                "mailbox changed by another program, log in again",
+            )
+        }
+        MailboxError::Permission(_) => {
+            log::error!("{tag} {e}");
+            Reply::err_code(RespCode::SysPerm, "mailbox not accessible")
+        }
+        MailboxError::Io(_) => {
+            log::error!("{tag} {e}");
+            Reply::err_code(RespCode::SysTemp, "mailbox unavailable, try again later")
+        }
+    }
+}
+
+/// The reply to a QUIT whose commit failed, after logging why; nothing was deleted.
+pub(super) fn commit_failed_reply(tag: &Tag, e: &MailboxError) -> Reply {
+    log::warn!("{tag} commit failed, nothing deleted: {e}");
+    Reply::err_code(
+        RespCode::SysTemp,
+        "could not remove deleted messages; mailbox unchanged",
+    )
+}
