@@ -479,6 +479,22 @@ mod tests {
     }
 
     #[test]
+    fn dev_takes_the_server_flags_that_apply_on_loopback() {
+        let c = run(
+            "--dev --no-apop --max-bad-commands 1 --max-per-user 2 --max-per-address 3 \
+             --max-connections 4 --idle-timeout 700 --auth-timeout 30 --write-timeout 9",
+        );
+        assert!(!c.apop);
+        assert_eq!(c.max_bad_commands, 1);
+        assert_eq!(c.max_per_user, 2);
+        assert_eq!(c.max_per_address, 3);
+        assert_eq!(c.max_connections, 4);
+        assert_eq!(c.idle_timeout, Duration::from_secs(700));
+        assert_eq!(c.auth_timeout, Duration::from_secs(30));
+        assert_eq!(c.write_timeout, Duration::from_secs(9));
+    }
+
+    #[test]
     fn proxy_listeners_replace_the_default_listener_and_need_trusted_proxies() {
         let c = run("-u u -m /m/%n --proxy-protocol 10.0.0.5:110 --trusted-proxy 10.0.0.0/8");
         assert!(c.listen.is_empty());

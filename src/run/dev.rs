@@ -123,4 +123,161 @@ mod tests {
         assert!(drop.messages().is_empty());
         assert_eq!(std::fs::read(dir.path().join("carol")).unwrap(), b"");
     }
+
+    /// A dev server over a fresh directory, any password, with `tweak`s to its configuration;
+    /// stopped when the returned guard drops.
+    struct DevServer {
+        addr: std::net::SocketAddr,
+        handle: crate::server::ShutdownHandle,
+        thread: Option<std::thread::JoinHandle<()>>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl DevServer {
+        fn start(tweak: impl FnOnce(&mut Config)) -> DevServer {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = Config::dev(DevMode::new(Some(dir.path().into()), true));
+            config.listen = vec!["127.0.0.1:0".parse().unwrap()];
+            config.auth_failure_delay = std::time::Duration::ZERO;
+            tweak(&mut config);
+            let mode = config.dev.clone().unwrap();
+            let server = Server::bind(&config, context(&config, &mode)).unwrap();
+            let addr = server.local_addrs()[0];
+            let handle = server.shutdown_handle();
+            let thread = std::thread::spawn(move || server.run().unwrap());
+            DevServer {
+                addr,
+                handle,
+                thread: Some(thread),
+                _dir: dir,
+            }
+        }
+
+        fn connect(&self) -> Client {
+            let stream = std::net::TcpStream::connect(self.addr).unwrap();
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+                .unwrap();
+            let mut c = Client {
+                reader: io::BufReader::new(stream.try_clone().unwrap()),
+                writer: stream,
+                greeting: String::new(),
+            };
+            c.greeting = c.line();
+            c
+        }
+    }
+
+    impl Drop for DevServer {
+        fn drop(&mut self) {
+            self.handle.stop();
+            if let Some(t) = self.thread.take() {
+                t.join().unwrap();
+            }
+        }
+    }
+
+    struct Client {
+        reader: io::BufReader<std::net::TcpStream>,
+        writer: std::net::TcpStream,
+        greeting: String,
+    }
+
+    impl Client {
+        /// The next line, or "" at the end of the connection.
+        fn line(&mut self) -> String {
+            use std::io::BufRead;
+            let mut l = String::new();
+            self.reader.read_line(&mut l).unwrap();
+            l
+        }
+
+        fn ask(&mut self, command: &str) -> String {
+            use std::io::Write;
+            self.writer
+                .write_all(format!("{command}\r\n").as_bytes())
+                .unwrap();
+            self.line()
+        }
+
+        /// The lines of a multi-line reply after its status line, up to the terminator.
+        fn lines(&mut self) -> Vec<String> {
+            std::iter::from_fn(|| Some(self.line()))
+                .take_while(|l| l != ".\r\n" && !l.is_empty())
+                .collect()
+        }
+    }
+
+    #[test]
+    fn dev_honours_no_apop() {
+        let on = DevServer::start(|_| {});
+        let mut c = on.connect();
+        assert!(c.greeting.contains('<'), "{}", c.greeting);
+        assert!(c.ask("CAPA").starts_with("+OK"));
+        assert!(c.lines().iter().any(|l| l.contains("CRAM-MD5")));
+        let off = DevServer::start(|c| c.apop = false);
+        let mut c = off.connect();
+        assert!(!c.greeting.contains('<'), "{}", c.greeting);
+        assert!(c.ask("CAPA").starts_with("+OK"));
+        let caps = c.lines();
+        assert!(caps.iter().any(|l| l.starts_with("SASL")), "{caps:?}");
+        assert!(!caps.iter().any(|l| l.contains("CRAM-MD5")), "{caps:?}");
+        assert!(
+            c.ask("APOP alice 0123456789abcdef0123456789abcdef")
+                .starts_with("-ERR")
+        );
+    }
+
+    #[test]
+    fn dev_honours_max_bad_commands() {
+        let server = DevServer::start(|c| c.max_bad_commands = 1);
+        let mut c = server.connect();
+        assert!(c.ask("BOGUS").starts_with("-ERR"));
+        assert!(c.ask("BOGUS").starts_with("-ERR too many bad commands"));
+        assert_eq!(c.line(), "", "the connection is closed");
+    }
+
+    #[test]
+    fn dev_honours_max_per_user() {
+        let server = DevServer::start(|c| c.max_per_user = 1);
+        let mut first = server.connect();
+        first.ask("USER dana");
+        assert!(first.ask("PASS x").starts_with("+OK"));
+        let mut second = server.connect();
+        second.ask("USER dana");
+        let refused = second.ask("PASS x");
+        assert!(
+            refused.starts_with("-ERR [IN-USE] too many sessions for this user"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn dev_honours_the_authorization_timeout_and_the_address_cap() {
+        let server = DevServer::start(|c| {
+            c.auth_timeout = std::time::Duration::from_millis(300);
+            c.max_per_address = 1;
+        });
+        let mut first = server.connect();
+        assert!(first.greeting.starts_with("+OK"));
+        let second = server.connect();
+        assert!(
+            second
+                .greeting
+                .contains("too many connections from your address"),
+            "{}",
+            second.greeting
+        );
+        // Never logging in: cut off at the deadline (the read timeout is far longer).
+        assert_eq!(first.line(), "");
+    }
+
+    #[test]
+    fn dev_honours_the_idle_timeout_after_login() {
+        let server = DevServer::start(|c| c.idle_timeout = std::time::Duration::from_millis(300));
+        let mut c = server.connect();
+        c.ask("USER erin");
+        assert!(c.ask("PASS x").starts_with("+OK"));
+        assert_eq!(c.line(), "", "closed once idle");
+    }
 }
