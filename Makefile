@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEMO := target/demo
 
-.PHONY: run run-tls demo-mail test deps tls-deps fmt clippy unit fuzz bench
+.PHONY: run run-tls demo-mail test deps tls-deps fmt clippy layout unit fuzz bench
 
 demo-mail:
 	$(CARGO) build --release
@@ -73,10 +73,36 @@ fmt:
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
 
+# Imports point down only (docs/architecture.md). Each rule: a room, then the modules of the
+# crate it must never name (as `crate::NAME` or inside a `crate::{...}` list). The leaves
+# name nothing of the crate.
+LAYOUT_RULES := \
+	src/mailbox:config,session,server,run,cli,auth,protocol \
+	src/protocol:config,session,server,run,cli,auth,mailbox \
+	src/auth:config,session,server,run,cli,protocol \
+	src/session:config,server,run,cli \
+	src/config.rs:session,server,run,cli \
+	src/server:run,cli \
+	src/run:cli \
+	src/cli:run,server,session \
+	src/limits.rs:ALL src/logsafe.rs:ALL src/hostname.rs:ALL src/line_ends.rs:ALL \
+	src/plural.rs:ALL
+
+layout:
+	@bad=0; for rule in $(LAYOUT_RULES); do \
+		room=$${rule%%:*}; never=$${rule#*:}; \
+		if [ "$$never" = ALL ]; then pattern='crate::'; \
+		else names=$${never//,/|}; \
+			pattern="crate::($$names)\b|crate::\{[^}]*\b($$names)\b"; fi; \
+		if grep -rnE "$$pattern" $$room; then \
+			echo "layout: $$room must not import $$never (imports point down only)" >&2; bad=1; \
+		fi; \
+	done; exit $$bad
+
 unit: deps
 	$(CARGO) test
 
-test: deps fmt clippy unit
+test: deps fmt clippy layout unit
 
 # Fuzzing (fuzz/): each target runs FUZZ_SECONDS (default 60) from the corpus kept in
 # fuzz/corpus/. cargo-fuzz wants nightly flags (-Z sanitizer); RUSTC_BOOTSTRAP=1 lets the
