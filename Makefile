@@ -74,8 +74,9 @@ clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 # Imports point down only (docs/architecture.md). Each rule: a room, then the modules of the
-# crate it must never name (as `crate::NAME` or inside a `crate::{...}` list). The leaves
-# name nothing of the crate.
+# crate it must never name (as `crate::NAME` or inside a `crate::{...}` list). `limits.rs`
+# names nothing of the crate; the other leaves name only `limits`.
+NOT_LEAVES := auth,cli,config,mailbox,protocol,run,server,session,logsafe,hostname,line_ends,plural
 LAYOUT_RULES := \
 	src/mailbox:config,session,server,run,cli,auth,protocol \
 	src/protocol:config,session,server,run,cli,auth,mailbox \
@@ -85,8 +86,9 @@ LAYOUT_RULES := \
 	src/server:run,cli \
 	src/run:cli \
 	src/cli:run,server,session \
-	src/limits.rs:ALL src/logsafe.rs:ALL src/hostname.rs:ALL src/line_ends.rs:ALL \
-	src/plural.rs:ALL
+	src/limits.rs:ALL \
+	src/logsafe.rs:$(NOT_LEAVES) src/hostname.rs:$(NOT_LEAVES) src/line_ends.rs:$(NOT_LEAVES) \
+	src/plural.rs:$(NOT_LEAVES)
 
 layout:
 	@bad=0; for rule in $(LAYOUT_RULES); do \

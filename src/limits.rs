@@ -119,6 +119,15 @@ pub const HASH_QUEUE_WAIT: Duration = Duration::from_secs(10);
 pub fn hash_parallelism() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
+/// Longest client string shown in a log line, in input bytes (`logsafe`): enough to recognise
+/// a command or a user name, too little for a client to flood the log.
+pub const MAX_LOGGED: usize = 64;
+
+/// RETR's renderer copies a line up to this long with one fixed-size copy instead of one of
+/// its exact length: most mail lines are shorter, and a fixed size compiles to a few vector
+/// moves.
+pub const RENDER_COPY_WINDOW: usize = 80;
+
 /// How long a login waits for another session of the same mailbox in this process to end
 /// before answering `[IN-USE]`. A poller that QUITs and logs in again at once (curl, fetchmail,
 /// Zammad) can otherwise race its own previous session's last steps.

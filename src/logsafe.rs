@@ -3,8 +3,7 @@
 
 use std::fmt::Write as _;
 
-/// Longest client string shown in a log line, in input bytes.
-const MAX_LOGGED: usize = 64;
+use crate::limits::MAX_LOGGED;
 
 /// Escapes `bytes` for a log line: printable ASCII as is, everything else as `\xNN`; longer
 /// input is cut at `MAX_LOGGED` bytes and marked with `...`.

@@ -5,15 +5,13 @@ use std::io::{self, Write};
 
 use memchr::memchr;
 
+use crate::limits::RENDER_COPY_WINDOW;
 use crate::line_ends;
 
 /// RETR renders stored bytes this many at a time, and hands each rendered piece to its writer
 /// in one `write_all`: one large write per file chunk, and a small message plus its status
 /// line still gather in one session write buffer.
 pub const RENDER_BLOCK: usize = crate::limits::RETR_CHUNK;
-
-/// Lines up to this long are copied with one fixed-size copy (most mail lines are shorter).
-const COPY_WINDOW: usize = 80;
 
 /// How much of a message to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +136,7 @@ impl<'w, W: Write + ?Sized> MessageWriter<'w, W> {
         let mut pos = 0;
         // Worst case: every octet an LF that gains a CR, or a line-starting dot doubled;
         // plus room for the fixed-size copies below to run past the end.
-        let room = 2 * piece.len() + 1 + COPY_WINDOW;
+        let room = 2 * piece.len() + 1 + RENDER_COPY_WINDOW;
         if self.rendered.len() < room {
             self.rendered.resize(room, 0);
         }
@@ -155,10 +153,11 @@ impl<'w, W: Write + ?Sized> MessageWriter<'w, W> {
                 self.prev_cr
             };
             let len = lf - start;
-            if len <= COPY_WINDOW && start + COPY_WINDOW <= piece.len() {
+            if len <= RENDER_COPY_WINDOW && start + RENDER_COPY_WINDOW <= piece.len() {
                 // A fixed-size copy compiles to a few vector moves instead of a call to
                 // memcpy; the bytes past `len` are overwritten next.
-                out[pos..pos + COPY_WINDOW].copy_from_slice(&piece[start..start + COPY_WINDOW]);
+                out[pos..pos + RENDER_COPY_WINDOW]
+                    .copy_from_slice(&piece[start..start + RENDER_COPY_WINDOW]);
             } else {
                 out[pos..pos + len].copy_from_slice(&piece[start..lf]);
             }
