@@ -1,8 +1,8 @@
 //! The ways to run a server from a `Config`: the daemon, one session under inetd, the
 //! development server, and the test API other crates embed.
 
-pub mod daemon;
-pub mod dev;
+mod daemon;
+mod dev;
 pub mod inetd;
 pub mod testing;
 

@@ -2,10 +2,10 @@
 //! SIGHUP, shutdown; with the listeners, the transport, TLS, and the wiring from a `Config`.
 
 mod admission;
-pub mod listeners;
-pub mod tls;
-pub mod transport;
-pub mod wiring;
+pub(crate) mod listeners;
+pub(crate) mod tls;
+pub(crate) mod transport;
+pub(crate) mod wiring;
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
