@@ -119,6 +119,10 @@ pub const HASH_QUEUE_WAIT: Duration = Duration::from_secs(10);
 pub fn hash_parallelism() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
+/// The longest time any flag may set (timeouts, delays, grace, lock ages): one day. Far above
+/// any sensible value, and far below what would overflow a deadline computed from it.
+pub const MAX_FLAG_SECONDS: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Longest client string shown in a log line, in input bytes (`logsafe`): enough to recognise
 /// a command or a user name, too little for a client to flood the log.
 pub const MAX_LOGGED: usize = 64;

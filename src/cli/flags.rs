@@ -5,6 +5,7 @@ use std::time::Duration;
 use getopts::Options;
 
 use super::CliError;
+use crate::limits::MAX_FLAG_SECONDS;
 use crate::mailbox::lock::LockKind;
 use crate::mailbox::mbox::MboxOptions;
 
@@ -57,14 +58,22 @@ pub fn mbox_flags(m: &getopts::Matches, mbox: &mut MboxOptions) -> Result<(), Cl
     Ok(())
 }
 
-/// A non-negative number of seconds, fractions allowed.
+/// A non-negative number of seconds, fractions allowed, up to [`MAX_FLAG_SECONDS`]: a deadline
+/// computed from a larger one could overflow the clock and take every session down with it.
 pub fn seconds(m: &getopts::Matches, name: &str) -> Result<Option<Duration>, CliError> {
     let Some(v) = m.opt_str(name) else {
         return Ok(None);
     };
-    v.parse::<f64>()
+    let d = v
+        .parse::<f64>()
         .ok()
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .map(Some)
-        .ok_or_else(|| CliError(format!("--{name}: '{v}' is not a number of seconds")))
+        .ok_or_else(|| CliError(format!("--{name}: '{v}' is not a number of seconds")))?;
+    if d > MAX_FLAG_SECONDS {
+        return Err(CliError(format!(
+            "--{name}: {v} is more than {} seconds",
+            MAX_FLAG_SECONDS.as_secs()
+        )));
+    }
+    Ok(Some(d))
 }

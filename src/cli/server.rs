@@ -542,6 +542,13 @@ mod tests {
     }
 
     #[test]
+    fn timeouts_up_to_a_day_are_taken() {
+        let c = run("--users u --mail /m/%n --idle-timeout 86400 --lock-timeout 86400");
+        assert_eq!(c.idle_timeout, Duration::from_secs(86400));
+        assert_eq!(c.mbox.locks.timeout, Duration::from_secs(86400));
+    }
+
+    #[test]
     fn a_hostname_too_long_for_the_greeting_is_refused() {
         let long = format!("--users u --mail /m/%n --hostname {}", "h".repeat(256));
         assert!(parse(&args(&long)).is_err());
@@ -574,6 +581,14 @@ mod tests {
             "--users u --mail /m/%n --auth-timeout 0",
             "--users u --mail /m/%n --auth-timeout 700",
             "--users u --mail /m/%n --write-timeout 0",
+            "--users u --mail /m/%n --idle-timeout 1e19",
+            "--users u --mail /m/%n --idle-timeout 86401",
+            "--users u --mail /m/%n --auth-delay 1e300",
+            "--users u --mail /m/%n --shutdown-grace 100000",
+            "--users u --mail /m/%n --write-timeout 1e19",
+            "--users u --mail /m/%n --lock-timeout 1e19",
+            "--users u --mail /m/%n --stale-lock-age 1e19",
+            "--dev --idle-timeout 1e19",
             "--users u --mail /m/%n --tls-cert c.pem",
             "--users u --mail /m/%n --tls-key k.pem",
             "--users u --mail /m/%n --listen-tls 127.0.0.1:995",
