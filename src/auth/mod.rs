@@ -1,7 +1,9 @@
 //! Who may log in: the users table loaded from a passwd-file, password checks through the
 //! hashing gate, APOP and CRAM-MD5 digests, SASL decoding, and the brute-force guards.
 
+pub mod des_crypt;
 pub mod guard;
+pub mod md5_crypt;
 pub mod passwd;
 pub mod sasl;
 pub mod scheme;

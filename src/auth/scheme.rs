@@ -1,5 +1,7 @@
 //! Password schemes as Dovecot names them: parsing `{SCHEME}value`, verifying a password
-//! against it, and making new hashes for `poplar pw`. Every hash function comes from a crate.
+//! against it, and making new hashes for `poplar pw`. Every hash function comes from a crate
+//! except MD5-crypt and DES crypt (`md5_crypt.rs`, `des_crypt.rs`), which no crate on the
+//! current RustCrypto generation offers.
 
 use std::fmt;
 use std::str::FromStr;
@@ -184,7 +186,8 @@ impl Secret {
     }
 
     /// Whether `password` matches. Plain secrets are compared in constant time (over digests,
-    /// so the length does not show either); hashes are compared by their crates in constant time.
+    /// so the length does not show either); hashes are compared in constant time by their
+    /// crates or modules.
     pub fn verify(&self, password: &[u8]) -> bool {
         match self {
             Secret::Plain(p) => ct_eq(p, password),
@@ -243,8 +246,8 @@ fn well_formed(algorithm: Algorithm, hash: &str) -> bool {
 
 fn verify_hash(algorithm: Algorithm, hash: &str, password: &[u8]) -> bool {
     match algorithm {
-        Algorithm::Des => pwhash::unix_crypt::verify(password, hash),
-        Algorithm::Md5 => pwhash::md5_crypt::verify(password, hash),
+        Algorithm::Des => super::des_crypt::verify(password, hash),
+        Algorithm::Md5 => super::md5_crypt::verify(password, hash),
         Algorithm::Sha256 | Algorithm::Sha512 => sha_crypt::ShaCrypt::default()
             .verify_password(password, hash)
             .is_ok(),
@@ -272,10 +275,9 @@ pub fn hash(scheme: Scheme, password: &[u8]) -> Result<String, String> {
             sha_crypt(sha_crypt::Algorithm::Sha512Crypt, password)?
         }
         Scheme::Sha256Crypt => sha_crypt(sha_crypt::Algorithm::Sha256Crypt, password)?,
-        // Weak, and the crate says so; `poplar pw` offers it because Dovecot does, for files
-        // that must stay readable by older systems.
-        #[allow(deprecated)]
-        Scheme::Md5Crypt => pwhash::md5_crypt::hash(password).map_err(|e| e.to_string())?,
+        // Weak; `poplar pw` offers it because Dovecot does, for files that must stay readable
+        // by older systems.
+        Scheme::Md5Crypt => super::md5_crypt::hash(password).map_err(|e| e.to_string())?,
         Scheme::BlfCrypt => {
             let parts =
                 bcrypt::hash_with_result(password, BCRYPT_COST).map_err(|e| e.to_string())?;

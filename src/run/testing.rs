@@ -38,10 +38,12 @@
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::auth::{Secret, Users, UsersHandle};
 use crate::config::Config;
@@ -53,7 +55,7 @@ use crate::server::{self, ShutdownHandle, wiring};
 /// A poplar server running on a thread of this process until dropped.
 pub struct Server {
     addr: SocketAddr,
-    dir: tempfile::TempDir,
+    dir: TempDir,
     users: UsersHandle,
     table: Mutex<Vec<(UserName, Secret)>>,
     handle: ShutdownHandle,
@@ -64,7 +66,7 @@ impl Server {
     /// Starts a server with no users on 127.0.0.1 at a free port. Failed logins are answered
     /// at once (no delay), so tests of wrong passwords stay quick.
     pub fn start() -> io::Result<Server> {
-        let dir = tempfile::Builder::new().prefix("poplar-test-").tempdir()?;
+        let dir = TempDir::new("poplar-test-")?;
         let template = format!("{}/%u", dir.path().to_string_lossy().replace('%', "%%"));
         let template = MailTemplate::parse(&template)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -170,6 +172,47 @@ impl Drop for Server {
     }
 }
 
+/// A private directory under the system's temporary directory (mode 0700, a name no other
+/// process or `Server` uses), removed with everything in it when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(prefix: &str) -> io::Result<TempDir> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let base = std::env::temp_dir();
+        let mut tries = 0;
+        loop {
+            // The process id and a counter make the name unique among live processes; the
+            // time makes a leftover of a dead process with the same id unlikely to be in the way.
+            let nanos = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let name = format!(
+                "{prefix}{}-{}-{nanos:x}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            );
+            let path = base.join(name);
+            // mkdir fails on anything already there, a symbolic link included.
+            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(TempDir(path)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 100 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// One mbox entry: a `From ` line, the message with `From ` lines (after any `>`s) quoted,
 /// a line end at the end, and the blank line that separates messages.
 fn mbox_entry(message: &[u8]) -> Vec<u8> {
@@ -191,6 +234,29 @@ fn mbox_entry(message: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temp_dirs_are_private_distinct_and_removed_on_drop() {
+        use std::os::unix::fs::PermissionsExt;
+        let a = TempDir::new("poplar-test-").unwrap();
+        let b = TempDir::new("poplar-test-").unwrap();
+        assert_ne!(a.path(), b.path());
+        for d in [&a, &b] {
+            assert_eq!(d.path().parent(), Some(std::env::temp_dir().as_path()));
+            let name = d.path().file_name().unwrap().to_string_lossy().into_owned();
+            assert!(name.starts_with("poplar-test-"), "{name}");
+            let meta = std::fs::symlink_metadata(d.path()).unwrap();
+            assert!(meta.is_dir());
+            assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        }
+        let path = a.path().to_owned();
+        std::fs::create_dir(path.join("sub")).unwrap();
+        std::fs::write(path.join("sub/file"), b"x").unwrap();
+        std::fs::write(path.join("mbox"), b"x").unwrap();
+        drop(a);
+        assert!(!path.exists());
+        assert!(b.path().is_dir());
+    }
 
     #[test]
     fn mbox_entries_quote_from_lines_and_end_with_a_blank_line() {
