@@ -8,10 +8,10 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use memchr::memchr;
-use nix::unistd::{AccessFlags, access};
+use rustix::fs::{Access, access};
 
 use super::index::{self, Extent};
-use super::lock::{LockKind, sidecar, stale};
+use super::lock::{LockKind, no_follow, sidecar, stale};
 use super::mbox::MboxOptions;
 use super::rollback::{self, Pending};
 use super::{Uid, journal, keep, scan};
@@ -210,7 +210,7 @@ type Serials = (u64, HashMap<[u8; 16], VecDeque<u64>>);
 fn index_serials(mbox: &Path) -> io::Result<Option<Serials>> {
     let index = match OpenOptions::new()
         .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
+        .custom_flags(no_follow())
         .open(sidecar(mbox, ".poplar-index"))
     {
         Ok(f) => f,
@@ -273,7 +273,7 @@ fn orphans(mbox: &Path) -> io::Result<Vec<PathBuf>> {
 fn journal_state(mbox: &Path) -> io::Result<Journal> {
     let j = match OpenOptions::new()
         .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
+        .custom_flags(no_follow())
         .open(sidecar(mbox, ".poplar-journal"))
     {
         Ok(f) => f,
@@ -301,7 +301,7 @@ fn access_problems(mbox: &Path, options: &MboxOptions) -> Vec<String> {
     let mut problems = Vec::new();
     if !dir.is_dir() {
         problems.push(format!("directory {} does not exist", dir.display()));
-    } else if access(dir, AccessFlags::W_OK | AccessFlags::X_OK).is_err() {
+    } else if access(dir, Access::WRITE_OK | Access::EXEC_OK).is_err() {
         let what = if options.locks.order.contains(&LockKind::Dotlock) {
             "no dotlock, journal or UID index can be created"
         } else {
@@ -312,7 +312,7 @@ fn access_problems(mbox: &Path, options: &MboxOptions) -> Vec<String> {
             dir.display()
         ));
     }
-    if mbox.exists() && access(mbox, AccessFlags::R_OK | AccessFlags::W_OK).is_err() {
+    if mbox.exists() && access(mbox, Access::READ_OK | Access::WRITE_OK).is_err() {
         problems.push("the mbox is not readable and writable by this user".into());
     }
     problems

@@ -19,7 +19,7 @@ use md5::{Digest, Md5};
 
 use super::fault;
 use super::index::{HEADER_LEN, RECORD_LEN};
-use super::lock::{create_fresh, ours, private_file, sidecar};
+use super::lock::{create_fresh, no_follow, ours, private_file, sidecar};
 use super::uid::{open_index, sync_dir};
 use crate::limits::FILE_CHUNK;
 
@@ -237,7 +237,7 @@ pub fn replay(mbox: &Path, file: &File) -> io::Result<Replay> {
     let journal = match OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
+        .custom_flags(no_follow())
         .open(&path)
     {
         Ok(f) => f,

@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+// rustix's fcntl_lock takes classic process-wide locks (F_SETLK); OFD locks need nix.
 use nix::fcntl::{FcntlArg, fcntl};
 use nix::libc;
+use rustix::io::Errno;
 
 use super::MailboxError;
 
@@ -86,7 +88,7 @@ pub fn sidecar(path: &Path, suffix: &str) -> PathBuf {
 /// users may create files beside the mbox, one of theirs must not steer a replay or a scan.
 pub fn ours(file: &File) -> io::Result<bool> {
     let m = file.metadata()?;
-    Ok(m.is_file() && (m.uid() == nix::unistd::geteuid().as_raw() || m.uid() == 0))
+    Ok(m.is_file() && (m.uid() == rustix::process::geteuid().as_raw() || m.uid() == 0))
 }
 
 /// How poplar opens a sidecar file of its own (index, journal, session lock, kept mail): read
@@ -97,8 +99,13 @@ pub fn private_file() -> OpenOptions {
     o.read(true)
         .write(true)
         .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW);
+        .custom_flags(no_follow());
     o
+}
+
+/// The open flag that makes an open fail on a symlink.
+pub fn no_follow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
 }
 
 /// Creates `path` afresh for writing (mode 0600, no symlink followed), removing a leftover of
@@ -291,7 +298,7 @@ fn try_dotlock(path: &Path) -> io::Result<bool> {
         .write(true)
         .create_new(true)
         .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(no_follow())
         .open(&tmp)?;
     let linked = f.write_all(dotlock_text().as_bytes()).and_then(|()| {
         match std::fs::hard_link(&tmp, path) {
@@ -305,7 +312,12 @@ fn try_dotlock(path: &Path) -> io::Result<bool> {
     let _ = std::fs::remove_file(&tmp);
     match linked {
         // A file system without hard links: create the lock directly.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP)) => {
+        Err(e)
+            if matches!(
+                Errno::from_io_error(&e),
+                Some(Errno::PERM | Errno::OPNOTSUPP)
+            ) =>
+        {
             match OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -347,14 +359,8 @@ pub fn stale(path: &Path, mbox: &Path, stale_after: Duration) -> io::Result<Opti
     let pid = words.next().and_then(|p| p.parse::<i32>().ok());
     let host = words.next();
     let local = host.is_none_or(|h| h == crate::hostname::system_hostname());
-    if let Some(pid) = pid.filter(|&p| p > 0 && local) {
-        let gone = matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-            Err(nix::errno::Errno::ESRCH)
-        );
-        if gone {
-            return Ok(Some(format!("process {pid} is gone")));
-        }
+    if let Some(pid) = pid.filter(|&p| p > 0 && local && process_gone(p)) {
+        return Ok(Some(format!("process {pid} is gone")));
     }
     let age = |m: &std::fs::Metadata| {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(m.mtime().max(0) as u64);
@@ -363,6 +369,12 @@ pub fn stale(path: &Path, mbox: &Path, stale_after: Duration) -> io::Result<Opti
     let mbox_age = std::fs::metadata(mbox).map_or(Duration::MAX, |m| age(&m));
     let idle = age(&meta).min(mbox_age);
     Ok((idle >= stale_after).then(|| format!("unchanged for {} s", idle.as_secs())))
+}
+
+/// Whether no process `pid` (> 0) exists on this host: `kill(pid, 0)` says ESRCH.
+pub fn process_gone(pid: i32) -> bool {
+    let pid = rustix::process::Pid::from_raw(pid);
+    pid.is_some_and(|p| rustix::process::test_kill_process(p) == Err(Errno::SRCH))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use memchr::memmem;
 
-use super::lock::sidecar;
+use super::lock::{no_follow, process_gone, sidecar};
 use super::uid::sync_dir;
 use crate::limits::FILE_CHUNK;
 
@@ -43,7 +43,7 @@ pub fn begin(mbox: &Path, file: &File, old_len: u64) -> io::Result<Note> {
         .write(true)
         .create_new(true)
         .mode(0o644)
-        .custom_flags(nix::libc::O_NOFOLLOW)
+        .custom_flags(no_follow())
         .open(&path)?;
     let text = format!(
         "{TAG} {} {} {old_len} {} {}\n",
@@ -123,14 +123,14 @@ pub fn recover(mbox: &Path, file: &File, fcntl_held: bool) -> io::Result<Rollbac
     let mut text = String::new();
     match OpenOptions::new()
         .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
+        .custom_flags(no_follow())
         .open(&path)
     {
         Ok(f) => {
             // A note tells us to cut the mbox: only its writers may have made it (poplar's
             // user, root, or the mailbox's owner, as whom an MTA runs `poplar deliver`).
             let (owner, mbox_owner) = (f.metadata()?.uid(), file.metadata()?.uid());
-            if ![nix::unistd::geteuid().as_raw(), 0, mbox_owner].contains(&owner) {
+            if ![rustix::process::geteuid().as_raw(), 0, mbox_owner].contains(&owner) {
                 log::error!(
                     "{}: delivery note owned by user {owner}, not by a delivery agent; ignored",
                     path.display()
@@ -217,7 +217,7 @@ pub fn pending(mbox: &Path) -> io::Result<Pending> {
     let path = note_path(mbox);
     let f = match OpenOptions::new()
         .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
+        .custom_flags(no_follow())
         .open(&path)
     {
         Ok(f) => f,
@@ -232,7 +232,7 @@ pub fn pending(mbox: &Path) -> io::Result<Pending> {
         Err(e) => return Err(e),
     };
     let (owner, meta) = (f.metadata()?.uid(), file.metadata()?);
-    if ![nix::unistd::geteuid().as_raw(), 0, meta.uid()].contains(&owner) {
+    if ![rustix::process::geteuid().as_raw(), 0, meta.uid()].contains(&owner) {
         return Ok(Pending::Kept(format!(
             "the note is owned by user {owner}, not by a delivery agent"
         )));
@@ -277,10 +277,7 @@ fn finish(mbox: &Path, note: &Path, outcome: Rollback) -> io::Result<Rollback> {
 fn owner_gone(note: &Parsed) -> bool {
     note.host == crate::hostname::system_hostname()
         && note.pid != std::process::id() as i32
-        && matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(note.pid), None),
-            Err(nix::errno::Errno::ESRCH)
-        )
+        && process_gone(note.pid)
 }
 
 /// Whether `file[from..end]` is what one interrupted delivery leaves: up to two `\n` of
