@@ -9,8 +9,8 @@ use memchr::memchr;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::quote::{FromQuote, Step};
-use crate::line_ends;
 use crate::limits::{FILE_CHUNK, MAX_UID_HEADER_BYTES, SPLIT_SCAN_MIN, SPLIT_SCAN_SEARCH};
+use crate::line_ends;
 
 /// One message found by the scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
