@@ -18,7 +18,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 
 use md5::{Digest, Md5};
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
@@ -218,6 +218,31 @@ pub fn boundary_hash(
     h.update(&covered.to_le_bytes());
     h.update(&buf);
     Ok(h.digest().to_le_bytes())
+}
+
+/// Writes the header for an index that now covers `covered` bytes of `file`.
+pub fn write_header(
+    index: &File,
+    file: &File,
+    epoch: u64,
+    next_serial: u64,
+    covered: u64,
+) -> io::Result<()> {
+    let meta = file.metadata()?;
+    let h = Header {
+        epoch,
+        next_serial,
+        dev: meta.dev(),
+        ino: meta.ino(),
+        covered,
+        boundary: boundary_hash(covered, |b, o| file.read_exact_at(b, o))?,
+        mtime: if meta.len() == covered {
+            (meta.mtime(), meta.mtime_nsec())
+        } else {
+            (0, 0)
+        },
+    };
+    index.write_all_at(&h.encode(), 0)
 }
 
 /// Reads the header of an index file; `None` if there is none or it is damaged.

@@ -4,17 +4,17 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use memchr::memchr;
 use rustix::fs::{Access, access};
 
 use super::index::{self, Extent};
-use super::lock::{LockKind, no_follow, sidecar, stale};
+use super::lock::{LockKind, stale};
 use super::mbox::MboxOptions;
 use super::rollback::{self, Pending};
-use super::{Uid, journal, keep, scan};
+use super::{Uid, files, journal, scan};
 use crate::limits::FILE_CHUNK;
 
 /// Longest From_ line read to check its date.
@@ -127,7 +127,7 @@ pub fn inspect(path: &Path, options: &MboxOptions) -> io::Result<Report> {
         journal: journal_state(path)?,
         orphans: orphans(path)?,
         delivery: rollback::pending(path)?,
-        kept_deleted: std::fs::metadata(keep::deleted_path(path))
+        kept_deleted: std::fs::metadata(files::deleted(path))
             .ok()
             .map(|m| m.len()),
         garbled: Vec::new(),
@@ -208,11 +208,7 @@ fn header_uids(messages: &mut [Message], found: Vec<Option<String>>) {
 type Serials = (u64, HashMap<[u8; 16], VecDeque<u64>>);
 
 fn index_serials(mbox: &Path) -> io::Result<Option<Serials>> {
-    let index = match OpenOptions::new()
-        .read(true)
-        .custom_flags(no_follow())
-        .open(sidecar(mbox, ".poplar-index"))
-    {
+    let index = match files::read_only(&files::index(mbox)) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -230,7 +226,7 @@ fn index_serials(mbox: &Path) -> io::Result<Option<Serials>> {
 }
 
 fn dotlock(mbox: &Path, options: &MboxOptions) -> io::Result<Dotlock> {
-    let path = sidecar(mbox, ".lock");
+    let path = files::dotlock(mbox);
     if std::fs::symlink_metadata(&path).is_err() {
         return Ok(Dotlock::Absent);
     }
@@ -244,7 +240,7 @@ fn dotlock(mbox: &Path, options: &MboxOptions) -> io::Result<Dotlock> {
 
 /// The journals a replay set aside beside `mbox` (see `journal::replay`), in name order.
 fn orphans(mbox: &Path) -> io::Result<Vec<PathBuf>> {
-    let prefix = sidecar(mbox, ".poplar-journal.orphan-");
+    let prefix = files::journal_orphan_prefix(mbox);
     let (Some(dir), Some(prefix)) = (mbox.parent(), prefix.file_name()) else {
         return Ok(Vec::new());
     };
@@ -271,11 +267,7 @@ fn orphans(mbox: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 fn journal_state(mbox: &Path) -> io::Result<Journal> {
-    let j = match OpenOptions::new()
-        .read(true)
-        .custom_flags(no_follow())
-        .open(sidecar(mbox, ".poplar-journal"))
-    {
+    let j = match files::read_only(&files::journal(mbox)) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Journal::Absent),
         Err(e) => return Err(e),

@@ -10,17 +10,16 @@
 //! (so a torn head is no head), then the state (0 written, 1 mbox truncated). The payload
 //! follows: the mbox bytes for `region_start..new_len`, then the index header and records.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 
 use super::fault;
+use super::files::{self, create_fresh, ours, private_file, sync_dir};
 use super::index::{HEADER_LEN, RECORD_LEN};
-use super::lock::{create_fresh, no_follow, ours, private_file, sidecar};
-use super::uid::{open_index, sync_dir};
 use crate::limits::FILE_CHUNK;
 
 /// Octets of the journal head; the payload starts here.
@@ -233,13 +232,8 @@ pub enum Replay {
 /// Applies and removes the journal of `mbox` (open as `file`), if any. The caller holds the
 /// locks toward delivery agents. Safe to interrupt at any point and run again.
 pub fn replay(mbox: &Path, file: &File) -> io::Result<Replay> {
-    let path = sidecar(mbox, ".poplar-journal");
-    let journal = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(no_follow())
-        .open(&path)
-    {
+    let path = files::journal(mbox);
+    let journal = match private_file().open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replay::Clean),
         Err(e) => return Err(e),
@@ -274,7 +268,7 @@ pub fn replay(mbox: &Path, file: &File) -> io::Result<Replay> {
 
 /// Keeps a journal that must not be applied beside the mbox for an operator, and logs it.
 fn set_aside(mbox: &Path, path: &Path, why: &str) -> io::Result<Replay> {
-    let aside = sidecar(path, &format!(".orphan-{}", std::process::id()));
+    let aside = files::journal_orphan(mbox);
     log::error!(
         "{}: journal {why}; not applied, kept as {}",
         path.display(),
@@ -367,7 +361,7 @@ fn rejournal(
         "{}: mail appended after an interrupted commit; carrying it over",
         mbox.display()
     );
-    let next = sidecar(path, ".new");
+    let next = files::journal_next(mbox);
     let mut w = JournalWriter::create(&next, true)?;
     let mbox_end = HEAD_LEN + head.mbox_payload();
     w.copy_from(journal, HEAD_LEN, mbox_end)?;
@@ -413,7 +407,7 @@ fn write_index(mbox: &Path, journal: &File, head: &Head) -> io::Result<()> {
     if head.index_len == 0 {
         return Ok(());
     }
-    let index = open_index(mbox)?;
+    let index = files::open_index(mbox)?;
     let at = head.mbox_payload();
     let mut header = [0u8; HEADER_LEN as usize];
     journal.read_exact_at(&mut header, HEAD_LEN + at)?;

@@ -3,9 +3,9 @@
 //! stale-dotlock breaking.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -15,7 +15,7 @@ use nix::fcntl::{FcntlArg, fcntl};
 use nix::libc;
 use rustix::io::Errno;
 
-use super::MailboxError;
+use super::{MailboxError, files};
 
 /// A lock toward delivery agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,48 +77,6 @@ impl Default for LockOptions {
     }
 }
 
-/// `path` with `suffix` appended to its file name: where an mbox's sidecar files live.
-pub fn sidecar(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-/// Whether a sidecar file may be believed: a regular file owned by us or by root. Where other
-/// users may create files beside the mbox, one of theirs must not steer a replay or a scan.
-pub fn ours(file: &File) -> io::Result<bool> {
-    let m = file.metadata()?;
-    Ok(m.is_file() && (m.uid() == rustix::process::geteuid().as_raw() || m.uid() == 0))
-}
-
-/// How poplar opens a sidecar file of its own (index, journal, session lock, kept mail): read
-/// and write, mode 0600 if created, and never through a symlink (the mbox's directory may be
-/// writable by others). The caller adds how it may be created.
-pub fn private_file() -> OpenOptions {
-    let mut o = OpenOptions::new();
-    o.read(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(no_follow());
-    o
-}
-
-/// The open flag that makes an open fail on a symlink.
-pub fn no_follow() -> i32 {
-    rustix::fs::OFlags::NOFOLLOW.bits() as i32
-}
-
-/// Creates `path` afresh for writing (mode 0600, no symlink followed), removing a leftover of
-/// an interrupted run first: we never write into a file someone else made.
-pub fn create_fresh(path: &Path) -> io::Result<File> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    private_file().create_new(true).open(path)
-}
-
 /// Whether `path` still names the file open as `file`. A mail reader may replace the mbox by
 /// rename, or remove it when empty, while we wait for the locks; then what we hold locks an
 /// orphan that nobody reads again.
@@ -154,10 +112,7 @@ impl Drop for SessionLock {
 impl SessionLock {
     /// Takes the session lock of `mbox` without waiting; `InUse` if another process has it.
     pub fn acquire(mbox: &Path) -> Result<SessionLock, MailboxError> {
-        let file = private_file()
-            .create(true)
-            .truncate(false)
-            .open(sidecar(mbox, ".poplar-lock"))?;
+        let file = files::open_or_create(&files::session_lock(mbox))?;
         match file.try_lock() {
             Ok(()) => Ok(SessionLock { file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(MailboxError::InUse),
@@ -260,10 +215,10 @@ fn dotlock_text() -> String {
 }
 
 fn dotlock(mbox: &Path, opts: &LockOptions, deadline: Instant) -> Result<PathBuf, MailboxError> {
-    let path = sidecar(mbox, ".lock");
+    let path = files::dotlock(mbox);
     let mut attempt = 0;
     loop {
-        if try_dotlock(&path)? {
+        if try_dotlock(mbox, &path)? {
             return Ok(path);
         }
         let seen = std::fs::symlink_metadata(&path).map(|m| m.ino()).ok();
@@ -282,24 +237,15 @@ fn dotlock(mbox: &Path, opts: &LockOptions, deadline: Instant) -> Result<PathBuf
     }
 }
 
-/// Tries once to create the dotlock `path` with our pid and host in it; whether we got it.
+/// Tries once to create the dotlock `path` of `mbox` with our pid and host in it; whether we
+/// got it.
 /// The text goes into a unique file first, which is then hard-linked to the lock name (as
 /// liblockfile and procmail do), so that a process killed at any instant never leaves an
 /// empty dotlock, which nobody could tell from a live one for `--stale-lock-age`.
-fn try_dotlock(path: &Path) -> io::Result<bool> {
+fn try_dotlock(mbox: &Path, path: &Path) -> io::Result<bool> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let unique = format!(
-        ".{}.{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let tmp = sidecar(path, &unique);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(no_follow())
-        .open(&tmp)?;
+    let tmp = files::dotlock_unique(mbox, NEXT.fetch_add(1, Ordering::Relaxed));
+    let mut f = files::shared_file().open(&tmp)?;
     let linked = f.write_all(dotlock_text().as_bytes()).and_then(|()| {
         match std::fs::hard_link(&tmp, path) {
             Ok(()) => Ok(true),
@@ -318,12 +264,7 @@ fn try_dotlock(path: &Path) -> io::Result<bool> {
                 Some(Errno::PERM | Errno::OPNOTSUPP)
             ) =>
         {
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(path)
-            {
+            match files::shared_file().open(path) {
                 Ok(mut f) => {
                     if let Err(e) = f.write_all(dotlock_text().as_bytes()) {
                         let _ = std::fs::remove_file(path);
@@ -380,6 +321,7 @@ pub fn process_gone(pid: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
 
     #[test]
     fn lock_lists_parse_in_order_and_refuse_mistakes() {
@@ -453,7 +395,7 @@ mod tests {
             ..LockOptions::default()
         };
         let held = lock_for_delivery(&mbox, &f, &opts).unwrap();
-        let text = std::fs::read_to_string(sidecar(&mbox, ".lock")).unwrap();
+        let text = std::fs::read_to_string(files::dotlock(&mbox)).unwrap();
         assert_eq!(text, dotlock_text());
         // Our own live dotlock is not stale, so a second taker times out.
         assert!(matches!(
@@ -461,7 +403,7 @@ mod tests {
             Err(MailboxError::Busy)
         ));
         drop(held);
-        assert!(!sidecar(&mbox, ".lock").exists());
+        assert!(!files::dotlock(&mbox).exists());
         // The unique file the lock was linked from is gone too.
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "{names:?}");
@@ -472,7 +414,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mbox = dir.path().join("m");
         std::fs::write(&mbox, b"").unwrap();
-        let lock = sidecar(&mbox, ".lock");
+        let lock = files::dotlock(&mbox);
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
         child.wait().unwrap();

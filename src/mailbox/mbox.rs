@@ -14,7 +14,7 @@ use super::template::MailTemplate;
 use super::uid::{self, ViewOptions};
 use super::{
     CommitSummary, LockGuard, LockTable, MailStore, MailboxError, Maildrop, MessageInfo, UserName,
-    commit, journal, keep, rollback,
+    commit, files, journal, keep, rollback,
 };
 
 /// Times a login opens the mailbox again when it was replaced while waiting for the locks.
@@ -80,7 +80,7 @@ fn recover_locked(path: &Path, file: &File, locks: &LockOptions) -> io::Result<j
 
 /// Whether a crash left work for [`recover_locked`]: a journal or a delivery note.
 fn pending_recovery(mbox: &Path) -> bool {
-    super::lock::sidecar(mbox, ".poplar-journal").exists() || rollback::note_path(mbox).exists()
+    files::journal(mbox).exists() || files::delivery_note(mbox).exists()
 }
 
 impl MailStore for MboxStore {

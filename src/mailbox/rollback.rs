@@ -5,25 +5,20 @@
 //!
 //! The note is one line: `poplar-append 1 <dev> <ino> <old length> <pid> <host>`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use memchr::memmem;
 
-use super::lock::{no_follow, process_gone, sidecar};
-use super::uid::sync_dir;
+use super::files::{self, sync_dir};
+use super::lock::process_gone;
 use crate::limits::FILE_CHUNK;
 
 const TAG: &str = "poplar-append 1";
 /// A note is a few dozen octets; anything longer is not ours.
 const MAX_NOTE: u64 = 512;
-
-/// Where the note of `mbox` lives.
-pub fn note_path(mbox: &Path) -> PathBuf {
-    sidecar(mbox, ".poplar-append")
-}
 
 /// A delivery in progress: its note is on disk until [`Note::done`].
 #[derive(Debug)]
@@ -36,15 +31,9 @@ pub struct Note {
 /// this delivery. The caller holds the delivery locks and has recovered any older note.
 pub fn begin(mbox: &Path, file: &File, old_len: u64) -> io::Result<Note> {
     let meta = file.metadata()?;
-    let path = note_path(mbox);
-    // Readable by all: a server running as another user than the MTA must read it. It holds
-    // offsets, a pid and a host name, nothing secret.
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(no_follow())
-        .open(&path)?;
+    let path = files::delivery_note(mbox);
+    // Readable by all: a server running as another user than the MTA must read it.
+    let mut f = files::shared_file().open(&path)?;
     let text = format!(
         "{TAG} {} {} {old_len} {} {}\n",
         meta.dev(),
@@ -119,18 +108,14 @@ fn parse(text: &str) -> Option<Parsed> {
 /// (a separator, one From_ line, and no other line starting with `From `, which mboxrd
 /// quoting keeps out of a delivered body); otherwise the bytes are kept and logged.
 pub fn recover(mbox: &Path, file: &File, fcntl_held: bool) -> io::Result<Rollback> {
-    let path = note_path(mbox);
+    let path = files::delivery_note(mbox);
     let mut text = String::new();
-    match OpenOptions::new()
-        .read(true)
-        .custom_flags(no_follow())
-        .open(&path)
-    {
+    match files::read_only(&path) {
         Ok(f) => {
             // A note tells us to cut the mbox: only its writers may have made it (poplar's
             // user, root, or the mailbox's owner, as whom an MTA runs `poplar deliver`).
             let (owner, mbox_owner) = (f.metadata()?.uid(), file.metadata()?.uid());
-            if ![rustix::process::geteuid().as_raw(), 0, mbox_owner].contains(&owner) {
+            if ![files::euid(), 0, mbox_owner].contains(&owner) {
                 log::error!(
                     "{}: delivery note owned by user {owner}, not by a delivery agent; ignored",
                     path.display()
@@ -214,12 +199,8 @@ pub enum Pending {
 
 /// What the note beside `mbox` says, judged as [`recover`] would judge it without the locks.
 pub fn pending(mbox: &Path) -> io::Result<Pending> {
-    let path = note_path(mbox);
-    let f = match OpenOptions::new()
-        .read(true)
-        .custom_flags(no_follow())
-        .open(&path)
-    {
+    let path = files::delivery_note(mbox);
+    let f = match files::read_only(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Pending::Absent),
         Err(e) => return Err(e),
@@ -232,7 +213,7 @@ pub fn pending(mbox: &Path) -> io::Result<Pending> {
         Err(e) => return Err(e),
     };
     let (owner, meta) = (f.metadata()?.uid(), file.metadata()?);
-    if ![rustix::process::geteuid().as_raw(), 0, meta.uid()].contains(&owner) {
+    if ![files::euid(), 0, meta.uid()].contains(&owner) {
         return Ok(Pending::Kept(format!(
             "the note is owned by user {owner}, not by a delivery agent"
         )));
