@@ -15,13 +15,7 @@ use super::lock::{LockKind, LockOptions, lock_for_delivery, still_at_path};
 use super::quote::Quoter;
 use super::rollback::{self, Rollback};
 use super::{MailboxError, fault, journal};
-use crate::limits::FILE_CHUNK;
-
-/// Times a delivery opens the mailbox again when it was replaced while waiting for the locks.
-const REOPEN_TRIES: usize = 5;
-
-/// Longest first line taken as the envelope's From_ line.
-const MAX_ENVELOPE_LINE: usize = 998;
+use crate::limits::{FILE_CHUNK, MAX_ENVELOPE_LINE, REOPEN_TRIES};
 
 /// Why a delivery failed; the mbox is as it was.
 #[derive(Debug)]

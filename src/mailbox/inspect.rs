@@ -15,10 +15,7 @@ use super::lock::{LockKind, stale};
 use super::mbox::MboxOptions;
 use super::rollback::{self, Pending};
 use super::{Uid, files, journal, scan};
-use crate::limits::FILE_CHUNK;
-
-/// Longest From_ line read to check its date.
-const FROM_LINE_CAP: usize = 1000;
+use crate::limits::{DOTLOCK_SHOWN, FILE_CHUNK, MAX_FROM_LINE_CHECKED};
 
 /// One message as a session would see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,7 +231,7 @@ fn dotlock(mbox: &Path, options: &MboxOptions) -> io::Result<Dotlock> {
         return Ok(Dotlock::Stale(why));
     }
     let text = std::fs::read(&path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text[..text.len().min(100)]);
+    let text = String::from_utf8_lossy(&text[..text.len().min(DOTLOCK_SHOWN)]);
     Ok(Dotlock::Held(text.trim().to_owned()))
 }
 
@@ -345,9 +342,9 @@ fn garbled(file: &File, len: u64, messages: &[Message]) -> io::Result<Vec<Garble
             found.push(Garbled::Unterminated);
         }
     }
-    let mut line = vec![0u8; FROM_LINE_CAP];
+    let mut line = vec![0u8; MAX_FROM_LINE_CHECKED];
     for (i, m) in messages.iter().enumerate() {
-        let n = ((m.extent.data - m.extent.start) as usize).min(FROM_LINE_CAP);
+        let n = ((m.extent.data - m.extent.start) as usize).min(MAX_FROM_LINE_CHECKED);
         file.read_exact_at(&mut line[..n], m.extent.start)?;
         let text = String::from_utf8_lossy(line[..n].trim_ascii_end());
         if !has_date(&text) {

@@ -16,6 +16,7 @@ use nix::libc;
 use rustix::io::Errno;
 
 use super::{MailboxError, files};
+use crate::limits::{LOCK_RETRY_DOUBLINGS, LOCK_RETRY_FIRST, MAX_DOTLOCK_TEXT};
 
 /// A lock toward delivery agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,8 +173,7 @@ fn wait(deadline: Instant, attempt: &mut u32) -> Result<(), MailboxError> {
     if now >= deadline {
         return Err(MailboxError::Busy);
     }
-    // 10 ms, doubling to 160 ms: quick when the holder is quick, quiet when it is not.
-    let pause = Duration::from_millis(10 << (*attempt).min(4));
+    let pause = LOCK_RETRY_FIRST * (1 << (*attempt).min(LOCK_RETRY_DOUBLINGS));
     *attempt += 1;
     std::thread::sleep(pause.min(deadline - now));
     Ok(())
@@ -288,7 +288,7 @@ pub fn stale(path: &Path, mbox: &Path, stale_after: Duration) -> io::Result<Opti
     let meta = match File::open(path) {
         Ok(f) => {
             let meta = f.metadata()?;
-            f.take(256).read_to_end(&mut text)?;
+            f.take(MAX_DOTLOCK_TEXT).read_to_end(&mut text)?;
             meta
         }
         // Gone already: the next attempt will tell.

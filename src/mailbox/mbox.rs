@@ -16,12 +16,7 @@ use super::{
     CommitSummary, LockGuard, LockTable, MailStore, MailboxError, Maildrop, MessageInfo, UserName,
     commit, files, journal, keep, rollback,
 };
-
-/// Times a login opens the mailbox again when it was replaced while waiting for the locks.
-const REOPEN_TRIES: usize = 5;
-
-/// Bytes at the end of the scanned region that are re-read to detect a rewrite.
-const BOUNDARY_CHECK: u64 = 1024;
+use crate::limits::{BOUNDARY_CHECK, REOPEN_TRIES};
 
 /// Everything about how mbox files are read, locked and shown.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

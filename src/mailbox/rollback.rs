@@ -14,11 +14,9 @@ use memchr::memmem;
 
 use super::files::{self, sync_dir};
 use super::lock::process_gone;
-use crate::limits::FILE_CHUNK;
+use crate::limits::{FILE_CHUNK, MAX_DELIVERY_NOTE};
 
 const TAG: &str = "poplar-append 1";
-/// A note is a few dozen octets; anything longer is not ours.
-const MAX_NOTE: u64 = 512;
 
 /// A delivery in progress: its note is on disk until [`Note::done`].
 #[derive(Debug)]
@@ -123,7 +121,7 @@ pub fn recover(mbox: &Path, file: &File, fcntl_held: bool) -> io::Result<Rollbac
                 return Ok(Rollback::Kept);
             }
             // Not text or too long: parse() refuses it below.
-            let _ = f.take(MAX_NOTE).read_to_string(&mut text);
+            let _ = f.take(MAX_DELIVERY_NOTE).read_to_string(&mut text);
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Rollback::Clean),
         Err(e) => return Err(e),
@@ -219,7 +217,7 @@ pub fn pending(mbox: &Path) -> io::Result<Pending> {
         )));
     }
     let mut text = String::new();
-    let _ = f.take(MAX_NOTE).read_to_string(&mut text);
+    let _ = f.take(MAX_DELIVERY_NOTE).read_to_string(&mut text);
     let Some(note) = parse(&text) else {
         return Ok(Pending::Kept("the note is unreadable".into()));
     };
