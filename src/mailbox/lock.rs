@@ -16,7 +16,7 @@ use nix::libc;
 use rustix::io::Errno;
 
 use super::{MailboxError, files};
-use crate::limits::{LOCK_RETRY_DOUBLINGS, LOCK_RETRY_FIRST, MAX_DOTLOCK_TEXT};
+use crate::limits::{LOCK_RETRY_DOUBLINGS, LOCK_RETRY_FIRST, MAX_DOTLOCK_TEXT, REOPEN_TRIES};
 
 /// A lock toward delivery agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +88,46 @@ pub fn still_at_path(path: &Path, file: &File) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// What [`open_locked`] came to.
+#[derive(Debug)]
+pub enum Opened<T> {
+    /// `open` found no file to open.
+    Missing,
+    /// The file, and what was done with it under the locks (released since).
+    Locked(File, T),
+    /// The path named another file each time the locks were had.
+    Replaced,
+}
+
+/// The one way to open an mbox and take the locks toward delivery agents on it: `open` opens
+/// it (or finds it missing, or fails), the locks in `opts` are taken, and if the path still
+/// names the open file, `locked` runs on it under the locks, which are released when it
+/// returns. A mail reader may replace the mbox by rename, or remove it, while we wait for the
+/// locks: then what we hold locks a file nobody reads again, so we open it again, up to
+/// [`REOPEN_TRIES`] times. `open` runs again each time and may do more between the open and
+/// the locks (the session takes its session lock there).
+pub fn open_locked<T, E: From<MailboxError>>(
+    path: &Path,
+    opts: &LockOptions,
+    mut open: impl FnMut() -> Result<Option<File>, E>,
+    mut locked: impl FnMut(&File) -> Result<T, E>,
+) -> Result<Opened<T>, E> {
+    for _ in 0..REOPEN_TRIES {
+        let Some(file) = open()? else {
+            return Ok(Opened::Missing);
+        };
+        let held = lock_for_delivery(path, &file, opts)?;
+        if !still_at_path(path, &file).map_err(MailboxError::from)? {
+            drop(held);
+            continue;
+        }
+        let done = locked(&file);
+        drop(held);
+        return done.map(|t| Opened::Locked(file, t));
+    }
+    Ok(Opened::Replaced)
 }
 
 /// Holds `<mbox>.poplar-lock` with flock for a session's whole life, so that sessions on one
