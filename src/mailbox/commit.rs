@@ -172,7 +172,7 @@ impl Plan<'_> {
             tail_fp: journal::tail_fingerprint(self.file, new_len, self.current)?,
             index_at: self.first as u64,
             index_len: w.payload_len() - index_start,
-            payload_md5: [0; 16],
+            payload_sum: [0; 16],
             truncated: false,
         })
     }

@@ -269,7 +269,7 @@ fn journal_state(mbox: &Path) -> io::Result<Journal> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Journal::Absent),
         Err(e) => return Err(e),
     };
-    let Some(head) = journal::read_complete(&j)? else {
+    let Some((head, _)) = journal::read_complete(&j)? else {
         return Ok(Journal::Incomplete);
     };
     let same = std::fs::metadata(mbox).is_ok_and(|m| (m.dev(), m.ino()) == (head.dev, head.ino));
