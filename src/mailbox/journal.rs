@@ -540,6 +540,14 @@ mod tests {
         std::fs::write(files::journal(mbox), [&head[..], PAYLOAD].concat()).unwrap();
     }
 
+    /// The mbox `m` in `dir`, with the journal a crash left there.
+    fn mbox_with_md5_journal(dir: &Path) -> PathBuf {
+        let mbox = dir.join("m");
+        std::fs::write(&mbox, MBOX).unwrap();
+        write_md5_journal(&mbox);
+        mbox
+    }
+
     fn open(mbox: &Path) -> File {
         std::fs::OpenOptions::new()
             .read(true)
@@ -551,9 +559,7 @@ mod tests {
     #[test]
     fn a_journal_of_the_md5_format_left_by_a_crash_is_still_replayed() {
         let dir = tempfile::tempdir().unwrap();
-        let mbox = dir.path().join("m");
-        std::fs::write(&mbox, MBOX).unwrap();
-        write_md5_journal(&mbox);
+        let mbox = mbox_with_md5_journal(dir.path());
         let j = File::open(files::journal(&mbox)).unwrap();
         assert_eq!(
             read_complete(&j).unwrap().map(|(_, f)| f),
@@ -570,9 +576,7 @@ mod tests {
     #[test]
     fn mail_appended_after_a_crash_is_carried_over_from_an_md5_journal() {
         let dir = tempfile::tempdir().unwrap();
-        let mbox = dir.path().join("m");
-        std::fs::write(&mbox, MBOX).unwrap();
-        write_md5_journal(&mbox);
+        let mbox = mbox_with_md5_journal(dir.path());
         // A delivery agent broke the crashed commit's stale dotlock and appended: the old
         // fingerprint must still say "not truncated yet", or this mail would be mangled.
         let appended = b"\nFrom d\n\nD\n";
