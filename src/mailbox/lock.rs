@@ -1,6 +1,7 @@
 //! Locks on an mbox: the session lock file between poplar processes, and the dotlock plus
 //! open-file-description record lock shared with delivery agents, with bounded waits and
-//! stale-dotlock breaking.
+//! stale-dotlock breaking; and the one loop that opens an mbox, locks it and checks that it
+//! is still the mailbox.
 
 use std::fmt;
 use std::fs::File;
