@@ -153,3 +153,44 @@ pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// it sends: a client that connects and says nothing holds only its own thread, and only this
 /// long.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Times a login or a delivery opens the mbox again when, once it held the locks, the path
+/// named another file (a mail reader replaced the mbox by rename, or removed it, meanwhile).
+/// Each round waits for the locks, so a few rounds cover any real mail reader; a path that
+/// keeps changing under us is answered "changed" (or EX_TEMPFAIL) rather than chased forever.
+pub const REOPEN_TRIES: usize = 5;
+
+/// Octets at the end of the scanned part of an mbox that a session keeps and compares before
+/// each RETR/TOP and at commit: with the length, inode and mtime, cheap evidence that no one
+/// rewrote what the session saw, read again at every command.
+pub const BOUNDARY_CHECK: u64 = 1024;
+
+/// First pause between tries for a lock held by someone else (dotlock, fcntl).
+pub const LOCK_RETRY_FIRST: Duration = Duration::from_millis(10);
+
+/// How often the pause between lock tries doubles (10 ms to 160 ms): quick when the holder is
+/// quick, quiet when it is not. `--lock-timeout` bounds the whole wait.
+pub const LOCK_RETRY_DOUBLINGS: u32 = 4;
+
+/// Most octets of a dotlock read to learn its owner (`<pid> <host>`): a host name is at most
+/// 255 octets, and a foreign lock file must not make us read much.
+pub const MAX_DOTLOCK_TEXT: u64 = 256;
+
+/// Most octets of a dotlock's text `poplar check` shows.
+pub const DOTLOCK_SHOWN: usize = 100;
+
+/// Most octets of a delivery note (`<mbox>.poplar-append`) read: a note is a few dozen octets,
+/// so anything longer is not ours.
+pub const MAX_DELIVERY_NOTE: u64 = 512;
+
+/// Longest first line of a delivered message taken as its envelope From_ line (RFC 5322's
+/// line limit); a longer one is message text, and gets a From_ line of ours.
+pub const MAX_ENVELOPE_LINE: usize = 998;
+
+/// Longest From_ line `poplar check` reads to check its date.
+pub const MAX_FROM_LINE_CHECKED: usize = 1000;
+
+/// Index records written between two starts of write-back (about 1 MiB): often enough that
+/// the `fsync` at the end of a big index finds little left to write, rarely enough that the
+/// advice costs nothing.
+pub const INDEX_WRITE_BACK_RECORDS: u64 = 6 * 1024;

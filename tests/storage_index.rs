@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use poplar::mailbox::commit::commit;
-use poplar::mailbox::lock::sidecar;
+use poplar::mailbox::files;
 use poplar::mailbox::uid::{View, ViewOptions, reconcile};
 
 fn io_counter(name: &str) -> u64 {
@@ -74,7 +74,7 @@ fn the_index_saves_reading_and_writing_and_is_never_trusted_blindly() {
     // A damaged record: the whole file is scanned again, and every UID kept.
     let index = std::fs::OpenOptions::new()
         .write(true)
-        .open(sidecar(&path, ".poplar-index"))
+        .open(files::index(&path))
         .unwrap();
     index.write_all_at(b"garbage", 80 + 160 * 500 + 10).unwrap();
     let rebuilt = view(&path);

@@ -11,17 +11,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use memchr::memchr;
 
-use super::lock::{LockKind, LockOptions, lock_for_delivery, still_at_path};
+use super::lock::{LockKind, LockOptions, Opened, open_locked};
 use super::quote::Quoter;
 use super::rollback::{self, Rollback};
 use super::{MailboxError, fault, journal};
-use crate::limits::FILE_CHUNK;
-
-/// Times a delivery opens the mailbox again when it was replaced while waiting for the locks.
-const REOPEN_TRIES: usize = 5;
-
-/// Longest first line taken as the envelope's From_ line.
-const MAX_ENVELOPE_LINE: usize = 998;
+use crate::limits::{FILE_CHUNK, MAX_ENVELOPE_LINE};
 
 /// Why a delivery failed; the mbox is as it was.
 #[derive(Debug)]
@@ -75,36 +69,34 @@ pub fn append(
     locks: &LockOptions,
     when: SystemTime,
 ) -> Result<u64, AppendError> {
-    // A mail reader may replace the mbox by rename, or remove it, while we wait for the
-    // locks: then the file we opened is no longer the mailbox, and we open it again.
-    for _ in 0..REOPEN_TRIES {
-        let file = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(AppendError::NoMailbox),
-            Err(e) => return Err(e.into()),
-        };
-        let held = lock_for_delivery(path, &file, locks)?;
-        if !still_at_path(path, &file)? {
-            drop(held);
-            continue;
-        }
-        journal::replay(path, &file)?;
-        let fcntl = locks.order.contains(&LockKind::Fcntl);
-        if rollback::recover(path, &file, fcntl)? == Rollback::Owned {
+    let open = || match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(AppendError::NoMailbox),
+        Err(e) => Err(e.into()),
+    };
+    let fcntl = locks.order.contains(&LockKind::Fcntl);
+    let locked = |file: &File| {
+        journal::replay(path, file)?;
+        if rollback::recover(path, file, fcntl)? == Rollback::Owned {
             return Err(AppendError::Busy);
         }
-        return append_locked(path, &file, sender, input, when);
+        append_locked(path, file, sender, &mut *input, when)
+    };
+    match open_locked(path, locks, open, locked)? {
+        Opened::Locked(_, n) => Ok(n),
+        // `open` creates the file.
+        Opened::Missing => Err(AppendError::NoMailbox),
+        Opened::Replaced => Err(AppendError::Io(io::Error::other(
+            "the mailbox keeps being replaced; try again later",
+        ))),
     }
-    Err(AppendError::Io(io::Error::other(
-        "the mailbox keeps being replaced; try again later",
-    )))
 }
 
 /// Appends under the locks: the rollback note first, then the message, then its sync, then

@@ -7,10 +7,9 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
+use super::files::{self, open_index};
 use super::index::{self, Extent, Header};
 use super::journal::{self, Head, JournalWriter, Replay};
-use super::lock::sidecar;
-use super::uid::{self, open_index};
 use super::{CommitSummary, MailboxError};
 
 /// Removes the messages flagged in `deleted` from the mbox at `mbox` (open as `file`), whose
@@ -41,7 +40,7 @@ pub fn commit(
         return Err(damaged());
     };
     let current = file.metadata()?.len();
-    let path = sidecar(mbox, ".poplar-journal");
+    let path = files::journal(mbox);
     let mut w = JournalWriter::create(&path, false)?;
     let plan = Plan {
         file,
@@ -76,7 +75,7 @@ pub fn commit(
     // Only now is the mtime known that lets the next login trust the index unread.
     let index = open_index(mbox)?;
     if let Some(h) = index::read_header(&index)? {
-        uid::write_header(&index, file, h.epoch, h.next_serial, h.covered)?;
+        index::write_header(&index, file, h.epoch, h.next_serial, h.covered)?;
         index.sync_data()?;
     }
     Ok(CommitSummary {
@@ -173,7 +172,7 @@ impl Plan<'_> {
             tail_fp: journal::tail_fingerprint(self.file, new_len, self.current)?,
             index_at: self.first as u64,
             index_len: w.payload_len() - index_start,
-            payload_md5: [0; 16],
+            payload_sum: [0; 16],
             truncated: false,
         })
     }

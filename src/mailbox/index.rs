@@ -18,12 +18,13 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 
 use md5::{Digest, Md5};
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
 
 use super::positioned::WriterAt;
+use crate::limits::INDEX_WRITE_BACK_RECORDS;
 
 /// Octets of the header.
 pub const HEADER_LEN: u64 = 80;
@@ -220,6 +221,31 @@ pub fn boundary_hash(
     Ok(h.digest().to_le_bytes())
 }
 
+/// Writes the header for an index that now covers `covered` bytes of `file`.
+pub fn write_header(
+    index: &File,
+    file: &File,
+    epoch: u64,
+    next_serial: u64,
+    covered: u64,
+) -> io::Result<()> {
+    let meta = file.metadata()?;
+    let h = Header {
+        epoch,
+        next_serial,
+        dev: meta.dev(),
+        ino: meta.ino(),
+        covered,
+        boundary: boundary_hash(covered, |b, o| file.read_exact_at(b, o))?,
+        mtime: if meta.len() == covered {
+            (meta.mtime(), meta.mtime_nsec())
+        } else {
+            (0, 0)
+        },
+    };
+    index.write_all_at(&h.encode(), 0)
+}
+
 /// Reads the header of an index file; `None` if there is none or it is damaged.
 pub fn read_header(index: &File) -> io::Result<Option<Header>> {
     let mut b = [0u8; HEADER_LEN as usize];
@@ -266,9 +292,6 @@ impl Read for RangeRead<'_> {
     }
 }
 
-/// Records written between two starts of write-back (about 1 MiB).
-const WRITE_BACK_RECORDS: u64 = 6 * 1024;
-
 /// Writes records one after another from record `from` on, buffered.
 pub struct RecordWriter<'f> {
     index: &'f File,
@@ -295,7 +318,7 @@ impl<'f> RecordWriter<'f> {
     pub fn push(&mut self, r: &Record) -> io::Result<()> {
         self.out.write_all(&r.encode())?;
         self.pending += 1;
-        if self.pending == WRITE_BACK_RECORDS {
+        if self.pending == INDEX_WRITE_BACK_RECORDS {
             self.start_write_back()?;
         }
         Ok(())
@@ -401,7 +424,7 @@ mod tests {
     fn records_written_across_write_back_starts_all_arrive() {
         let f = tempfile::tempfile().unwrap();
         // From record 3 on, over two starts of write-back and a part-filled third stretch.
-        let n = 2 * WRITE_BACK_RECORDS + 17;
+        let n = 2 * INDEX_WRITE_BACK_RECORDS + 17;
         let mut w = RecordWriter::new(&f, 3);
         for i in 0..n {
             w.push(&record(i * 100, i + 1, Some("u"))).unwrap();

@@ -4,21 +4,18 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use memchr::memchr;
-use nix::unistd::{AccessFlags, access};
+use rustix::fs::{Access, access};
 
 use super::index::{self, Extent};
-use super::lock::{LockKind, sidecar, stale};
+use super::lock::{LockKind, stale};
 use super::mbox::MboxOptions;
 use super::rollback::{self, Pending};
-use super::{Uid, journal, keep, scan};
-use crate::limits::FILE_CHUNK;
-
-/// Longest From_ line read to check its date.
-const FROM_LINE_CAP: usize = 1000;
+use super::{Uid, files, journal, scan};
+use crate::limits::{DOTLOCK_SHOWN, FILE_CHUNK, MAX_FROM_LINE_CHECKED};
 
 /// One message as a session would see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +124,7 @@ pub fn inspect(path: &Path, options: &MboxOptions) -> io::Result<Report> {
         journal: journal_state(path)?,
         orphans: orphans(path)?,
         delivery: rollback::pending(path)?,
-        kept_deleted: std::fs::metadata(keep::deleted_path(path))
+        kept_deleted: std::fs::metadata(files::deleted(path))
             .ok()
             .map(|m| m.len()),
         garbled: Vec::new(),
@@ -208,11 +205,7 @@ fn header_uids(messages: &mut [Message], found: Vec<Option<String>>) {
 type Serials = (u64, HashMap<[u8; 16], VecDeque<u64>>);
 
 fn index_serials(mbox: &Path) -> io::Result<Option<Serials>> {
-    let index = match OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(sidecar(mbox, ".poplar-index"))
-    {
+    let index = match files::read_only(&files::index(mbox)) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -230,7 +223,7 @@ fn index_serials(mbox: &Path) -> io::Result<Option<Serials>> {
 }
 
 fn dotlock(mbox: &Path, options: &MboxOptions) -> io::Result<Dotlock> {
-    let path = sidecar(mbox, ".lock");
+    let path = files::dotlock(mbox);
     if std::fs::symlink_metadata(&path).is_err() {
         return Ok(Dotlock::Absent);
     }
@@ -238,13 +231,13 @@ fn dotlock(mbox: &Path, options: &MboxOptions) -> io::Result<Dotlock> {
         return Ok(Dotlock::Stale(why));
     }
     let text = std::fs::read(&path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text[..text.len().min(100)]);
+    let text = String::from_utf8_lossy(&text[..text.len().min(DOTLOCK_SHOWN)]);
     Ok(Dotlock::Held(text.trim().to_owned()))
 }
 
 /// The journals a replay set aside beside `mbox` (see `journal::replay`), in name order.
 fn orphans(mbox: &Path) -> io::Result<Vec<PathBuf>> {
-    let prefix = sidecar(mbox, ".poplar-journal.orphan-");
+    let prefix = files::journal_orphan_prefix(mbox);
     let (Some(dir), Some(prefix)) = (mbox.parent(), prefix.file_name()) else {
         return Ok(Vec::new());
     };
@@ -271,16 +264,12 @@ fn orphans(mbox: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 fn journal_state(mbox: &Path) -> io::Result<Journal> {
-    let j = match OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(sidecar(mbox, ".poplar-journal"))
-    {
+    let j = match files::read_only(&files::journal(mbox)) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Journal::Absent),
         Err(e) => return Err(e),
     };
-    let Some(head) = journal::read_complete(&j)? else {
+    let Some((head, _)) = journal::read_complete(&j)? else {
         return Ok(Journal::Incomplete);
     };
     let same = std::fs::metadata(mbox).is_ok_and(|m| (m.dev(), m.ino()) == (head.dev, head.ino));
@@ -301,7 +290,7 @@ fn access_problems(mbox: &Path, options: &MboxOptions) -> Vec<String> {
     let mut problems = Vec::new();
     if !dir.is_dir() {
         problems.push(format!("directory {} does not exist", dir.display()));
-    } else if access(dir, AccessFlags::W_OK | AccessFlags::X_OK).is_err() {
+    } else if access(dir, Access::WRITE_OK | Access::EXEC_OK).is_err() {
         let what = if options.locks.order.contains(&LockKind::Dotlock) {
             "no dotlock, journal or UID index can be created"
         } else {
@@ -312,7 +301,7 @@ fn access_problems(mbox: &Path, options: &MboxOptions) -> Vec<String> {
             dir.display()
         ));
     }
-    if mbox.exists() && access(mbox, AccessFlags::R_OK | AccessFlags::W_OK).is_err() {
+    if mbox.exists() && access(mbox, Access::READ_OK | Access::WRITE_OK).is_err() {
         problems.push("the mbox is not readable and writable by this user".into());
     }
     problems
@@ -353,9 +342,9 @@ fn garbled(file: &File, len: u64, messages: &[Message]) -> io::Result<Vec<Garble
             found.push(Garbled::Unterminated);
         }
     }
-    let mut line = vec![0u8; FROM_LINE_CAP];
+    let mut line = vec![0u8; MAX_FROM_LINE_CHECKED];
     for (i, m) in messages.iter().enumerate() {
-        let n = ((m.extent.data - m.extent.start) as usize).min(FROM_LINE_CAP);
+        let n = ((m.extent.data - m.extent.start) as usize).min(MAX_FROM_LINE_CHECKED);
         file.read_exact_at(&mut line[..n], m.extent.start)?;
         let text = String::from_utf8_lossy(line[..n].trim_ascii_end());
         if !has_date(&text) {

@@ -4,32 +4,100 @@
 //! at start-up and before any scan or delivery, so that a commit cut short by a crash or an
 //! I/O error ends as before or as after, never between.
 //!
-//! Head (128 octets, little-endian): magic `PLRJRN01`, mbox device and inode, region start,
+//! Head (128 octets, little-endian): magic `PLRJRN02`, mbox device and inode, region start,
 //! old length, new length, a 16-octet fingerprint of the old bytes at the new length, the
-//! index record number and index payload length, the payload MD5, the MD5 of all of that
-//! (so a torn head is no head), then the state (0 written, 1 mbox truncated). The payload
-//! follows: the mbox bytes for `region_start..new_len`, then the index header and records.
+//! index record number and index payload length, the payload's checksum, the checksum of all
+//! of that (so a torn head is no head), then the state (0 written, 1 mbox truncated). The
+//! payload follows: the mbox bytes for `region_start..new_len`, then the index header and
+//! records.
+//!
+//! The checksums and the fingerprint are XXH3-128, like the index's (XXH3-64): they guard
+//! against torn writes, not attackers (the journal is ours, mode 0600, and never applied when
+//! another user owns it). Format `PLRJRN01` had the same layout with MD5 in their place; it is
+//! still read and replayed, so a journal left by a crash before an upgrade finishes its commit.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
+use xxhash_rust::xxh3::Xxh3Default;
 
 use super::fault;
+use super::files::{self, create_fresh, ours, private_file, sync_dir};
 use super::index::{HEADER_LEN, RECORD_LEN};
-use super::lock::{create_fresh, ours, private_file, sidecar};
-use super::uid::{open_index, sync_dir};
 use crate::limits::FILE_CHUNK;
 
 /// Octets of the journal head; the payload starts here.
 pub const HEAD_LEN: u64 = 128;
-const MAGIC: &[u8; 8] = b"PLRJRN01";
 /// Old bytes at the new length that the fingerprint covers.
 const TAIL_SAMPLE: u64 = 64 * 1024;
 const STATE_AT: u64 = 112;
 const STATE_TRUNCATED: u64 = 1;
+
+/// How a journal's checksums and fingerprint are made: its format, named by its magic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `PLRJRN01`, written by earlier versions: MD5. Read, never written.
+    Md5,
+    /// `PLRJRN02`: XXH3-128.
+    Xxh3,
+}
+
+impl Format {
+    /// The format journals are written in.
+    pub const CURRENT: Format = Format::Xxh3;
+
+    fn magic(self) -> &'static [u8; 8] {
+        match self {
+            Format::Md5 => b"PLRJRN01",
+            Format::Xxh3 => b"PLRJRN02",
+        }
+    }
+
+    fn of_magic(magic: &[u8]) -> Option<Format> {
+        [Format::Xxh3, Format::Md5]
+            .into_iter()
+            .find(|f| f.magic() == magic)
+    }
+
+    fn hasher(self) -> Hasher {
+        match self {
+            Format::Md5 => Hasher::Md5(Md5::new()),
+            Format::Xxh3 => Hasher::Xxh3(Box::new(Xxh3Default::new())),
+        }
+    }
+
+    fn sum(self, bytes: &[u8]) -> [u8; 16] {
+        let mut h = self.hasher();
+        h.update(bytes);
+        h.finish()
+    }
+}
+
+/// A running checksum in one journal format.
+#[derive(Clone)]
+enum Hasher {
+    Md5(Md5),
+    Xxh3(Box<Xxh3Default>),
+}
+
+impl Hasher {
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Hasher::Md5(h) => h.update(bytes),
+            Hasher::Xxh3(h) => h.update(bytes),
+        }
+    }
+
+    fn finish(self) -> [u8; 16] {
+        match self {
+            Hasher::Md5(h) => h.finalize().into(),
+            Hasher::Xxh3(h) => h.digest128().to_le_bytes(),
+        }
+    }
+}
 
 /// What a journal says to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,8 +119,8 @@ pub struct Head {
     pub index_at: u64,
     /// Octets of index payload (its header, then records); 0 leaves the index alone.
     pub index_len: u64,
-    /// MD5 of the payload.
-    pub payload_md5: [u8; 16],
+    /// Checksum of the payload.
+    pub payload_sum: [u8; 16],
     /// Whether the mbox was already truncated to `new_len`.
     pub truncated: bool,
 }
@@ -62,9 +130,9 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 impl Head {
-    fn encode(&self) -> [u8; HEAD_LEN as usize] {
+    fn encode(&self, format: Format) -> [u8; HEAD_LEN as usize] {
         let mut b = [0u8; HEAD_LEN as usize];
-        b[..8].copy_from_slice(MAGIC);
+        b[..8].copy_from_slice(format.magic());
         let nums = [
             self.dev,
             self.ino,
@@ -78,16 +146,18 @@ impl Head {
         b[48..64].copy_from_slice(&self.tail_fp);
         b[64..72].copy_from_slice(&self.index_at.to_le_bytes());
         b[72..80].copy_from_slice(&self.index_len.to_le_bytes());
-        b[80..96].copy_from_slice(&self.payload_md5);
-        let sum: [u8; 16] = Md5::digest(&b[..96]).into();
+        b[80..96].copy_from_slice(&self.payload_sum);
+        let sum = format.sum(&b[..96]);
         b[96..112].copy_from_slice(&sum);
         b[112..120].copy_from_slice(&u64::from(self.truncated).to_le_bytes());
         b
     }
 
-    fn decode(b: &[u8]) -> Option<Head> {
-        let sum: [u8; 16] = Md5::digest(&b[..96]).into();
-        if &b[..8] != MAGIC || b[96..112] != sum {
+    /// The head in `b` and the format it was written in; `None` if it is not one or its
+    /// checksum fails.
+    fn decode(b: &[u8]) -> Option<(Head, Format)> {
+        let format = Format::of_magic(&b[..8])?;
+        if b[96..112] != format.sum(&b[..96]) {
             return None;
         }
         let head = Head {
@@ -99,12 +169,12 @@ impl Head {
             tail_fp: b[48..64].try_into().expect("16 bytes"),
             index_at: u64_at(b, 64),
             index_len: u64_at(b, 72),
-            payload_md5: b[80..96].try_into().expect("16 bytes"),
+            payload_sum: b[80..96].try_into().expect("16 bytes"),
             truncated: u64_at(b, STATE_AT as usize) == STATE_TRUNCATED,
         };
         let sane = head.region_start <= head.new_len
             && (head.index_len == 0 || head.index_len >= HEADER_LEN);
-        sane.then_some(head)
+        sane.then_some((head, format))
     }
 
     fn mbox_payload(&self) -> u64 {
@@ -112,22 +182,27 @@ impl Head {
     }
 }
 
-/// MD5 of the length and of up to 64 KiB of `file` at `at` (before `end`).
+/// The fingerprint a journal written now keeps: see [`fingerprint`].
 pub fn tail_fingerprint(file: &File, at: u64, end: u64) -> io::Result<[u8; 16]> {
+    fingerprint(Format::CURRENT, file, at, end)
+}
+
+/// Checksum (in `format`) of the length and of up to 64 KiB of `file` at `at` (before `end`).
+fn fingerprint(format: Format, file: &File, at: u64, end: u64) -> io::Result<[u8; 16]> {
     let n = end.saturating_sub(at).min(TAIL_SAMPLE);
     let mut buf = vec![0u8; n as usize];
     file.read_exact_at(&mut buf, at)?;
-    let mut h = Md5::new();
-    h.update(n.to_le_bytes());
+    let mut h = format.hasher();
+    h.update(&n.to_le_bytes());
     h.update(&buf);
-    Ok(h.finalize().into())
+    Ok(h.finish())
 }
 
 /// Writes a journal's payload, then its head, then syncs it.
 pub struct JournalWriter {
     file: File,
     path: PathBuf,
-    md5: Md5,
+    sum: Hasher,
     len: u64,
     buf: Vec<u8>,
 }
@@ -145,7 +220,7 @@ impl JournalWriter {
         Ok(JournalWriter {
             file,
             path: path.to_owned(),
-            md5: Md5::new(),
+            sum: Format::CURRENT.hasher(),
             len: 0,
             buf: Vec::with_capacity(FILE_CHUNK),
         })
@@ -168,7 +243,7 @@ impl JournalWriter {
     fn flush(&mut self) -> io::Result<()> {
         fault::io_point("journal")?;
         self.file.write_all_at(&self.buf, HEAD_LEN + self.len)?;
-        self.md5.update(&self.buf);
+        self.sum.update(&self.buf);
         self.len += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
@@ -196,13 +271,14 @@ impl JournalWriter {
         self.file.read_exact_at(buf, HEAD_LEN + at)
     }
 
-    /// Completes the journal with `head` (its payload checksum filled in) and syncs it and
-    /// its directory: from here on the commit happens, now or at the next replay.
+    /// Completes the journal with `head` (its payload checksum filled in; its fingerprint
+    /// made by [`tail_fingerprint`]) and syncs it and its directory: from here on the commit
+    /// happens, now or at the next replay.
     pub fn finish(mut self, mut head: Head) -> io::Result<()> {
         self.flush()?;
         fault::crash_point("journal-partial");
-        head.payload_md5 = self.md5.clone().finalize().into();
-        self.file.write_all_at(&head.encode(), 0)?;
+        head.payload_sum = self.sum.clone().finish();
+        self.file.write_all_at(&head.encode(Format::CURRENT), 0)?;
         self.file.sync_all()?;
         sync_dir(&self.path)?;
         fault::crash_point("journal-written");
@@ -233,13 +309,8 @@ pub enum Replay {
 /// Applies and removes the journal of `mbox` (open as `file`), if any. The caller holds the
 /// locks toward delivery agents. Safe to interrupt at any point and run again.
 pub fn replay(mbox: &Path, file: &File) -> io::Result<Replay> {
-    let path = sidecar(mbox, ".poplar-journal");
-    let journal = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&path)
-    {
+    let path = files::journal(mbox);
+    let journal = match private_file().open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replay::Clean),
         Err(e) => return Err(e),
@@ -254,7 +325,7 @@ pub fn replay(mbox: &Path, file: &File) -> io::Result<Replay> {
             "journal owned by another user",
         ));
     }
-    let Some(head) = read_complete(&journal)? else {
+    let Some((head, format)) = read_complete(&journal)? else {
         log::warn!("{}: discarding an incomplete journal", path.display());
         std::fs::remove_file(&path)?;
         sync_dir(mbox)?;
@@ -269,12 +340,12 @@ pub fn replay(mbox: &Path, file: &File) -> io::Result<Replay> {
         // rewrote it since, and applying would write past its end.
         return set_aside(mbox, &path, "is for bytes the mailbox no longer has");
     }
-    apply(mbox, file, &path, journal, head)
+    apply(mbox, file, &path, journal, head, format)
 }
 
 /// Keeps a journal that must not be applied beside the mbox for an operator, and logs it.
 fn set_aside(mbox: &Path, path: &Path, why: &str) -> io::Result<Replay> {
-    let aside = sidecar(path, &format!(".orphan-{}", std::process::id()));
+    let aside = files::journal_orphan(mbox);
     log::error!(
         "{}: journal {why}; not applied, kept as {}",
         path.display(),
@@ -285,15 +356,15 @@ fn set_aside(mbox: &Path, path: &Path, why: &str) -> io::Result<Replay> {
     Ok(Replay::SetAside)
 }
 
-/// The head of a journal whose head and payload check out.
-pub(super) fn read_complete(journal: &File) -> io::Result<Option<Head>> {
+/// The head of a journal whose head and payload check out, and the journal's format.
+pub(super) fn read_complete(journal: &File) -> io::Result<Option<(Head, Format)>> {
     let mut b = [0u8; HEAD_LEN as usize];
     match journal.read_exact_at(&mut b, 0) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let Some(head) = Head::decode(&b) else {
+    let Some((head, format)) = Head::decode(&b) else {
         return Ok(None);
     };
     let Some(payload) = head.mbox_payload().checked_add(head.index_len) else {
@@ -302,27 +373,34 @@ pub(super) fn read_complete(journal: &File) -> io::Result<Option<Head>> {
     if Some(journal.metadata()?.len()) != payload.checked_add(HEAD_LEN) {
         return Ok(None);
     }
-    let mut md5 = Md5::new();
+    let mut sum = format.hasher();
     let mut buf = vec![0u8; FILE_CHUNK];
     let mut at = 0;
     while at < payload {
         let n = ((payload - at) as usize).min(buf.len());
         journal.read_exact_at(&mut buf[..n], HEAD_LEN + at)?;
-        md5.update(&buf[..n]);
+        sum.update(&buf[..n]);
         at += n as u64;
     }
-    let sum: [u8; 16] = md5.finalize().into();
-    Ok((sum == head.payload_md5).then_some(head))
+    let complete = sum.finish() == head.payload_sum;
+    Ok(complete.then_some((head, format)))
 }
 
-fn apply(mbox: &Path, file: &File, path: &Path, journal: File, head: Head) -> io::Result<Replay> {
+fn apply(
+    mbox: &Path,
+    file: &File,
+    path: &Path,
+    journal: File,
+    head: Head,
+    format: Format,
+) -> io::Result<Replay> {
     let cur = file.metadata()?.len();
     if !head.truncated {
         // Before truncation the mbox is exactly old_len long, or longer if a delivery agent
         // appended after a crash; after it, its bytes at new_len are no longer the old ones.
         let truncated = cur < head.old_len
             || (head.new_len < head.old_len
-                && tail_fingerprint(file, head.new_len, head.old_len)? != head.tail_fp);
+                && fingerprint(format, file, head.new_len, head.old_len)? != head.tail_fp);
         if !truncated && cur > head.old_len {
             return rejournal(mbox, file, path, &journal, &head, cur);
         }
@@ -367,7 +445,7 @@ fn rejournal(
         "{}: mail appended after an interrupted commit; carrying it over",
         mbox.display()
     );
-    let next = sidecar(path, ".new");
+    let next = files::journal_next(mbox);
     let mut w = JournalWriter::create(&next, true)?;
     let mbox_end = HEAD_LEN + head.mbox_payload();
     w.copy_from(journal, HEAD_LEN, mbox_end)?;
@@ -413,7 +491,7 @@ fn write_index(mbox: &Path, journal: &File, head: &Head) -> io::Result<()> {
     if head.index_len == 0 {
         return Ok(());
     }
-    let index = open_index(mbox)?;
+    let index = files::open_index(mbox)?;
     let at = head.mbox_payload();
     let mut header = [0u8; HEADER_LEN as usize];
     journal.read_exact_at(&mut header, HEAD_LEN + at)?;
@@ -423,4 +501,116 @@ fn write_index(mbox: &Path, journal: &File, head: &Head) -> io::Result<()> {
     index.set_len(dst + records)?;
     index.write_all_at(&header, 0)?;
     index.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MBOX: &[u8] = b"From a\n\nA\n\nFrom b\n\nB\n\nFrom c\n\nC\n";
+    /// Where `From b` starts: the commit deletes it.
+    const REGION: u64 = 11;
+    const PAYLOAD: &[u8] = b"From c\n\nC\n";
+
+    /// Writes beside `mbox` the journal of a commit that deletes message b, exactly as the
+    /// previous version wrote it (format 01): the head laid out by hand, with MD5 for the
+    /// fingerprint, the payload and the head, so that the test does not lean on the code it
+    /// tests.
+    fn write_md5_journal(mbox: &Path) {
+        let meta = std::fs::metadata(mbox).unwrap();
+        let old = std::fs::read(mbox).unwrap();
+        let new_len = REGION + PAYLOAD.len() as u64;
+        let tail = &old[new_len as usize..];
+        let mut fp = Md5::new();
+        fp.update((tail.len() as u64).to_le_bytes());
+        fp.update(tail);
+        let fp: [u8; 16] = fp.finalize().into();
+        let mut head = [0u8; 128];
+        head[..8].copy_from_slice(b"PLRJRN01");
+        let nums = [meta.dev(), meta.ino(), REGION, old.len() as u64, new_len];
+        for (i, v) in nums.into_iter().enumerate() {
+            head[8 + 8 * i..16 + 8 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        head[48..64].copy_from_slice(&fp);
+        // Index record number and index payload length stay 0: the index is left alone.
+        let payload_sum: [u8; 16] = Md5::digest(PAYLOAD).into();
+        head[80..96].copy_from_slice(&payload_sum);
+        let head_sum: [u8; 16] = Md5::digest(&head[..96]).into();
+        head[96..112].copy_from_slice(&head_sum);
+        std::fs::write(files::journal(mbox), [&head[..], PAYLOAD].concat()).unwrap();
+    }
+
+    /// The mbox `m` in `dir`, with the journal a crash left there.
+    fn mbox_with_md5_journal(dir: &Path) -> PathBuf {
+        let mbox = dir.join("m");
+        std::fs::write(&mbox, MBOX).unwrap();
+        write_md5_journal(&mbox);
+        mbox
+    }
+
+    fn open(mbox: &Path) -> File {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(mbox)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_journal_of_the_md5_format_left_by_a_crash_is_still_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = mbox_with_md5_journal(dir.path());
+        let j = File::open(files::journal(&mbox)).unwrap();
+        assert_eq!(
+            read_complete(&j).unwrap().map(|(_, f)| f),
+            Some(Format::Md5)
+        );
+        assert_eq!(replay(&mbox, &open(&mbox)).unwrap(), Replay::Applied);
+        assert_eq!(
+            std::fs::read(&mbox).unwrap(),
+            b"From a\n\nA\n\nFrom c\n\nC\n"
+        );
+        assert!(!files::journal(&mbox).exists());
+    }
+
+    #[test]
+    fn mail_appended_after_a_crash_is_carried_over_from_an_md5_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = mbox_with_md5_journal(dir.path());
+        // A delivery agent broke the crashed commit's stale dotlock and appended: the old
+        // fingerprint must still say "not truncated yet", or this mail would be mangled.
+        let appended = b"\nFrom d\n\nD\n";
+        let file = open(&mbox);
+        file.write_all_at(appended, MBOX.len() as u64).unwrap();
+        assert_eq!(replay(&mbox, &file).unwrap(), Replay::Applied);
+        assert_eq!(
+            std::fs::read(&mbox).unwrap(),
+            b"From a\n\nA\n\nFrom c\n\nC\n\nFrom d\n\nD\n"
+        );
+        assert!(!files::journal(&mbox).exists());
+        assert!(!files::journal_next(&mbox).exists());
+    }
+
+    #[test]
+    fn heads_round_trip_and_a_torn_head_of_either_format_is_no_head() {
+        let head = Head {
+            dev: 1,
+            ino: 2,
+            region_start: 3,
+            old_len: 10,
+            new_len: 5,
+            tail_fp: [4; 16],
+            index_at: 0,
+            index_len: 0,
+            payload_sum: [5; 16],
+            truncated: false,
+        };
+        for format in [Format::Md5, Format::Xxh3] {
+            let mut b = head.encode(format);
+            assert_eq!(Head::decode(&b), Some((head.clone(), format)));
+            b[20] ^= 1;
+            assert_eq!(Head::decode(&b), None);
+        }
+        assert_eq!(&head.encode(Format::CURRENT)[..8], b"PLRJRN02");
+    }
 }

@@ -4,18 +4,12 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::index::Extent;
-use super::lock::{private_file, sidecar};
 use super::positioned::WriterAt;
-use super::{fault, uid};
+use super::{fault, files};
 use crate::limits::FILE_CHUNK;
-
-/// Where the messages deleted from `mbox` are kept.
-pub fn deleted_path(mbox: &Path) -> PathBuf {
-    sidecar(mbox, ".deleted")
-}
 
 /// Appends the messages of `file` (the mbox at `mbox`) flagged in `deleted` to
 /// `<mbox>.deleted`, byte for byte from their From_ line (quoting as stored), each followed by
@@ -28,9 +22,9 @@ pub fn keep_deleted(
     extents: &[Extent],
     deleted: &[bool],
 ) -> io::Result<()> {
-    let path = deleted_path(mbox);
+    let path = files::deleted(mbox);
     let existed = path.exists();
-    let out = private_file().create(true).truncate(false).open(&path)?;
+    let out = files::open_or_create(&path)?;
     let old_len = out.metadata()?.len();
     let written = copy(file, &out, old_len, extents, deleted).and_then(|()| out.sync_data());
     if let Err(e) = written {
@@ -38,7 +32,7 @@ pub fn keep_deleted(
         return Err(e);
     }
     if !existed {
-        uid::sync_dir(&path)?;
+        files::sync_dir(&path)?;
     }
     fault::crash_point("kept-deleted");
     Ok(())
@@ -113,15 +107,18 @@ mod tests {
         let file = File::open(&mbox).unwrap();
         let ext = extents(&file);
         keep_deleted(&mbox, &file, &ext, &[true, false, true]).unwrap();
-        let kept = std::fs::read(deleted_path(&mbox)).unwrap();
+        let kept = std::fs::read(files::deleted(&mbox)).unwrap();
         assert_eq!(
             kept,
             b"From a 1\nS: 1\n\n>From x\n\nFrom c 3\nS: 3\n\nend\n\n"
         );
         keep_deleted(&mbox, &file, &ext, &[false, true]).unwrap();
-        let kept = std::fs::read(deleted_path(&mbox)).unwrap();
+        let kept = std::fs::read(files::deleted(&mbox)).unwrap();
         assert!(kept.ends_with(b"end\n\nFrom b 2\nS: 2\n\n"));
         // The result is an mbox of the three messages.
-        assert_eq!(extents(&File::open(deleted_path(&mbox)).unwrap()).len(), 3);
+        assert_eq!(
+            extents(&File::open(files::deleted(&mbox)).unwrap()).len(),
+            3
+        );
     }
 }

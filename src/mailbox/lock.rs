@@ -1,19 +1,23 @@
 //! Locks on an mbox: the session lock file between poplar processes, and the dotlock plus
 //! open-file-description record lock shared with delivery agents, with bounded waits and
-//! stale-dotlock breaking.
+//! stale-dotlock breaking; and the one loop that opens an mbox, locks it and checks that it
+//! is still the mailbox.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+// rustix's fcntl_lock takes classic process-wide locks (F_SETLK); OFD locks need nix.
 use nix::fcntl::{FcntlArg, fcntl};
 use nix::libc;
+use rustix::io::Errno;
 
-use super::MailboxError;
+use super::{MailboxError, files};
+use crate::limits::{LOCK_RETRY_DOUBLINGS, LOCK_RETRY_FIRST, MAX_DOTLOCK_TEXT, REOPEN_TRIES};
 
 /// A lock toward delivery agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,43 +79,6 @@ impl Default for LockOptions {
     }
 }
 
-/// `path` with `suffix` appended to its file name: where an mbox's sidecar files live.
-pub fn sidecar(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-/// Whether a sidecar file may be believed: a regular file owned by us or by root. Where other
-/// users may create files beside the mbox, one of theirs must not steer a replay or a scan.
-pub fn ours(file: &File) -> io::Result<bool> {
-    let m = file.metadata()?;
-    Ok(m.is_file() && (m.uid() == nix::unistd::geteuid().as_raw() || m.uid() == 0))
-}
-
-/// How poplar opens a sidecar file of its own (index, journal, session lock, kept mail): read
-/// and write, mode 0600 if created, and never through a symlink (the mbox's directory may be
-/// writable by others). The caller adds how it may be created.
-pub fn private_file() -> OpenOptions {
-    let mut o = OpenOptions::new();
-    o.read(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW);
-    o
-}
-
-/// Creates `path` afresh for writing (mode 0600, no symlink followed), removing a leftover of
-/// an interrupted run first: we never write into a file someone else made.
-pub fn create_fresh(path: &Path) -> io::Result<File> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    private_file().create_new(true).open(path)
-}
-
 /// Whether `path` still names the file open as `file`. A mail reader may replace the mbox by
 /// rename, or remove it when empty, while we wait for the locks; then what we hold locks an
 /// orphan that nobody reads again.
@@ -122,6 +89,46 @@ pub fn still_at_path(path: &Path, file: &File) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// What [`open_locked`] came to.
+#[derive(Debug)]
+pub enum Opened<T> {
+    /// `open` found no file to open.
+    Missing,
+    /// The file, and what was done with it under the locks (released since).
+    Locked(File, T),
+    /// The path named another file each time the locks were had.
+    Replaced,
+}
+
+/// The one way to open an mbox and take the locks toward delivery agents on it: `open` opens
+/// it (or finds it missing, or fails), the locks in `opts` are taken, and if the path still
+/// names the open file, `locked` runs on it under the locks, which are released when it
+/// returns. A mail reader may replace the mbox by rename, or remove it, while we wait for the
+/// locks: then what we hold locks a file nobody reads again, so we open it again, up to
+/// [`REOPEN_TRIES`] times. `open` runs again each time and may do more between the open and
+/// the locks (the session takes its session lock there).
+pub fn open_locked<T, E: From<MailboxError>>(
+    path: &Path,
+    opts: &LockOptions,
+    mut open: impl FnMut() -> Result<Option<File>, E>,
+    mut locked: impl FnMut(&File) -> Result<T, E>,
+) -> Result<Opened<T>, E> {
+    for _ in 0..REOPEN_TRIES {
+        let Some(file) = open()? else {
+            return Ok(Opened::Missing);
+        };
+        let held = lock_for_delivery(path, &file, opts)?;
+        if !still_at_path(path, &file).map_err(MailboxError::from)? {
+            drop(held);
+            continue;
+        }
+        let done = locked(&file);
+        drop(held);
+        return done.map(|t| Opened::Locked(file, t));
+    }
+    Ok(Opened::Replaced)
 }
 
 /// Holds `<mbox>.poplar-lock` with flock for a session's whole life, so that sessions on one
@@ -147,10 +154,7 @@ impl Drop for SessionLock {
 impl SessionLock {
     /// Takes the session lock of `mbox` without waiting; `InUse` if another process has it.
     pub fn acquire(mbox: &Path) -> Result<SessionLock, MailboxError> {
-        let file = private_file()
-            .create(true)
-            .truncate(false)
-            .open(sidecar(mbox, ".poplar-lock"))?;
+        let file = files::open_or_create(&files::session_lock(mbox))?;
         match file.try_lock() {
             Ok(()) => Ok(SessionLock { file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(MailboxError::InUse),
@@ -210,8 +214,7 @@ fn wait(deadline: Instant, attempt: &mut u32) -> Result<(), MailboxError> {
     if now >= deadline {
         return Err(MailboxError::Busy);
     }
-    // 10 ms, doubling to 160 ms: quick when the holder is quick, quiet when it is not.
-    let pause = Duration::from_millis(10 << (*attempt).min(4));
+    let pause = LOCK_RETRY_FIRST * (1 << (*attempt).min(LOCK_RETRY_DOUBLINGS));
     *attempt += 1;
     std::thread::sleep(pause.min(deadline - now));
     Ok(())
@@ -253,10 +256,10 @@ fn dotlock_text() -> String {
 }
 
 fn dotlock(mbox: &Path, opts: &LockOptions, deadline: Instant) -> Result<PathBuf, MailboxError> {
-    let path = sidecar(mbox, ".lock");
+    let path = files::dotlock(mbox);
     let mut attempt = 0;
     loop {
-        if try_dotlock(&path)? {
+        if try_dotlock(mbox, &path)? {
             return Ok(path);
         }
         let seen = std::fs::symlink_metadata(&path).map(|m| m.ino()).ok();
@@ -275,24 +278,15 @@ fn dotlock(mbox: &Path, opts: &LockOptions, deadline: Instant) -> Result<PathBuf
     }
 }
 
-/// Tries once to create the dotlock `path` with our pid and host in it; whether we got it.
+/// Tries once to create the dotlock `path` of `mbox` with our pid and host in it; whether we
+/// got it.
 /// The text goes into a unique file first, which is then hard-linked to the lock name (as
 /// liblockfile and procmail do), so that a process killed at any instant never leaves an
 /// empty dotlock, which nobody could tell from a live one for `--stale-lock-age`.
-fn try_dotlock(path: &Path) -> io::Result<bool> {
+fn try_dotlock(mbox: &Path, path: &Path) -> io::Result<bool> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let unique = format!(
-        ".{}.{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let tmp = sidecar(path, &unique);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)?;
+    let tmp = files::dotlock_unique(mbox, NEXT.fetch_add(1, Ordering::Relaxed));
+    let mut f = files::shared_file().open(&tmp)?;
     let linked = f.write_all(dotlock_text().as_bytes()).and_then(|()| {
         match std::fs::hard_link(&tmp, path) {
             Ok(()) => Ok(true),
@@ -305,13 +299,13 @@ fn try_dotlock(path: &Path) -> io::Result<bool> {
     let _ = std::fs::remove_file(&tmp);
     match linked {
         // A file system without hard links: create the lock directly.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP)) => {
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(path)
-            {
+        Err(e)
+            if matches!(
+                Errno::from_io_error(&e),
+                Some(Errno::PERM | Errno::OPNOTSUPP)
+            ) =>
+        {
+            match files::shared_file().open(path) {
                 Ok(mut f) => {
                     if let Err(e) = f.write_all(dotlock_text().as_bytes()) {
                         let _ = std::fs::remove_file(path);
@@ -335,7 +329,7 @@ pub fn stale(path: &Path, mbox: &Path, stale_after: Duration) -> io::Result<Opti
     let meta = match File::open(path) {
         Ok(f) => {
             let meta = f.metadata()?;
-            f.take(256).read_to_end(&mut text)?;
+            f.take(MAX_DOTLOCK_TEXT).read_to_end(&mut text)?;
             meta
         }
         // Gone already: the next attempt will tell.
@@ -347,14 +341,8 @@ pub fn stale(path: &Path, mbox: &Path, stale_after: Duration) -> io::Result<Opti
     let pid = words.next().and_then(|p| p.parse::<i32>().ok());
     let host = words.next();
     let local = host.is_none_or(|h| h == crate::hostname::system_hostname());
-    if let Some(pid) = pid.filter(|&p| p > 0 && local) {
-        let gone = matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-            Err(nix::errno::Errno::ESRCH)
-        );
-        if gone {
-            return Ok(Some(format!("process {pid} is gone")));
-        }
+    if let Some(pid) = pid.filter(|&p| p > 0 && local && process_gone(p)) {
+        return Ok(Some(format!("process {pid} is gone")));
     }
     let age = |m: &std::fs::Metadata| {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(m.mtime().max(0) as u64);
@@ -365,9 +353,16 @@ pub fn stale(path: &Path, mbox: &Path, stale_after: Duration) -> io::Result<Opti
     Ok((idle >= stale_after).then(|| format!("unchanged for {} s", idle.as_secs())))
 }
 
+/// Whether no process `pid` (> 0) exists on this host: `kill(pid, 0)` says ESRCH.
+pub fn process_gone(pid: i32) -> bool {
+    let pid = rustix::process::Pid::from_raw(pid);
+    pid.is_some_and(|p| rustix::process::test_kill_process(p) == Err(Errno::SRCH))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
 
     #[test]
     fn lock_lists_parse_in_order_and_refuse_mistakes() {
@@ -441,7 +436,7 @@ mod tests {
             ..LockOptions::default()
         };
         let held = lock_for_delivery(&mbox, &f, &opts).unwrap();
-        let text = std::fs::read_to_string(sidecar(&mbox, ".lock")).unwrap();
+        let text = std::fs::read_to_string(files::dotlock(&mbox)).unwrap();
         assert_eq!(text, dotlock_text());
         // Our own live dotlock is not stale, so a second taker times out.
         assert!(matches!(
@@ -449,7 +444,7 @@ mod tests {
             Err(MailboxError::Busy)
         ));
         drop(held);
-        assert!(!sidecar(&mbox, ".lock").exists());
+        assert!(!files::dotlock(&mbox).exists());
         // The unique file the lock was linked from is gone too.
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "{names:?}");
@@ -460,7 +455,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mbox = dir.path().join("m");
         std::fs::write(&mbox, b"").unwrap();
-        let lock = sidecar(&mbox, ".lock");
+        let lock = files::dotlock(&mbox);
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
         child.wait().unwrap();

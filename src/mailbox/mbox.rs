@@ -7,21 +7,18 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::index::Extent;
-use super::lock::{LockKind, LockOptions, SessionLock, lock_for_delivery, still_at_path};
+use super::lock::{
+    LockKind, LockOptions, Opened, SessionLock, lock_for_delivery, open_locked, still_at_path,
+};
 use super::positioned::RangeReader;
 use super::quote::Unquote;
 use super::template::MailTemplate;
-use super::uid::{self, ViewOptions};
+use super::uid::{self, View, ViewOptions};
 use super::{
     CommitSummary, LockGuard, LockTable, MailStore, MailboxError, Maildrop, MessageInfo, UserName,
-    commit, journal, keep, rollback,
+    commit, files, journal, keep, rollback,
 };
-
-/// Times a login opens the mailbox again when it was replaced while waiting for the locks.
-const REOPEN_TRIES: usize = 5;
-
-/// Bytes at the end of the scanned region that are re-read to detect a rewrite.
-const BOUNDARY_CHECK: u64 = 1024;
+use crate::limits::BOUNDARY_CHECK;
 
 /// Everything about how mbox files are read, locked and shown.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,7 +77,7 @@ fn recover_locked(path: &Path, file: &File, locks: &LockOptions) -> io::Result<j
 
 /// Whether a crash left work for [`recover_locked`]: a journal or a delivery note.
 fn pending_recovery(mbox: &Path) -> bool {
-    super::lock::sidecar(mbox, ".poplar-journal").exists() || rollback::note_path(mbox).exists()
+    files::journal(mbox).exists() || files::delivery_note(mbox).exists()
 }
 
 impl MailStore for MboxStore {
@@ -177,23 +174,12 @@ impl MboxDrop {
         guard: LockGuard,
         options: &MboxOptions,
     ) -> Result<MboxDrop, MailboxError> {
-        let mut drop = MboxDrop {
-            path,
-            file: None,
-            extents: Vec::new(),
-            infos: Vec::new(),
-            len: 0,
-            snapshot: None,
-            options: options.clone(),
-            _session: None,
-            _guard: guard,
-        };
-        // A mail reader may replace the mbox by rename while we wait for the locks; then we
-        // open it again rather than scan a file that is no longer the mailbox.
-        for _ in 0..REOPEN_TRIES {
-            let file = match OpenOptions::new().read(true).write(true).open(&drop.path) {
+        let mut session = None;
+        // The session lock is taken once, between the first open and the locks, and kept.
+        let open = || {
+            let file = match OpenOptions::new().read(true).write(true).open(&path) {
                 Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(drop),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(e.into()),
             };
             if !file.metadata()?.is_file() {
@@ -201,31 +187,40 @@ impl MboxDrop {
                     "mailbox is not a regular file",
                 )));
             }
-            if drop._session.is_none() {
-                drop._session = Some(SessionLock::acquire(&drop.path)?);
+            if session.is_none() {
+                session = Some(SessionLock::acquire(&path)?);
             }
-            let locks = lock_for_delivery(&drop.path, &file, &options.locks)?;
-            if !still_at_path(&drop.path, &file)? {
-                continue;
-            }
-            recover_locked(&drop.path, &file, &options.locks)?;
-            let view = uid::reconcile(&drop.path, &file, options.view)?;
+            Ok(Some(file))
+        };
+        let locked = |file: &File| {
+            recover_locked(&path, file, &options.locks)?;
+            let view = uid::reconcile(&path, file, options.view)?;
             log::debug!(
                 "{}: {} messages, {} of {} bytes read",
-                drop.path.display(),
+                path.display(),
                 view.infos.len(),
                 view.bytes_scanned,
                 view.len
             );
-            drop.snapshot = Some(Snapshot::take(&file, view.len)?);
-            drop.extents = view.extents;
-            drop.infos = view.infos;
-            drop.len = view.len;
-            std::mem::drop(locks);
-            drop.file = Some(file);
-            return Ok(drop);
-        }
-        Err(MailboxError::Changed)
+            let snapshot = Snapshot::take(file, view.len)?;
+            Ok((view, snapshot))
+        };
+        let (file, view, snapshot) = match open_locked(&path, &options.locks, open, locked)? {
+            Opened::Locked(file, (view, snapshot)) => (Some(file), view, Some(snapshot)),
+            Opened::Missing => (None, View::default(), None),
+            Opened::Replaced => return Err(MailboxError::Changed),
+        };
+        Ok(MboxDrop {
+            path,
+            file,
+            extents: view.extents,
+            infos: view.infos,
+            len: view.len,
+            snapshot,
+            options: options.clone(),
+            _session: session,
+            _guard: guard,
+        })
     }
 
     /// Checks that the mailbox is still the file scanned at login (not replaced by rename

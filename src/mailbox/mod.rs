@@ -4,6 +4,7 @@
 pub mod append;
 pub mod commit;
 pub mod fault;
+pub mod files;
 pub mod index;
 pub mod inspect;
 pub mod journal;

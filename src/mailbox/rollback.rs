@@ -5,25 +5,18 @@
 //!
 //! The note is one line: `poplar-append 1 <dev> <ino> <old length> <pid> <host>`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use memchr::memmem;
 
-use super::lock::sidecar;
-use super::uid::sync_dir;
-use crate::limits::FILE_CHUNK;
+use super::files::{self, sync_dir};
+use super::lock::process_gone;
+use crate::limits::{FILE_CHUNK, MAX_DELIVERY_NOTE};
 
 const TAG: &str = "poplar-append 1";
-/// A note is a few dozen octets; anything longer is not ours.
-const MAX_NOTE: u64 = 512;
-
-/// Where the note of `mbox` lives.
-pub fn note_path(mbox: &Path) -> PathBuf {
-    sidecar(mbox, ".poplar-append")
-}
 
 /// A delivery in progress: its note is on disk until [`Note::done`].
 #[derive(Debug)]
@@ -36,15 +29,9 @@ pub struct Note {
 /// this delivery. The caller holds the delivery locks and has recovered any older note.
 pub fn begin(mbox: &Path, file: &File, old_len: u64) -> io::Result<Note> {
     let meta = file.metadata()?;
-    let path = note_path(mbox);
-    // Readable by all: a server running as another user than the MTA must read it. It holds
-    // offsets, a pid and a host name, nothing secret.
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&path)?;
+    let path = files::delivery_note(mbox);
+    // Readable by all: a server running as another user than the MTA must read it.
+    let mut f = files::shared_file().open(&path)?;
     let text = format!(
         "{TAG} {} {} {old_len} {} {}\n",
         meta.dev(),
@@ -119,18 +106,14 @@ fn parse(text: &str) -> Option<Parsed> {
 /// (a separator, one From_ line, and no other line starting with `From `, which mboxrd
 /// quoting keeps out of a delivered body); otherwise the bytes are kept and logged.
 pub fn recover(mbox: &Path, file: &File, fcntl_held: bool) -> io::Result<Rollback> {
-    let path = note_path(mbox);
+    let path = files::delivery_note(mbox);
     let mut text = String::new();
-    match OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&path)
-    {
+    match files::read_only(&path) {
         Ok(f) => {
             // A note tells us to cut the mbox: only its writers may have made it (poplar's
             // user, root, or the mailbox's owner, as whom an MTA runs `poplar deliver`).
             let (owner, mbox_owner) = (f.metadata()?.uid(), file.metadata()?.uid());
-            if ![nix::unistd::geteuid().as_raw(), 0, mbox_owner].contains(&owner) {
+            if ![files::euid(), 0, mbox_owner].contains(&owner) {
                 log::error!(
                     "{}: delivery note owned by user {owner}, not by a delivery agent; ignored",
                     path.display()
@@ -138,7 +121,7 @@ pub fn recover(mbox: &Path, file: &File, fcntl_held: bool) -> io::Result<Rollbac
                 return Ok(Rollback::Kept);
             }
             // Not text or too long: parse() refuses it below.
-            let _ = f.take(MAX_NOTE).read_to_string(&mut text);
+            let _ = f.take(MAX_DELIVERY_NOTE).read_to_string(&mut text);
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Rollback::Clean),
         Err(e) => return Err(e),
@@ -214,12 +197,8 @@ pub enum Pending {
 
 /// What the note beside `mbox` says, judged as [`recover`] would judge it without the locks.
 pub fn pending(mbox: &Path) -> io::Result<Pending> {
-    let path = note_path(mbox);
-    let f = match OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&path)
-    {
+    let path = files::delivery_note(mbox);
+    let f = match files::read_only(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Pending::Absent),
         Err(e) => return Err(e),
@@ -232,13 +211,13 @@ pub fn pending(mbox: &Path) -> io::Result<Pending> {
         Err(e) => return Err(e),
     };
     let (owner, meta) = (f.metadata()?.uid(), file.metadata()?);
-    if ![nix::unistd::geteuid().as_raw(), 0, meta.uid()].contains(&owner) {
+    if ![files::euid(), 0, meta.uid()].contains(&owner) {
         return Ok(Pending::Kept(format!(
             "the note is owned by user {owner}, not by a delivery agent"
         )));
     }
     let mut text = String::new();
-    let _ = f.take(MAX_NOTE).read_to_string(&mut text);
+    let _ = f.take(MAX_DELIVERY_NOTE).read_to_string(&mut text);
     let Some(note) = parse(&text) else {
         return Ok(Pending::Kept("the note is unreadable".into()));
     };
@@ -277,10 +256,7 @@ fn finish(mbox: &Path, note: &Path, outcome: Rollback) -> io::Result<Rollback> {
 fn owner_gone(note: &Parsed) -> bool {
     note.host == crate::hostname::system_hostname()
         && note.pid != std::process::id() as i32
-        && matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(note.pid), None),
-            Err(nix::errno::Errno::ESRCH)
-        )
+        && process_gone(note.pid)
 }
 
 /// Whether `file[from..end]` is what one interrupted delivery leaves: up to two `\n` of

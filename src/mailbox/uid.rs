@@ -8,8 +8,8 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
-use super::index::{self, Extent, Header, Record, RecordWriter};
-use super::lock::{create_fresh, ours, private_file, sidecar};
+use super::files::{self, create_fresh, ours};
+use super::index::{self, Extent, Header, Record, RecordWriter, write_header};
 use super::scan::{self, Found};
 use super::{MessageInfo, Uid};
 
@@ -123,14 +123,6 @@ fn record(f: Found, serial: u64) -> Record {
     }
 }
 
-/// Opens (creating) the index of `mbox`.
-pub fn open_index(mbox: &Path) -> io::Result<File> {
-    private_file()
-        .create(true)
-        .truncate(false)
-        .open(sidecar(mbox, ".poplar-index"))
-}
-
 /// Brings the index of `mbox` (open as `file`, delivery locks held, journal replayed) up to
 /// date and returns the session's view. The index is trusted only when its header and
 /// records check out and the file is the same one, not shorter, with the same bytes at the
@@ -138,7 +130,7 @@ pub fn open_index(mbox: &Path) -> io::Result<File> {
 /// indexed message are read. Otherwise the whole file is scanned and the old serials are
 /// matched to messages by digest, in order, so UIDs survive a mail reader's rewrite.
 pub fn reconcile(mbox: &Path, file: &File, opts: ViewOptions) -> io::Result<View> {
-    let index = open_index(mbox)?;
+    let index = files::open_index(mbox)?;
     let meta = file.metadata()?;
     if !ours(&index)? {
         // Someone else's file: believe none of it; the rebuild renames ours over it.
@@ -213,31 +205,6 @@ fn grow(index: &File, h: &Header, file: &File, opts: ViewOptions) -> io::Result<
     Ok(Some(b.finish()))
 }
 
-/// Writes the header for an index that now covers `covered` bytes of `file`.
-pub fn write_header(
-    index: &File,
-    file: &File,
-    epoch: u64,
-    next_serial: u64,
-    covered: u64,
-) -> io::Result<()> {
-    let meta = file.metadata()?;
-    let h = Header {
-        epoch,
-        next_serial,
-        dev: meta.dev(),
-        ino: meta.ino(),
-        covered,
-        boundary: index::boundary_hash(covered, |b, o| file.read_exact_at(b, o))?,
-        mtime: if meta.len() == covered {
-            (meta.mtime(), meta.mtime_nsec())
-        } else {
-            (0, 0)
-        },
-    };
-    index.write_all_at(&h.encode(), 0)
-}
-
 /// The slow path: scan everything, match old serials by digest, write a whole new index
 /// beside the old one and rename it into place.
 fn rebuild(mbox: &Path, old: Option<&File>, file: &File, opts: ViewOptions) -> io::Result<View> {
@@ -258,7 +225,7 @@ fn rebuild(mbox: &Path, old: Option<&File>, file: &File, opts: ViewOptions) -> i
             }
         }
     }
-    let tmp_path = sidecar(mbox, ".poplar-index.tmp");
+    let tmp_path = files::index_tmp(mbox);
     let tmp = create_fresh(&tmp_path)?;
     let mut b = Builder {
         opts,
@@ -273,18 +240,9 @@ fn rebuild(mbox: &Path, old: Option<&File>, file: &File, opts: ViewOptions) -> i
     w.finish(true)?;
     write_header(&tmp, file, epoch, next, len)?;
     tmp.sync_all()?;
-    std::fs::rename(&tmp_path, sidecar(mbox, ".poplar-index"))?;
-    sync_dir(mbox)?;
+    std::fs::rename(&tmp_path, files::index(mbox))?;
+    files::sync_dir(mbox)?;
     b.view.len = len;
     b.view.bytes_scanned = len;
     Ok(b.finish())
-}
-
-/// Makes a rename or removal in the mbox's directory durable.
-pub fn sync_dir(mbox: &Path) -> io::Result<()> {
-    let dir = match mbox.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    File::open(dir)?.sync_all()
 }

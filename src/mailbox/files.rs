@@ -1,0 +1,224 @@
+//! The files poplar keeps beside an mbox (each name written once, here) and how poplar opens
+//! its own files: read and write, mode 0600, never through a symlink, believed only when
+//! owned by us or root.
+//!
+//! Every sidecar is `<mbox><suffix>`: the mbox's directory is the one place poplar may write
+//! (delivery agents need it for dotlocks anyway), and a name derived from the mbox's keeps
+//! two mailboxes' sidecars apart.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// The dotlock shared with delivery agents.
+const DOTLOCK: &str = ".lock";
+/// The session lock between poplar processes (flock).
+const SESSION_LOCK: &str = ".poplar-lock";
+/// The UID and message index.
+const INDEX: &str = ".poplar-index";
+/// Where a rebuilt index is written before it is renamed over the old one.
+const INDEX_TMP: &str = ".poplar-index.tmp";
+/// The commit journal.
+const JOURNAL: &str = ".poplar-journal";
+/// Where a replay writes a journal that carries appended mail, before the rename.
+const JOURNAL_NEXT: &str = ".new";
+/// A journal a replay would not apply, kept for an operator: `.orphan-<pid>`.
+const JOURNAL_ORPHAN: &str = ".orphan-";
+/// The note of a delivery in progress.
+const DELIVERY_NOTE: &str = ".poplar-append";
+/// `--dev-keep-deleted`: the messages sessions deleted.
+const DELETED: &str = ".deleted";
+
+/// `path` with `suffix` appended to its file name.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// `<mbox>.lock`: the dotlock.
+pub fn dotlock(mbox: &Path) -> PathBuf {
+    beside(mbox, DOTLOCK)
+}
+
+/// `<mbox>.lock.<pid>.<n>`: the unique file a dotlock is written to and then linked from.
+pub fn dotlock_unique(mbox: &Path, n: u64) -> PathBuf {
+    beside(mbox, &format!("{DOTLOCK}.{}.{n}", std::process::id()))
+}
+
+/// `<mbox>.poplar-lock`: the session lock file.
+pub fn session_lock(mbox: &Path) -> PathBuf {
+    beside(mbox, SESSION_LOCK)
+}
+
+/// `<mbox>.poplar-index`: the UID index.
+pub fn index(mbox: &Path) -> PathBuf {
+    beside(mbox, INDEX)
+}
+
+/// `<mbox>.poplar-index.tmp`: a rebuilt index before it replaces the old one.
+pub fn index_tmp(mbox: &Path) -> PathBuf {
+    beside(mbox, INDEX_TMP)
+}
+
+/// `<mbox>.poplar-journal`: the commit journal.
+pub fn journal(mbox: &Path) -> PathBuf {
+    beside(mbox, JOURNAL)
+}
+
+/// `<mbox>.poplar-journal.new`: a journal rewritten by a replay, before the rename.
+pub fn journal_next(mbox: &Path) -> PathBuf {
+    beside(mbox, &format!("{JOURNAL}{JOURNAL_NEXT}"))
+}
+
+/// `<mbox>.poplar-journal.orphan-<pid>`: a journal set aside by this process.
+pub fn journal_orphan(mbox: &Path) -> PathBuf {
+    beside(
+        mbox,
+        &format!("{JOURNAL}{JOURNAL_ORPHAN}{}", std::process::id()),
+    )
+}
+
+/// `<mbox>.poplar-journal.orphan-`: what the names of set-aside journals start with.
+pub fn journal_orphan_prefix(mbox: &Path) -> PathBuf {
+    beside(mbox, &format!("{JOURNAL}{JOURNAL_ORPHAN}"))
+}
+
+/// `<mbox>.poplar-append`: the note of a delivery in progress.
+pub fn delivery_note(mbox: &Path) -> PathBuf {
+    beside(mbox, DELIVERY_NOTE)
+}
+
+/// `<mbox>.deleted`: the messages kept by `--dev-keep-deleted`.
+pub fn deleted(mbox: &Path) -> PathBuf {
+    beside(mbox, DELETED)
+}
+
+/// The flag that makes an open fail on a symlink.
+fn no_follow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+}
+
+/// Whether a sidecar file may be believed: a regular file owned by us or by root. Where other
+/// users may create files beside the mbox, one of theirs must not steer a replay or a scan.
+pub fn ours(file: &File) -> io::Result<bool> {
+    let m = file.metadata()?;
+    Ok(m.is_file() && (m.uid() == euid() || m.uid() == 0))
+}
+
+/// The user poplar runs as (its effective uid).
+pub fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// How poplar opens a sidecar file of its own (index, journal, session lock, kept mail): read
+/// and write, mode 0600 if created, and never through a symlink (the mbox's directory may be
+/// writable by others). The caller adds how it may be created.
+pub fn private_file() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(no_follow());
+    o
+}
+
+/// Opens the private file at `path`, creating it empty if it is missing.
+pub fn open_or_create(path: &Path) -> io::Result<File> {
+    private_file().create(true).truncate(false).open(path)
+}
+
+/// Opens (creating) the index of `mbox`.
+pub fn open_index(mbox: &Path) -> io::Result<File> {
+    open_or_create(&index(mbox))
+}
+
+/// Creates `path` afresh for writing (mode 0600, no symlink followed), removing a leftover of
+/// an interrupted run first: we never write into a file someone else made.
+pub fn create_fresh(path: &Path) -> io::Result<File> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    private_file().create_new(true).open(path)
+}
+
+/// How a file that other programs read is created: a dotlock, a delivery note. Write only,
+/// new (O_EXCL, which never follows a symlink), mode 0644: a server running as another user
+/// than the delivery agent must read it. It holds a pid, a host and offsets, nothing secret.
+pub fn shared_file() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(no_follow());
+    o
+}
+
+/// Opens a sidecar to read it only, never through a symlink (`poplar check`, a delivery
+/// note).
+pub fn read_only(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(no_follow())
+        .open(path)
+}
+
+/// Makes a rename or removal in the mbox's directory durable.
+pub fn sync_dir(mbox: &Path) -> io::Result<()> {
+    let dir = match mbox.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecar_names_are_the_mbox_name_and_a_suffix() {
+        let m = Path::new("/var/mail/bob");
+        let pid = std::process::id();
+        let names = [
+            (dotlock(m), "/var/mail/bob.lock".to_owned()),
+            (dotlock_unique(m, 7), format!("/var/mail/bob.lock.{pid}.7")),
+            (session_lock(m), "/var/mail/bob.poplar-lock".into()),
+            (index(m), "/var/mail/bob.poplar-index".into()),
+            (index_tmp(m), "/var/mail/bob.poplar-index.tmp".into()),
+            (journal(m), "/var/mail/bob.poplar-journal".into()),
+            (journal_next(m), "/var/mail/bob.poplar-journal.new".into()),
+            (
+                journal_orphan(m),
+                format!("/var/mail/bob.poplar-journal.orphan-{pid}"),
+            ),
+            (delivery_note(m), "/var/mail/bob.poplar-append".into()),
+            (deleted(m), "/var/mail/bob.deleted".into()),
+        ];
+        for (got, want) in names {
+            assert_eq!(got, PathBuf::from(want));
+        }
+        assert!(
+            journal_orphan(m)
+                .as_os_str()
+                .as_encoded_bytes()
+                .starts_with(journal_orphan_prefix(m).as_os_str().as_encoded_bytes())
+        );
+    }
+
+    #[test]
+    fn private_files_are_not_opened_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"x").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(open_or_create(&link).is_err());
+        assert!(read_only(&link).is_err());
+        assert!(shared_file().open(&link).is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"x");
+    }
+}
