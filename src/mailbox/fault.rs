@@ -18,7 +18,7 @@ pub fn io_point(step: &str) -> io::Result<()> {
         && std::env::var("POPLAR_FAULT")
             .is_ok_and(|v| v.strip_prefix("enospc:").is_some_and(|s| s == step));
     if asked {
-        return Err(io::Error::from(rustix::io::Errno::NOSPC));
+        return Err(io::Error::from_raw_os_error(nix::libc::ENOSPC));
     }
     Ok(())
 }

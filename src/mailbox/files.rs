@@ -97,7 +97,7 @@ pub fn deleted(mbox: &Path) -> PathBuf {
 
 /// The flag that makes an open fail on a symlink.
 fn no_follow() -> i32 {
-    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+    nix::libc::O_NOFOLLOW
 }
 
 /// Whether a sidecar file may be believed: a regular file owned by us or by root. Where other
@@ -109,7 +109,7 @@ pub fn ours(file: &File) -> io::Result<bool> {
 
 /// The user poplar runs as (its effective uid).
 pub fn euid() -> u32 {
-    rustix::process::geteuid().as_raw()
+    nix::unistd::geteuid().as_raw()
 }
 
 /// How poplar opens a sidecar file of its own (index, journal, session lock, kept mail): read

@@ -332,14 +332,16 @@ impl<'f> RecordWriter<'f> {
     fn start_write_back(&mut self) -> io::Result<()> {
         self.out.flush()?;
         let len = self.pending * RECORD_LEN;
-        let advice = rustix::fs::Advice::DontNeed;
         // Advice only: a file system that ignores it just leaves the work to the fsync.
-        let _ = rustix::fs::fadvise(
-            self.index,
-            self.unstarted,
-            std::num::NonZeroU64::new(len),
-            advice,
-        );
+        // A length of 0 would mean "to the end of the file".
+        if len > 0 {
+            let _ = nix::fcntl::posix_fadvise(
+                self.index,
+                self.unstarted as i64,
+                len as i64,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            );
+        }
         self.unstarted += len;
         self.pending = 0;
         Ok(())

@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use memchr::memchr;
-use rustix::fs::{Access, access};
+use nix::unistd::{AccessFlags, access};
 
 use super::index::{self, Extent};
 use super::lock::{LockKind, stale};
@@ -290,7 +290,7 @@ fn access_problems(mbox: &Path, options: &MboxOptions) -> Vec<String> {
     let mut problems = Vec::new();
     if !dir.is_dir() {
         problems.push(format!("directory {} does not exist", dir.display()));
-    } else if access(dir, Access::WRITE_OK | Access::EXEC_OK).is_err() {
+    } else if access(dir, AccessFlags::W_OK | AccessFlags::X_OK).is_err() {
         let what = if options.locks.order.contains(&LockKind::Dotlock) {
             "no dotlock, journal or UID index can be created"
         } else {
@@ -301,7 +301,7 @@ fn access_problems(mbox: &Path, options: &MboxOptions) -> Vec<String> {
             dir.display()
         ));
     }
-    if mbox.exists() && access(mbox, Access::READ_OK | Access::WRITE_OK).is_err() {
+    if mbox.exists() && access(mbox, AccessFlags::R_OK | AccessFlags::W_OK).is_err() {
         problems.push("the mbox is not readable and writable by this user".into());
     }
     problems

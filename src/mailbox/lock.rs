@@ -11,10 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-// rustix's fcntl_lock takes classic process-wide locks (F_SETLK); OFD locks need nix.
 use nix::fcntl::{FcntlArg, fcntl};
 use nix::libc;
-use rustix::io::Errno;
 
 use super::{MailboxError, files};
 use crate::limits::{LOCK_RETRY_DOUBLINGS, LOCK_RETRY_FIRST, MAX_DOTLOCK_TEXT, REOPEN_TRIES};
@@ -299,12 +297,7 @@ fn try_dotlock(mbox: &Path, path: &Path) -> io::Result<bool> {
     let _ = std::fs::remove_file(&tmp);
     match linked {
         // A file system without hard links: create the lock directly.
-        Err(e)
-            if matches!(
-                Errno::from_io_error(&e),
-                Some(Errno::PERM | Errno::OPNOTSUPP)
-            ) =>
-        {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP)) => {
             match files::shared_file().open(path) {
                 Ok(mut f) => {
                     if let Err(e) = f.write_all(dotlock_text().as_bytes()) {
@@ -355,8 +348,9 @@ pub fn stale(path: &Path, mbox: &Path, stale_after: Duration) -> io::Result<Opti
 
 /// Whether no process `pid` (> 0) exists on this host: `kill(pid, 0)` says ESRCH.
 pub fn process_gone(pid: i32) -> bool {
-    let pid = rustix::process::Pid::from_raw(pid);
-    pid.is_some_and(|p| rustix::process::test_kill_process(p) == Err(Errno::SRCH))
+    pid > 0
+        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH)
 }
 
 #[cfg(test)]

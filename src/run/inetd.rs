@@ -4,9 +4,10 @@
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use rustix::fs::{FileType, fstat};
+use nix::sys::socket::{SockaddrStorage, getpeername};
+use nix::sys::stat::{SFlag, fstat};
 
 use crate::config::Config;
 use crate::limits;
@@ -45,13 +46,17 @@ pub fn run(config: &Config) -> Result<Ending, String> {
 }
 
 fn dup(fd: &impl AsFd) -> io::Result<OwnedFd> {
-    rustix::io::dup(fd).map_err(io::Error::from)
+    nix::unistd::dup(fd).map_err(io::Error::from)
 }
 
 /// The client's address when `fd` is a TCP socket; `None` for pipes and Unix sockets.
 pub fn peer_of(fd: &impl AsFd) -> Option<SocketAddr> {
-    let addr = rustix::net::getpeername(fd).ok()??;
-    SocketAddr::try_from(addr).ok()
+    let addr: SockaddrStorage = getpeername(fd.as_fd().as_raw_fd()).ok()?;
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    addr.as_sockaddr_in6()
+        .map(|v6| SocketAddr::V6((*v6).into()))
 }
 
 /// Whether stderr is the client's connection (classic inetd passes the socket as fds 0, 1
@@ -60,7 +65,7 @@ pub fn stderr_is_the_client() -> bool {
     match (fstat(io::stdin()), fstat(io::stderr())) {
         (Ok(i), Ok(e)) => {
             (i.st_dev, i.st_ino) == (e.st_dev, e.st_ino)
-                && FileType::from_raw_mode(e.st_mode) == FileType::Socket
+                && SFlag::from_bits_truncate(e.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK
         }
         _ => false,
     }

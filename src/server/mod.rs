@@ -144,7 +144,9 @@ impl Server {
             // mio listens with a backlog of 128; a burst of connections beyond it has its SYNs
             // dropped and retried a second later. Listening again raises it (Linux allows it).
             // Sockets from systemd keep the Backlog= their unit sets.
-            rustix::net::listen(&l, limits::LISTEN_BACKLOG)?;
+            let backlog = nix::sys::socket::Backlog::new(limits::LISTEN_BACKLOG)
+                .unwrap_or(nix::sys::socket::Backlog::MAXCONN);
+            nix::sys::socket::listen(&l, backlog)?;
             server.add_listener(l, kind)?;
         }
         Ok(server)
