@@ -55,11 +55,11 @@ deps: tls-deps
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3; }
 	@python3 -c 'import poplib, ssl' || { echo "python3 lacks poplib or ssl" >&2; exit 1; }
 	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
-	@# Reference password tools for tests/schemes.rs: mkpasswd, openssl passwd, doveadm pw.
+	@# Reference password tools for tests/clients/schemes.rs: mkpasswd, openssl passwd, doveadm pw.
 	@command -v mkpasswd >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends whois; }
 	@command -v doveadm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dovecot-core; }
 	@python3 -W ignore -c 'import crypt' || { echo "python3 lacks the crypt module" >&2; exit 1; }
-	@# The mail fetchers tests/interop.rs drives: fetchmail and getmail6 from Debian.
+	@# The mail fetchers tests/clients/interop.rs drives: fetchmail and getmail6 from Debian.
 	@command -v fetchmail >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fetchmail; }
 	@command -v getmail >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends getmail6; }
 # The docs tests check the man page with groff and the example units with systemd-analyze;

@@ -1,7 +1,7 @@
 //! The sidecar index is trusted only on evidence: an unchanged mbox is not read again, a
 //! grown one only past its old end, and a damaged or stale index is rebuilt with UIDs kept.
-//! Deleting the last message of a big mbox writes little. One test, so that this process's
-//! I/O counters (/proc/self/io) see only its own work.
+//! Deleting the last message of a big mbox writes little. One test, and a test binary of
+//! its own, so that this process's I/O counters (/proc/self/io) see only its own work.
 
 use std::io::Write;
 use std::os::unix::fs::FileExt;

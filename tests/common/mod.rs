@@ -1,7 +1,7 @@
 //! Shared harness for loopback tests: a real poplar on 127.0.0.1:0 over real mbox files in a
-//! temporary directory, and a small line-level POP3 client.
-
-#![allow(dead_code)]
+//! temporary directory, and a small line-level POP3 client. Each test binary (tests/server,
+//! tests/storage, tests/clients, tests/hostile.rs) compiles it as its module `common`; the
+//! server binary uses all of it, so a helper no test uses still draws a warning there.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -17,7 +17,9 @@ use poplar::server::{Server, ShutdownHandle};
 pub struct TestServer {
     /// Where it listens (the first `--listen` address).
     pub addr: SocketAddr,
-    /// Every bound address: the `--listen` ones, then the `--listen-tls` ones.
+    /// Every bound address: the `--listen` ones, then the `--listen-tls` ones. Only the TLS
+    /// tests read it, and the storage binary has none.
+    #[allow(dead_code)]
     pub addrs: Vec<SocketAddr>,
     /// The temporary directory holding `users` and `mail/<user>`.
     pub dir: tempfile::TempDir,
@@ -173,7 +175,9 @@ impl Client {
         assert!(r.starts_with("+OK"), "login {user}: {r}");
     }
 
-    /// Reads until the server closes the connection; returns what came.
+    /// Reads until the server closes the connection; returns what came. The clients binary
+    /// has no test that waits for a close.
+    #[allow(dead_code)]
     pub fn rest(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
         let _ = self.reader.read_to_end(&mut out);
@@ -194,244 +198,4 @@ pub fn mbox(messages: &[&[u8]]) -> Vec<u8> {
         out.push(b'\n');
     }
     out
-}
-
-/// A poplar server running as its own process over `dir/users` and `dir/mail/%n`: for
-/// crash points, two servers on one mailbox, and memory measured from /proc.
-pub struct ServerProcess {
-    /// The process.
-    pub child: std::process::Child,
-    /// Where it listens.
-    pub addr: SocketAddr,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl ServerProcess {
-    /// Starts `poplar` with `extra` arguments and `env`, waiting until it listens.
-    pub fn spawn(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> ServerProcess {
-        use std::process::{Command, Stdio};
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_poplar"));
-        cmd.arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--users")
-            .arg(dir.join("users"))
-            .arg("--mail")
-            .arg(format!("{}/mail/%n", dir.display()))
-            .arg("--auth-delay")
-            .arg("0.05")
-            .arg("--shutdown-grace")
-            .arg("0.2")
-            .args(extra)
-            .env("POPLAR_LOG", "info")
-            .env_remove("POPLAR_FAULT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let addr = loop {
-            let mut line = String::new();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "poplar exited before listening: {}",
-                log.lock().unwrap()
-            );
-            log.lock().unwrap().push_str(&line);
-            if let Some(a) = line.trim_end().split("listening on ").nth(1) {
-                break a.parse().unwrap();
-            }
-        };
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            while stderr.read_line(&mut line).unwrap_or(0) > 0 {
-                sink.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-        });
-        ServerProcess { child, addr, log }
-    }
-
-    /// Connects and reads the greeting.
-    pub fn connect(&self) -> Client {
-        let mut c = Client::connect(self.addr);
-        c.greeting = c.line();
-        assert!(c.greeting.starts_with("+OK "), "{}", c.greeting);
-        c
-    }
-
-    /// What the server logged so far.
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Waits for the process to end by itself (a crash point) and returns whether it was
-    /// killed by a signal.
-    pub fn wait_for_crash(mut self) -> bool {
-        use std::os::unix::process::ExitStatusExt;
-        let status = self.child.wait().unwrap();
-        status.signal().is_some()
-    }
-
-    /// The server's peak resident memory (VmHWM) in KiB.
-    pub fn vm_hwm_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A temporary directory laid out for `ServerProcess`: `users` and `mail/<user>` files.
-pub fn mail_dir(users: &str, mailboxes: &[(&str, &[u8])]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("users"), users).unwrap();
-    std::fs::create_dir(dir.path().join("mail")).unwrap();
-    for (user, mbox) in mailboxes {
-        std::fs::write(dir.path().join("mail").join(user), mbox).unwrap();
-    }
-    dir
-}
-
-/// Runs `poplar deliver --mail <dir>/mail/%n [args] USER` with `message` on stdin; returns
-/// the exit code and stderr.
-pub fn deliver(dir: &std::path::Path, user: &str, args: &[&str], message: &[u8]) -> (i32, String) {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_poplar"))
-        .arg("deliver")
-        .arg("--mail")
-        .arg(format!("{}/mail/%n", dir.display()))
-        .args(args)
-        .arg(user)
-        .env_remove("POPLAR_FAULT")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let _ = stdin.write_all(message);
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Logs in and returns UIDL's unique-ids in order.
-pub fn uidl(c: &mut Client) -> Vec<String> {
-    let body = c.multi("UIDL");
-    String::from_utf8(body)
-        .unwrap()
-        .lines()
-        .map(|l| l.split_whitespace().nth(1).unwrap().to_owned())
-        .collect()
-}
-
-/// A small tmpfs mounted over a directory (for real ENOSPC), unmounted on drop.
-pub struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `bytes` over `dir`; `None` if this process may not mount (not root).
-    pub fn mount(dir: &std::path::Path, bytes: usize) -> Option<Tmpfs> {
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(dir)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(dir.to_owned()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
-/// Retrieves every message of `user` with Python's poplib (LIST, RETR each, QUIT); returns
-/// each as poplib's lines joined with LF.
-pub fn poplib_retrieve(addr: SocketAddr, user: &str, pass: &str) -> Vec<Vec<u8>> {
-    let script = format!(
-        "import poplib, sys\n\
-         p = poplib.POP3('127.0.0.1', {port})\n\
-         p.user('{user}'); p.pass_('{pass}')\n\
-         n = len(p.list()[1])\n\
-         for i in range(1, n + 1):\n\
-         \x20   lines = p.retr(i)[1]\n\
-         \x20   body = b''.join(l + b'\\n' for l in lines)\n\
-         \x20   sys.stdout.buffer.write(b'%d\\n' % len(body) + body)\n\
-         p.quit()\n",
-        port = addr.port()
-    );
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut rest = &out.stdout[..];
-    let mut messages = Vec::new();
-    while !rest.is_empty() {
-        let nl = rest.iter().position(|&b| b == b'\n').unwrap();
-        let len: usize = std::str::from_utf8(&rest[..nl]).unwrap().parse().unwrap();
-        messages.push(rest[nl + 1..nl + 1 + len].to_vec());
-        rest = &rest[nl + 1 + len..];
-    }
-    messages
-}
-
-/// Writes a fresh CA (as ca.pem) and a leaf certificate it signed for localhost and
-/// 127.0.0.1, with its key, under the given names in `dir`; returns the CA certificate.
-pub fn issue_certificates(
-    dir: &std::path::Path,
-    cert: &str,
-    key: &str,
-) -> rustls::pki_types::CertificateDer<'static> {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    // Distinct names, or OpenSSL takes the leaf for a self-signed certificate.
-    ca_params.distinguished_name = rcgen::DistinguishedName::new();
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "poplar test CA");
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let mut leaf_params =
-        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap();
-    leaf_params.distinguished_name = rcgen::DistinguishedName::new();
-    leaf_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "localhost");
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-    std::fs::write(dir.join(cert), leaf.pem()).unwrap();
-    std::fs::write(dir.join(key), leaf_key.serialize_pem()).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-    ca_cert.der().clone()
 }

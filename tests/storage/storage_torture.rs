@@ -6,15 +6,15 @@
 //! nothing partial is left. `POPLAR_TORTURE_ROUNDS` (default 12) and `POPLAR_TORTURE_SEED`
 //! make longer or repeatable runs.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Client, ServerProcess, deliver, mail_dir};
+use crate::common::Client;
+use crate::delivery::deliver;
+use crate::{ServerProcess, mail_dir};
 
 const USERS: &str = "alice:{PLAIN}pw\n";
 
@@ -174,7 +174,7 @@ impl Model {
 
 /// Logs in and retrieves everything: (UID, body) in order.
 fn look(c: &mut Client) -> Vec<(String, Vec<u8>)> {
-    let uids = common::uidl(c);
+    let uids = crate::uidl(c);
     (1..=uids.len())
         .map(|i| (uids[i - 1].clone(), c.multi(&format!("RETR {i}"))))
         .collect()

@@ -1,8 +1,6 @@
 //! The ways to run poplar, through the real binary: `--dev`, `--inetd` over a socket and over
 //! pipes, systemd socket activation with inherited listeners, and PROXY v1/v2 listeners.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
@@ -10,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Client, mbox};
+use crate::common::{Client, mbox};
 
 const POPLAR: &str = env!("CARGO_BIN_EXE_poplar");
 

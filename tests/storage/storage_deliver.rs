@@ -1,9 +1,8 @@
 //! `poplar deliver`: From_ line, quoting, separation, sysexits codes, and bodies full of
 //! `From ` and `.` lines retrieved byte-exact by a real client (python3 poplib).
 
-mod common;
-
-use common::{ServerProcess, deliver, mail_dir, poplib_retrieve};
+use crate::delivery::deliver;
+use crate::{ServerProcess, mail_dir, poplib_retrieve};
 
 const USERS: &str = "alice:{PLAIN}pw\n";
 
@@ -85,7 +84,7 @@ fn delivery_exit_codes_follow_sysexits_and_failures_leave_the_mbox_alone() {
 fn a_delivery_that_runs_out_of_space_is_truncated_away_with_75() {
     let dir = mail_dir(USERS, &[]);
     let mail = dir.path().join("mail");
-    let tmpfs = common::Tmpfs::mount(&mail, 256 * 1024);
+    let tmpfs = crate::Tmpfs::mount(&mail, 256 * 1024);
     // Where this process may not mount a tmpfs, the failure is injected instead.
     let env: &[(&str, &str)] = if tmpfs.is_some() {
         &[]

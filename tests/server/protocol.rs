@@ -1,11 +1,9 @@
 //! Every command in every state over real TCP, against a real poplar and real mbox files.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{Client, TestServer, mbox};
+use crate::common::{Client, TestServer, mbox};
 
 const USERS: &str = "alice:{PLAIN}secret\n\
                      alice@example.com:{PLAIN}other\n\

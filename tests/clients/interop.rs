@@ -3,13 +3,11 @@
 //! MDA), getmail6 (plain and SSL retrievers, oldmail UIDL tracking, delete) and Python poplib's
 //! APOP, RPOP and UTF8 paths. The binaries come from Debian (`make deps`).
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{TestServer, mbox};
+use crate::common::{TestServer, mbox};
 
 const USERS: &str = "alice:{PLAIN}secret\n";
 
@@ -59,7 +57,7 @@ fn assert_delivered(got: &[u8], want: &[u8], what: &str) {
 /// Writes a fresh CA (ca.pem) and a certificate for localhost and 127.0.0.1 it signed
 /// (cert.pem, key.pem) into `dir`.
 fn pki(dir: &Path) -> poplar::config::TlsFiles {
-    common::issue_certificates(dir, "cert.pem", "key.pem");
+    crate::certs::issue_certificates(dir, "cert.pem", "key.pem");
     poplar::config::TlsFiles {
         cert: dir.join("cert.pem"),
         key: dir.join("key.pem"),
@@ -82,7 +80,7 @@ fn server(tls: Option<&Path>) -> TestServer {
 
 /// Appends LATE to alice's mailbox the way a mail system would.
 fn deliver_late(s: &TestServer) {
-    let (code, err) = common::deliver(s.dir.path(), "alice", &[], LATE);
+    let (code, err) = crate::delivery::deliver(s.dir.path(), "alice", &[], LATE);
     assert_eq!(code, 0, "poplar deliver: {err}");
 }
 

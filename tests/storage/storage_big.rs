@@ -1,10 +1,8 @@
 //! A 2 GiB message is scanned and retrieved with the server's memory bounded (VmHWM).
 
-mod common;
-
 use std::io::{BufWriter, Read, Write};
 
-use common::{ServerProcess, mail_dir};
+use crate::{ServerProcess, mail_dir};
 
 const GIB: u64 = 1 << 30;
 

@@ -2,14 +2,14 @@
 //! or start-up (unless another agent appended after it: then the bytes stay); and a mailbox
 //! replaced by rename, or removed, while a delivery or a session waits or runs loses nothing.
 
-mod common;
-
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ServerProcess, deliver, mail_dir, mbox};
+use crate::common::mbox;
+use crate::delivery::deliver;
+use crate::{ServerProcess, mail_dir};
 
 const USERS: &str = "alice:{PLAIN}pw\n";
 

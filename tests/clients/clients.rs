@@ -1,13 +1,11 @@
 //! Real clients against a real poplar: Python's poplib and curl's `pop3://`.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{TestServer, mbox};
+use crate::common::{TestServer, mbox};
 
 /// Messages with the lines clients trip over: dots, a lone dot, stored CRLF, an empty body,
 /// byte-identical twins, a body line starting `From `.

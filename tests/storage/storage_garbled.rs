@@ -1,9 +1,8 @@
 //! Garbled mbox files are served as well as they can be and never rewritten into something
 //! that drops bytes; `--mbox-unquote` sizes follow what is sent.
 
-mod common;
-
-use common::{TestServer, uidl};
+use crate::common::TestServer;
+use crate::uidl;
 
 const USERS: &str = "alice:{PLAIN}pw\n";
 
@@ -52,7 +51,7 @@ fn garbled_mailboxes_are_listed_retrieved_and_rewritten_without_losing_bytes() {
     assert!(now.starts_with(b"stray text before any From_ line\n\nFrom x@y"));
 }
 
-fn total(c: &mut common::Client) -> usize {
+fn total(c: &mut crate::common::Client) -> usize {
     let list = String::from_utf8(c.multi("LIST")).unwrap();
     list.lines()
         .map(|l| {

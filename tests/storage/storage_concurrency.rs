@@ -1,12 +1,12 @@
 //! Sharing the mbox: deliveries during an open session and racing each other, two poplar
 //! processes on one mailbox, and live and stale dotlocks and fcntl locks.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{ServerProcess, TestServer, deliver, mail_dir, mbox};
+use crate::common::{TestServer, mbox};
+use crate::delivery::deliver;
+use crate::{ServerProcess, mail_dir};
 use poplar::mailbox::lock::{LockKind, LockOptions, lock_for_delivery};
 
 const USERS: &str = "alice:{PLAIN}pw\n";
@@ -21,7 +21,7 @@ fn tagged(tag: &str, lines: usize) -> Vec<u8> {
 }
 
 /// Every message's Subject, after checking each body is whole and unmixed.
-fn subjects(c: &mut common::Client) -> BTreeSet<String> {
+fn subjects(c: &mut crate::common::Client) -> BTreeSet<String> {
     let n: usize = c
         .cmd("STAT")
         .split_whitespace()

@@ -4,14 +4,14 @@
 //! clean, garbled, locked and half-committed mailboxes, and `--inetd` leaving other users'
 //! mailboxes alone.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{Client, ServerProcess, deliver, mail_dir, poplib_retrieve, uidl};
+use crate::common::Client;
+use crate::delivery::deliver;
+use crate::{ServerProcess, mail_dir, poplib_retrieve, uidl};
 
 const POPLAR: &str = env!("CARGO_BIN_EXE_poplar");
 const USERS: &str = "alice:{PLAIN}pw\nbob:{PLAIN}pw\n";
@@ -415,7 +415,7 @@ fn check_reports_garbled_regions_stale_locks_and_pending_journals_with_exit_1() 
         USERS,
         &[
             ("alice", garbled),
-            ("bob", &common::mbox(&[b"S: x\n\nx\n"])),
+            ("bob", &crate::common::mbox(&[b"S: x\n\nx\n"])),
         ],
     );
     let (code, out) = check(dir.path(), "alice");
@@ -461,7 +461,7 @@ fn check_reports_garbled_regions_stale_locks_and_pending_journals_with_exit_1() 
 
     // A complete journal from a commit cut short by a crash.
     std::fs::remove_file(&journal).unwrap();
-    let many = common::mbox(&[b"S: 1\n\n1\n", b"S: 2\n\n2\n", b"S: 3\n\n3\n"]);
+    let many = crate::common::mbox(&[b"S: 1\n\n1\n", b"S: 2\n\n2\n", b"S: 3\n\n3\n"]);
     std::fs::write(dir.path().join("mail/bob"), &many).unwrap();
     let server = ServerProcess::spawn(dir.path(), &[], &[("POPLAR_FAULT", "journal-written")]);
     let mut c = server.connect();
@@ -499,7 +499,7 @@ fn dead_pid_and_host() -> (u32, String) {
 #[test]
 fn check_reports_a_killed_delivery_that_the_next_login_cuts_away() {
     use std::os::unix::fs::MetadataExt;
-    let original = common::mbox(&[b"S: 1\n\n1\n"]);
+    let original = crate::common::mbox(&[b"S: 1\n\n1\n"]);
     let dir = mail_dir(USERS, &[("alice", &original)]);
     let path = dir.path().join("mail/alice");
     // What `poplar deliver` killed midway leaves: its note and part of a message.
@@ -585,7 +585,7 @@ fn check_reports_a_killed_delivery_that_the_next_login_cuts_away() {
 
 #[test]
 fn check_reports_a_journal_set_aside_for_a_replaced_mailbox() {
-    let many = common::mbox(&[b"S: 1\n\n1\n", b"S: 2\n\n2\n"]);
+    let many = crate::common::mbox(&[b"S: 1\n\n1\n", b"S: 2\n\n2\n"]);
     let dir = mail_dir(USERS, &[("bob", &many)]);
     let server = ServerProcess::spawn(dir.path(), &[], &[("POPLAR_FAULT", "journal-written")]);
     let mut c = server.connect();
@@ -636,7 +636,10 @@ fn check_usage_and_unreadable_mailboxes_have_their_own_exit_codes() {
 fn inetd_leaves_other_users_mailboxes_alone_and_recovers_its_own_at_login() {
     let dir = mail_dir(
         USERS,
-        &[("alice", &common::mbox(&[b"S: 1\n\n1\n"])), ("bob", b"")],
+        &[
+            ("alice", &crate::common::mbox(&[b"S: 1\n\n1\n"])),
+            ("bob", b""),
+        ],
     );
     let bob_journal = dir.path().join("mail/bob.poplar-journal");
     let alice_journal = dir.path().join("mail/alice.poplar-journal");

@@ -1,9 +1,7 @@
 //! AUTH over a real socket (RFC 5034): PLAIN, LOGIN and CRAM-MD5 byte for byte, cancel, bad
 //! base64, authzid mismatch, long responses, and what CAPA and `AUTH` announce.
 
-mod common;
-
-use common::{Client, TestServer, mbox};
+use crate::common::{Client, TestServer, mbox};
 
 const USERS: &str = "tim:{PLAIN}tanstaaf\nhashed:{SHA256-CRYPT}$5$saltstring$5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5\n";
 

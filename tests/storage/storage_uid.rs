@@ -2,11 +2,10 @@
 //! deletion of other messages and of a twin, and a mail reader's Status: rewrite; never
 //! reused; X-UIDL honoured only on request.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::{ServerProcess, mail_dir, mbox, uidl};
+use crate::common::mbox;
+use crate::{ServerProcess, mail_dir, uidl};
 
 const USERS: &str = "alice:{PLAIN}pw\n";
 

@@ -2,8 +2,6 @@
 //! openssl s_client), the STLS injection guard, the cleartext policy off loopback, stalled and
 //! garbage handshakes, close_notify, and certificate reload on SIGHUP.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -11,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, mbox};
+use crate::common::{TestServer, mbox};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConnection, StreamOwned};
 
@@ -27,13 +25,13 @@ struct Pki {
 impl Pki {
     fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
-        let ca = common::issue_certificates(dir.path(), "cert.pem", "key.pem");
+        let ca = crate::certs::issue_certificates(dir.path(), "cert.pem", "key.pem");
         Pki { dir, ca }
     }
 
     /// Writes a new certificate from a new CA over `cert` and `key`; returns the CA.
     fn issue(&self, cert: &str, key: &str) -> CertificateDer<'static> {
-        common::issue_certificates(self.dir.path(), cert, key)
+        crate::certs::issue_certificates(self.dir.path(), cert, key)
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -246,7 +244,7 @@ fn cleartext_login_refused_off_loopback_until_stls() {
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let mut c = common::Client {
+    let mut c = crate::common::Client {
         reader: BufReader::new(stream.try_clone().unwrap()),
         writer: stream,
         greeting: String::new(),
@@ -301,7 +299,7 @@ fn stalled_trickling_and_garbage_handshakes_time_out_without_harming_others() {
     assert!(plain.cmd("CAPA").starts_with("+OK"));
 
     // The garbage gets a TLS alert (not a POP3 reply) and the connection ends.
-    let answer = common::Client {
+    let answer = crate::common::Client {
         reader: BufReader::new(garbage.try_clone().unwrap()),
         writer: garbage,
         greeting: String::new(),

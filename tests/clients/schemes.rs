@@ -3,12 +3,10 @@
 //! `mkpasswd` (package whois), `openssl passwd`, Python's `crypt` and Dovecot's `doveadm pw`.
 //! `make deps` installs them.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{TestServer, mbox};
+use crate::common::{TestServer, mbox};
 use poplar::auth::{Gate, passwd};
 
 // Non-ASCII and a space; no colon, which a passwd-file line cannot hold.

@@ -1,8 +1,6 @@
 //! The RFC 1939 example session over a real socket, end to end.
 
-mod common;
-
-use common::{TestServer, mbox};
+use crate::common::{TestServer, mbox};
 
 #[test]
 fn login_list_retrieve_delete_and_the_message_is_gone_next_time() {

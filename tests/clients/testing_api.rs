@@ -1,10 +1,8 @@
 //! `poplar::testing::Server` as another crate's test suite uses it.
 
-mod common;
-
 use std::net::TcpStream;
 
-use common::Client;
+use crate::common::Client;
 use poplar::testing::Server;
 
 fn connect(server: &Server) -> Client {

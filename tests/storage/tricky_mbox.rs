@@ -1,9 +1,7 @@
 //! Size and content invariants over a real mbox full of awkward messages: what RETR sends,
 //! un-stuffed, is what LIST announced and what the file stores with LF turned into CRLF.
 
-mod common;
-
-use common::{Client, TestServer};
+use crate::common::{Client, TestServer};
 
 const FROM: &[u8] = b"From sender@example.com Thu Nov 26 09:00:00 2026\n";
 

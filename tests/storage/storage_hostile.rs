@@ -2,11 +2,11 @@
 //! or index owned by someone else is never believed, so nothing is written through them and
 //! no mail is lost.
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 
-use common::{ServerProcess, deliver, mail_dir, mbox};
+use crate::common::mbox;
+use crate::delivery::deliver;
+use crate::{ServerProcess, mail_dir};
 
 const USERS: &str = "alice:{PLAIN}pw\n";
 const NOBODY: u32 = 65534;
@@ -88,7 +88,7 @@ fn an_index_owned_by_another_user_is_not_believed() {
     let server = ServerProcess::spawn(dir.path(), &[], &[]);
     let mut c = server.connect();
     c.login("alice", "pw");
-    let before = common::uidl(&mut c);
+    let before = crate::uidl(&mut c);
     assert!(c.cmd("QUIT").starts_with("+OK"));
     let index = dir.path().join("mail/alice.poplar-index");
     if !chown_nobody(&index) {
@@ -97,7 +97,7 @@ fn an_index_owned_by_another_user_is_not_believed() {
     }
     let mut c = server.connect();
     c.login("alice", "pw");
-    let after = common::uidl(&mut c);
+    let after = crate::uidl(&mut c);
     assert!(c.cmd("QUIT").starts_with("+OK"));
     assert_eq!(after.len(), 2);
     assert_ne!(before, after, "a foreign index gave the UIDs");

@@ -3,11 +3,11 @@
 //! mailbox as before or as after, byte-exact with UIDs unchanged, once poplar starts again;
 //! mail appended after the crash is kept.
 
-mod common;
-
 use std::io::Write;
 
-use common::{ServerProcess, deliver, mail_dir, mbox, uidl};
+use crate::common::mbox;
+use crate::delivery::deliver;
+use crate::{ServerProcess, mail_dir, uidl};
 
 const USERS: &str = "alice:{PLAIN}pw\n";
 
@@ -143,7 +143,7 @@ fn running_out_of_space_during_commit_deletes_nothing() {
     let dir = mail_dir(USERS, &[]);
     let mail = dir.path().join("mail");
     let size = mbox(&refs).len() + mbox(&refs).len() / 2;
-    let Some(_tmpfs) = common::Tmpfs::mount(&mail, size) else {
+    let Some(_tmpfs) = crate::Tmpfs::mount(&mail, size) else {
         eprintln!("not root: ENOSPC tested by injection only");
         return;
     };

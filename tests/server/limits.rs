@@ -1,13 +1,11 @@
 //! Brute-force delays and resource limits over real sockets. Delays are checked against
 //! deadlines with generous slack, never for exact timing.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Client, TestServer, mbox};
+use crate::common::{Client, TestServer, mbox};
 
 const USERS: &str = "alice:{PLAIN}secret\n";
 

@@ -1,14 +1,12 @@
 //! SIGHUP on the real binary: a good users file replaces the table at once; a file with
 //! errors, or none, keeps the old table and says why in the log.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use common::{Client, mbox};
+use crate::common::{Client, mbox};
 
 struct Poplar {
     child: Child,

@@ -1,14 +1,12 @@
 //! The `poplar` binary itself: flags, exit codes, start-up errors, and stopping on SIGTERM.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Client, mbox};
+use crate::common::{Client, mbox};
 
 const BIN: &str = env!("CARGO_BIN_EXE_poplar");
 

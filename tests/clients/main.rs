@@ -1,0 +1,20 @@
+//! Other software against poplar, one test binary: Python's poplib, curl, fetchmail and
+//! getmail as clients; password hashes made by mkpasswd, openssl, Python's crypt and
+//! doveadm; the docs checked against `poplar --help`, groff and systemd-analyze; and
+//! `poplar::testing::Server` as another crate's test suite uses it.
+//!
+//! `clients` installs a logger for the whole process (the first of its tests to start does),
+//! so a failing client's report shows what every server in this binary logged.
+
+#[path = "../common/certs.rs"]
+mod certs;
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../common/delivery.rs"]
+mod delivery;
+
+mod clients;
+mod docs;
+mod interop;
+mod schemes;
+mod testing_api;
