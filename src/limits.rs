@@ -123,6 +123,10 @@ pub fn hash_parallelism() -> usize {
 /// any sensible value, and far below what would overflow a deadline computed from it.
 pub const MAX_FLAG_SECONDS: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// Bcrypt cost of the hashes `poplar pw -s BLF-CRYPT` makes: 2^10 rounds, about Dovecot's and
+/// OpenBSD's choice (tens of milliseconds per login on a small host).
+pub const BCRYPT_COST: u32 = 10;
+
 /// Longest client string shown in a log line, in input bytes (`logsafe`): enough to recognise
 /// a command or a user name, too little for a client to flood the log.
 pub const MAX_LOGGED: usize = 64;

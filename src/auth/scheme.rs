@@ -12,6 +12,8 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::limits;
+
 /// A `{SCHEME}` name a passwd-file line may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -260,9 +262,6 @@ fn verify_hash(algorithm: Algorithm, hash: &str, password: &[u8]) -> bool {
     }
 }
 
-/// Bcrypt cost for new hashes: 2^10 rounds, about Dovecot's and OpenBSD's choice.
-const BCRYPT_COST: u32 = 10;
-
 /// Hashes `password` with `scheme` and a fresh random salt, as a `{SCHEME}value` line field.
 pub fn hash(scheme: Scheme, password: &[u8]) -> Result<String, String> {
     let value = match scheme {
@@ -279,8 +278,8 @@ pub fn hash(scheme: Scheme, password: &[u8]) -> Result<String, String> {
         // by older systems.
         Scheme::Md5Crypt => super::md5_crypt::hash(password).map_err(|e| e.to_string())?,
         Scheme::BlfCrypt => {
-            let parts =
-                bcrypt::hash_with_result(password, BCRYPT_COST).map_err(|e| e.to_string())?;
+            let parts = bcrypt::hash_with_result(password, limits::BCRYPT_COST)
+                .map_err(|e| e.to_string())?;
             parts.format_for_version(bcrypt::Version::TwoY)
         }
         Scheme::Argon2i | Scheme::Argon2id => {
