@@ -47,6 +47,7 @@ impl From<MailboxError> for AppendError {
             MailboxError::Busy | MailboxError::InUse => AppendError::Busy,
             MailboxError::Changed => AppendError::Io(io::Error::other("mailbox changed")),
             MailboxError::Permission(e) | MailboxError::Io(e) => AppendError::Io(e),
+            MailboxError::Unusable(why) => AppendError::Io(io::Error::other(why)),
         }
     }
 }

@@ -18,7 +18,7 @@ use super::{
     CommitSummary, LockGuard, LockTable, MailStore, MailboxError, Maildrop, MessageInfo, UserName,
     commit, files, journal, keep, rollback,
 };
-use crate::limits::BOUNDARY_CHECK;
+use crate::limits::{BOUNDARY_CHECK, FILE_CHUNK};
 
 /// Everything about how mbox files are read, locked and shown.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -86,6 +86,10 @@ impl MailStore for MboxStore {
         let guard = self.locks.acquire(lock_key(&path)?)?;
         Ok(Box::new(MboxDrop::open(path, guard, &self.options)?))
     }
+
+    fn location(&self, user: &UserName) -> String {
+        self.template.expand(user).display().to_string()
+    }
 }
 
 /// The key that makes two names of one file the same mailbox: the file's canonical path, so
@@ -110,6 +114,43 @@ fn lock_key(path: &Path) -> io::Result<PathBuf> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(std::path::absolute(path)?),
         Err(e) => Err(e),
     }
+}
+
+/// Whether the first `len` bytes of `file` hold a `From ` line, or nothing but white space (a
+/// mailbox emptied by a writer that leaves a line end behind). Read in chunks, once, and only
+/// for a file in which the scan found no message.
+fn looks_like_mbox(file: &File, len: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; FILE_CHUNK.min(len as usize)];
+    let mut blank = true;
+    // Whether the byte before the chunk ends a line (the file's start counts as one).
+    let mut line_start = true;
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], at)?;
+        let chunk = &buf[..n];
+        // A line start near the chunk's end has its five bytes read from the file itself.
+        let starts = std::iter::once(0)
+            .filter(|_| line_start)
+            .chain(memchr::memchr_iter(b'\n', chunk).map(|i| i + 1));
+        for s in starts {
+            let mut word = [0u8; 5];
+            let have = chunk.len().saturating_sub(s).min(5);
+            word[..have].copy_from_slice(&chunk[s..s + have]);
+            if have < 5 && at + (s as u64) + 5 <= len {
+                file.read_exact_at(&mut word, at + s as u64)?;
+            } else if have < 5 {
+                continue;
+            }
+            if &word == b"From " {
+                return Ok(true);
+            }
+        }
+        blank &= chunk.iter().all(u8::is_ascii_whitespace);
+        line_start = chunk.last() == Some(&b'\n');
+        at += n as u64;
+    }
+    Ok(blank)
 }
 
 /// The identity of the scanned file, checked before every read and at commit.
@@ -180,12 +221,13 @@ impl MboxDrop {
             let file = match OpenOptions::new().read(true).write(true).open(&path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
+                    return Err(MailboxError::Unusable("a directory, not an mbox file"));
+                }
                 Err(e) => return Err(e.into()),
             };
             if !file.metadata()?.is_file() {
-                return Err(MailboxError::Io(io::Error::other(
-                    "mailbox is not a regular file",
-                )));
+                return Err(MailboxError::Unusable("not a regular file"));
             }
             if session.is_none() {
                 session = Some(SessionLock::acquire(&path)?);
@@ -195,6 +237,11 @@ impl MboxDrop {
         let locked = |file: &File| {
             recover_locked(&path, file, &options.locks)?;
             let view = uid::reconcile(&path, file, options.view)?;
+            // Served as empty, a file that is no mbox at all would hide from its owner that
+            // the server reads the wrong file (or that something overwrote the mailbox).
+            if view.infos.is_empty() && view.len > 0 && !looks_like_mbox(file, view.len)? {
+                return Err(MailboxError::Unusable("no From_ line: not an mbox file"));
+            }
             log::debug!(
                 "{}: {} messages, {} of {} bytes read",
                 path.display(),
@@ -285,5 +332,43 @@ impl Maildrop for MboxDrop {
         let summary = commit::commit(&self.path, file, &self.extents, self.len, deleted)?;
         log::debug!("committed {}: {summary:?}", self.path.display());
         Ok(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(bytes: &[u8]) -> File {
+        let mut f = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut f, bytes).unwrap();
+        f
+    }
+
+    fn looks(bytes: &[u8]) -> bool {
+        looks_like_mbox(&file_with(bytes), bytes.len() as u64).unwrap()
+    }
+
+    #[test]
+    fn a_from_line_anywhere_or_only_white_space_looks_like_an_mbox() {
+        assert!(looks(b"From a Thu Jan  1 00:00:00 1970\n\nbody\n"));
+        assert!(looks(b"junk before\nFrom a\n"));
+        assert!(looks(b"\n\n \r\n\t"));
+        assert!(!looks(b"\0\0\0 not an mbox at all\nFrom-less\n"));
+        assert!(!looks(b"xFrom here\n>From there\n"));
+        assert!(!looks(b"From"));
+    }
+
+    #[test]
+    fn a_from_line_across_a_chunk_boundary_is_found() {
+        for before in FILE_CHUNK - 6..=FILE_CHUNK + 1 {
+            let mut bytes = vec![b'x'; before];
+            bytes[before - 1] = b'\n';
+            bytes.extend_from_slice(b"From a\n");
+            assert!(looks(&bytes), "From_ line at {before}");
+            let mut not = bytes.clone();
+            not[before + 4] = b'_';
+            assert!(!looks(&not), "no From_ line at {before}");
+        }
     }
 }

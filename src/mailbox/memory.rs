@@ -46,6 +46,10 @@ impl MemoryStore {
 }
 
 impl MailStore for MemoryStore {
+    fn location(&self, user: &UserName) -> String {
+        format!("memory:{user}")
+    }
+
     fn open(&self, user: &UserName) -> Result<Box<dyn Maildrop>, MailboxError> {
         let guard = self.locks.acquire(user.as_str().into())?;
         let messages = self.messages(user.as_str());

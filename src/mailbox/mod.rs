@@ -178,6 +178,9 @@ pub enum MailboxError {
     Changed,
     /// The mailbox exists but may not be read or written by poplar.
     Permission(io::Error),
+    /// The mailbox path names something that can never be served as a mailbox (a directory,
+    /// a device, a file with no From_ line): retrying will not help, the operator must look.
+    Unusable(&'static str),
     /// Any other I/O failure.
     Io(io::Error),
 }
@@ -189,6 +192,7 @@ impl fmt::Display for MailboxError {
             MailboxError::Busy => f.write_str("mailbox locked by a delivery"),
             MailboxError::Changed => f.write_str("mailbox changed by another program"),
             MailboxError::Permission(e) => write!(f, "mailbox not accessible: {e}"),
+            MailboxError::Unusable(why) => write!(f, "mailbox unusable: {why}"),
             MailboxError::Io(e) => write!(f, "mailbox I/O error: {e}"),
         }
     }
@@ -210,6 +214,9 @@ impl From<io::Error> for MailboxError {
 pub trait MailStore: Send + Sync {
     /// Locks and scans the user's maildrop for one session. A missing mailbox is empty.
     fn open(&self, user: &UserName) -> Result<Box<dyn Maildrop>, MailboxError>;
+
+    /// Where the user's maildrop is (a path), for log lines about it.
+    fn location(&self, user: &UserName) -> String;
 }
 
 /// One session's exclusive view of a maildrop, fixed at login. Dropping it without

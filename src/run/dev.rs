@@ -35,6 +35,10 @@ impl MailStore for DevStore {
         create_if_missing(&self.template.expand(user))?;
         self.inner.open(user)
     }
+
+    fn location(&self, user: &UserName) -> String {
+        self.inner.location(user)
+    }
 }
 
 fn create_if_missing(path: &Path) -> io::Result<()> {

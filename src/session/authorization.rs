@@ -9,6 +9,7 @@ use crate::mailbox::UserName;
 use crate::protocol::command::Command;
 use crate::protocol::wire::{Reply, RespCode};
 
+use super::errors::Whose;
 use super::transaction::Transaction;
 use super::{
     Channel, Context, Ending, Tag, apop_timestamp, capabilities, mailbox_reply, wrong_state,
@@ -278,9 +279,11 @@ impl Authorization {
                 "too many sessions for this user",
             ));
         };
+        let location = ctx.store.location(&user);
         match ctx.store.open(&user) {
             Ok(maildrop) => {
-                let t = Transaction::new(user, maildrop, self.channel, self.mechanisms(ctx));
+                let t =
+                    Transaction::new(user, location, maildrop, self.channel, self.mechanisms(ctx));
                 let (count, octets) = t.totals();
                 log::info!(
                     "{tag} login user={shown} method={how} messages={count} octets={octets}"
@@ -294,7 +297,13 @@ impl Authorization {
                     )),
                 )
             }
-            Err(e) => AuthStep::Reply(mailbox_reply(tag, &e)),
+            Err(e) => {
+                let whose = Whose {
+                    user: user.as_str(),
+                    location: &location,
+                };
+                AuthStep::Reply(mailbox_reply(tag, &whose, &e))
+            }
         }
     }
 

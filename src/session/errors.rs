@@ -19,38 +19,55 @@ pub(super) fn io_ending(e: &io::Error) -> Ending {
     }
 }
 
+/// Whose mailbox a failure is about: the user and where the store keeps it, named in every
+/// log line about it so that an operator can go and look.
+pub(super) struct Whose<'a> {
+    pub(super) user: &'a str,
+    pub(super) location: &'a str,
+}
+
+impl std::fmt::Display for Whose<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "(user={} mailbox={})", self.user, self.location)
+    }
+}
+
 /// The one mapping from a mailbox failure to a reply and a log line.
-pub(super) fn mailbox_reply(tag: &Tag, e: &MailboxError) -> Reply {
+pub(super) fn mailbox_reply(tag: &Tag, whose: &Whose, e: &MailboxError) -> Reply {
     match e {
         MailboxError::InUse => {
-            log::warn!("{tag} {e}");
+            log::warn!("{tag} {e} {whose}");
             Reply::err_code(RespCode::InUse, "mailbox is locked by another POP3 session")
         }
         MailboxError::Busy => {
-            log::warn!("{tag} {e}");
+            log::warn!("{tag} {e} {whose}");
             Reply::err_code(RespCode::SysTemp, "mailbox busy, try again later")
         }
         MailboxError::Changed => {
-            log::warn!("{tag} {e}");
+            log::warn!("{tag} {e} {whose}");
             Reply::err_code(
                 RespCode::SysTemp,
                 "mailbox changed by another program, log in again",
             )
         }
         MailboxError::Permission(_) => {
-            log::error!("{tag} {e}");
+            log::error!("{tag} {e} {whose}");
             Reply::err_code(RespCode::SysPerm, "mailbox not accessible")
         }
+        MailboxError::Unusable(why) => {
+            log::warn!("{tag} {e} {whose}");
+            Reply::err_code(RespCode::SysPerm, format!("mailbox unusable ({why})"))
+        }
         MailboxError::Io(_) => {
-            log::error!("{tag} {e}");
+            log::error!("{tag} {e} {whose}");
             Reply::err_code(RespCode::SysTemp, "mailbox unavailable, try again later")
         }
     }
 }
 
 /// The reply to a QUIT whose commit failed, after logging why; nothing was deleted.
-pub(super) fn commit_failed_reply(tag: &Tag, e: &MailboxError) -> Reply {
-    log::warn!("{tag} commit failed, nothing deleted: {e}");
+pub(super) fn commit_failed_reply(tag: &Tag, whose: &Whose, e: &MailboxError) -> Reply {
+    log::warn!("{tag} commit failed, nothing deleted: {e} {whose}");
     Reply::err_code(
         RespCode::SysTemp,
         "could not remove deleted messages; mailbox unchanged",

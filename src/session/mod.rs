@@ -22,7 +22,7 @@ use crate::protocol::command::{self, Command};
 use crate::protocol::wire::{self, Line, Reply};
 
 use authorization::{AuthStep, Authorization};
-use errors::{commit_failed_reply, io_ending, mailbox_reply};
+use errors::{Whose, commit_failed_reply, io_ending, mailbox_reply};
 use retrieve::{SendError, send_message};
 use transaction::{Transaction, TxStep};
 
@@ -243,10 +243,11 @@ fn transaction_turn<L: Link>(
                 t.count_sent(index, portion, octets, stats);
                 Ok(())
             }
-            Err(SendError::Refused(e)) => send(link, &mailbox_reply(tag, &e)),
+            Err(SendError::Refused(e)) => send(link, &mailbox_reply(tag, &t.whose(), &e)),
             Err(SendError::Client(e)) => Err(e),
             Err(SendError::Midway(e)) => {
-                log::warn!("{tag} mailbox failed while sending a message: {e}");
+                let whose = t.whose();
+                log::warn!("{tag} mailbox failed while sending a message: {e} {whose}");
                 return Turn::Exit(Exit::End(Ending::MailboxError));
             }
         },
@@ -258,6 +259,7 @@ fn transaction_turn<L: Link>(
 /// The UPDATE state: commits the deletions and answers the QUIT.
 fn update<L: Link>(tag: &Tag, t: Transaction, stats: &mut Stats, link: &mut L) -> Ending {
     let committing = Instant::now();
+    let (user, location) = (t.user().as_str().to_owned(), t.whose().location.to_owned());
     let committed = t.commit(stats);
     stats.commit_time = Some(committing.elapsed());
     let (reply, ending) = match committed {
@@ -265,7 +267,13 @@ fn update<L: Link>(tag: &Tag, t: Transaction, stats: &mut Stats, link: &mut L) -
             Reply::ok(format!("bye, {} left", plural(left as u64, "message"))),
             Ending::Quit,
         ),
-        Err(e) => (commit_failed_reply(tag, &e), Ending::CommitFailed),
+        Err(e) => {
+            let whose = Whose {
+                user: &user,
+                location: &location,
+            };
+            (commit_failed_reply(tag, &whose, &e), Ending::CommitFailed)
+        }
     };
     let _ = send(link, &reply);
     ending

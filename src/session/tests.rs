@@ -736,6 +736,10 @@ struct FaultyDrop {
 }
 
 impl MailStore for Faulty {
+    fn location(&self, user: &UserName) -> String {
+        self.inner.location(user)
+    }
+
     fn open(&self, user: &UserName) -> Result<Box<dyn Maildrop>, MailboxError> {
         if self.fault == Fault::Open {
             return Err(MailboxError::Permission(

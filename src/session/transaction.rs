@@ -9,11 +9,14 @@ use crate::protocol::command::{Command, MsgNum};
 use crate::protocol::message::Portion;
 use crate::protocol::wire::Reply;
 
+use super::errors::Whose;
 use super::{Channel, Stats, capabilities, wrong_state};
 
 /// A logged-in session: the locked maildrop and the marks set by DELE.
 pub(super) struct Transaction {
     user: UserName,
+    /// Where the store keeps the maildrop, for log lines.
+    location: String,
     maildrop: Box<dyn Maildrop>,
     deleted: Vec<bool>,
     /// What the connection allows, for CAPA.
@@ -39,6 +42,7 @@ pub(super) enum TxStep {
 impl Transaction {
     pub(super) fn new(
         user: UserName,
+        location: String,
         maildrop: Box<dyn Maildrop>,
         channel: Channel,
         mechanisms: Vec<Mechanism>,
@@ -46,6 +50,7 @@ impl Transaction {
         let n = maildrop.messages().len();
         Transaction {
             user,
+            location,
             maildrop,
             deleted: vec![false; n],
             // STLS is valid only in AUTHORIZATION (RFC 2595 §4).
@@ -54,6 +59,14 @@ impl Transaction {
                 ..channel
             },
             mechanisms,
+        }
+    }
+
+    /// Whose mailbox this is, for log lines.
+    pub(super) fn whose(&self) -> Whose<'_> {
+        Whose {
+            user: self.user.as_str(),
+            location: &self.location,
         }
     }
 

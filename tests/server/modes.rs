@@ -517,3 +517,26 @@ fn socket_activation_serves_every_inherited_socket_and_marks_the_proxy_one() {
     assert!(c.cmd("QUIT").starts_with("+OK"));
     assert_eq!(nth_end_peer(&p, 2), "192.0.2.7:56324");
 }
+
+#[test]
+fn a_mailbox_error_is_logged_with_the_user_and_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users"), "alice:{PLAIN}pw\n").unwrap();
+    let mail = dir.path().join("mail");
+    std::fs::create_dir_all(mail.join("alice")).unwrap();
+    let mut cmd = Command::new(POPLAR);
+    cmd.arg("--users")
+        .arg(dir.path().join("users"))
+        .arg("--mail")
+        .arg(format!("{}/%n", mail.display()))
+        .args(["--listen", "127.0.0.1:0", "--auth-delay", "0"]);
+    let p = Proc::spawn(&mut cmd);
+    let addr = p.listening(1)[0];
+    let mut c = greeting(addr, b"").unwrap();
+    c.cmd("USER alice");
+    assert!(c.cmd("PASS pw").starts_with("-ERR [SYS/PERM]"));
+    let want = format!("(user=alice mailbox={}/alice)", mail.display());
+    let log = p.wait_log(&want);
+    let line = log.lines().find(|l| l.contains(&want)).unwrap();
+    assert!(line.contains("WARN") && line.contains("mailbox unusable"), "{line}");
+}

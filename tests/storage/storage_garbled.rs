@@ -69,14 +69,34 @@ fn find(hay: &[u8], needle: &[u8]) -> usize {
 }
 
 #[test]
-fn a_file_with_no_from_line_is_an_empty_mailbox_and_stays_as_it_is() {
+fn a_file_with_no_from_line_is_refused_for_good_and_stays_as_it_is() {
     let junk = b"\0\0\0 not an mbox at all\nFrom-less\n";
-    let server = TestServer::start(USERS, &[("alice", junk)]);
+    let users = "alice:{PLAIN}pw\nbob:{PLAIN}pw\n";
+    let server = TestServer::start(users, &[("alice", junk), ("bob", b"\n\n")]);
     let mut c = server.connect();
-    c.login("alice", "pw");
-    assert_eq!(c.cmd("STAT"), "+OK 0 0");
+    c.cmd("USER alice");
+    assert_eq!(
+        c.cmd("PASS pw"),
+        "-ERR [SYS/PERM] mailbox unusable (no From_ line: not an mbox file)"
+    );
     assert!(c.cmd("QUIT").starts_with("+OK"));
     assert_eq!(std::fs::read(server.mbox("alice")).unwrap(), junk);
+    // Only line ends: a mailbox some writer emptied, served as empty.
+    let mut c = server.connect();
+    c.login("bob", "pw");
+    assert_eq!(c.cmd("STAT"), "+OK 0 0");
+}
+
+#[test]
+fn a_directory_at_the_mailbox_path_is_a_permanent_error() {
+    let server = TestServer::start(USERS, &[]);
+    std::fs::create_dir(server.mbox("alice")).unwrap();
+    let mut c = server.connect();
+    c.cmd("USER alice");
+    assert_eq!(
+        c.cmd("PASS pw"),
+        "-ERR [SYS/PERM] mailbox unusable (a directory, not an mbox file)"
+    );
 }
 
 #[test]
