@@ -227,7 +227,7 @@ fn a_journal_for_a_mailbox_another_program_rewrote_after_the_crash_is_set_aside(
             b"Subject: mta\r\n\r\nfrom the MTA\r\n",
             "{step}"
         );
-        let log = server.log();
+        let log = log_with(&server, "rewritten since");
         assert!(log.contains("rewritten since"), "{step}: {log}");
         assert!(log.contains("not applied, kept as"), "{step}: {log}");
         assert!(!dir.path().join("mail/alice.poplar-journal").exists());
@@ -264,16 +264,29 @@ const APPLY_STEPS: &[(&str, bool)] = &[
 ];
 
 /// Logs in to a server with `POPLAR_FAULT` set to `fault`, deletes messages 2 and 4, and
-/// returns QUIT's reply and the server's log.
-fn quit_with_fault(dir: &std::path::Path, fault: &str) -> (String, String) {
+/// returns QUIT's reply and the server.
+fn quit_with_fault(dir: &std::path::Path, fault: &str) -> (String, ServerProcess) {
     let server = ServerProcess::spawn(dir, &[], &[("POPLAR_FAULT", fault)]);
     let mut c = server.connect();
     c.login("alice", "pw");
     assert!(c.cmd("DELE 2").starts_with("+OK"));
     assert!(c.cmd("DELE 4").starts_with("+OK"));
     let reply = c.cmd("QUIT");
-    drop(c);
-    (reply, server.log())
+    (reply, server)
+}
+
+/// The server's log once it holds `needle`: lines logged before a reply may still be on
+/// their way through the pipe when the reply arrives. Gives up (returning the log) after a
+/// generous while, so a missing line fails the caller's assertion instead of hanging.
+fn log_with(server: &ServerProcess, needle: &str) -> String {
+    for _ in 0..500 {
+        let log = server.log();
+        if log.contains(needle) {
+            return log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    server.log()
 }
 
 #[test]
@@ -284,7 +297,7 @@ fn running_out_of_space_while_applying_a_commit_is_answered_truthfully_and_finis
         let dir = mail_dir(USERS, &[("alice", &mbox(&refs))]);
         let before = contents(&ServerProcess::spawn(dir.path(), &[], &[]));
         let after: Vec<_> = [0, 2, 4, 5].iter().map(|&i| before[i].clone()).collect();
-        let (reply, log) = quit_with_fault(dir.path(), &format!("enospc:{step}"));
+        let (reply, faulty) = quit_with_fault(dir.path(), &format!("enospc:{step}"));
         if done {
             assert!(reply.starts_with("+OK"), "{step}: {reply}");
         } else {
@@ -294,10 +307,12 @@ fn running_out_of_space_while_applying_a_commit_is_answered_truthfully_and_finis
                 reply.starts_with("-ERR [SYS/TEMP]") && reply.contains("next login removes"),
                 "{step}: {reply}"
             );
-            assert!(log.contains("attempt 3 of 3"), "{step}: {log}");
+            let log = log_with(&faulty, "journal is kept");
             assert!(log.contains("journal is kept"), "{step}: {log}");
+            assert!(log.contains("attempt 3 of 3"), "{step}: {log}");
             assert!(!log.contains("nothing deleted"), "{step}: {log}");
         }
+        drop(faulty);
         let server = ServerProcess::spawn(dir.path(), &[], &[]);
         assert_eq!(contents(&server), after, "{step}");
         assert!(
@@ -321,9 +336,11 @@ fn a_commit_whose_apply_fails_once_retries_under_its_locks_and_answers_ok() {
         let dir = mail_dir(USERS, &[("alice", &mbox(&refs))]);
         let before = contents(&ServerProcess::spawn(dir.path(), &[], &[]));
         let after: Vec<_> = [0, 2, 4, 5].iter().map(|&i| before[i].clone()).collect();
-        let (reply, log) = quit_with_fault(dir.path(), &format!("enospc-once:{step}"));
+        let (reply, faulty) = quit_with_fault(dir.path(), &format!("enospc-once:{step}"));
         assert!(reply.starts_with("+OK"), "{step}: {reply}");
+        let log = log_with(&faulty, "attempt 1 of 3");
         assert!(log.contains("attempt 1 of 3"), "{step}: {log}");
+        drop(faulty);
         assert!(
             !dir.path().join("mail/alice.poplar-journal").exists(),
             "{step}: the journal was left"
