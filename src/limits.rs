@@ -164,6 +164,16 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 /// keeps changing under us is answered "changed" (or EX_TEMPFAIL) rather than chased forever.
 pub const REOPEN_TRIES: usize = 5;
 
+/// Times a commit applies its journal to the mbox before it gives up (the first try and the
+/// retries), holding the locks throughout: a replay resumes where the failed one stopped, so
+/// a passing failure (space freed meanwhile, one bad write) ends as `+OK` instead of a mailbox
+/// left part rewritten until the next login. Few, since a delivery waits on the locks.
+pub const APPLY_ATTEMPTS: u32 = 3;
+
+/// Pause before each retry of a failed apply: long enough for a passing shortage to clear,
+/// short enough that a delivery waiting on the locks does not notice.
+pub const APPLY_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// Octets at the end of the scanned part of an mbox that a session keeps and compares before
 /// each RETR/TOP and at commit: with the length, inode and mtime, cheap evidence that no one
 /// rewrote what the session saw, read again at every command.

@@ -46,7 +46,9 @@ impl From<MailboxError> for AppendError {
         match e {
             MailboxError::Busy | MailboxError::InUse => AppendError::Busy,
             MailboxError::Changed => AppendError::Io(io::Error::other("mailbox changed")),
-            MailboxError::Permission(e) | MailboxError::Io(e) => AppendError::Io(e),
+            MailboxError::Permission(e)
+            | MailboxError::Io(e)
+            | MailboxError::Unfinished { error: e, .. } => AppendError::Io(e),
             MailboxError::Unusable(why) => AppendError::Io(io::Error::other(why)),
         }
     }

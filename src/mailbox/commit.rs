@@ -1,6 +1,6 @@
 //! The UPDATE state on an mbox: plan the deletions as a journal (kept messages after the
 //! first deleted one, then mail appended since login, then their index records), and apply it
-//! in place through the journal's replay.
+//! in place through the journal's replay, retried while the locks are held.
 
 use std::fs::File;
 use std::io;
@@ -10,13 +10,19 @@ use std::path::Path;
 use super::files::{self, open_index};
 use super::index::{self, Extent, Header};
 use super::journal::{self, Head, JournalWriter, Replay};
-use super::{CommitSummary, MailboxError};
+use super::{CommitSummary, MailboxError, fault};
+use crate::limits::{APPLY_ATTEMPTS, APPLY_RETRY_PAUSE};
 
 /// Removes the messages flagged in `deleted` from the mbox at `mbox` (open as `file`), whose
 /// scan at login found `extents` in its first `scanned` bytes. The caller holds the session
 /// lock and the locks toward delivery agents, and has checked that the scanned bytes are
 /// unchanged. Bytes before the first deleted message are not touched; mail appended since
 /// login is kept; the inode, owner and mode stay. Deleting nothing writes nothing.
+///
+/// Until the journal is complete a failure leaves the mbox untouched (an error other than
+/// [`MailboxError::Unfinished`]); after that the deletions are decided, and a failure to
+/// apply them is [`MailboxError::Unfinished`]: the journal stays, and the next replay (the
+/// next login, delivery or start-up) finishes them.
 pub fn commit(
     mbox: &Path,
     file: &File,
@@ -64,25 +70,76 @@ pub fn commit(
         let _ = std::fs::remove_file(&path);
         return Err(e.into());
     }
-    match journal::replay(mbox, file)? {
-        Replay::Applied => {}
-        other => {
-            return Err(MailboxError::Io(io::Error::other(format!(
-                "journal not applied: {other:?}"
-            ))));
-        }
-    }
-    // Only now is the mtime known that lets the next login trust the index unread.
-    let index = open_index(mbox)?;
-    if let Some(h) = index::read_header(&index)? {
-        index::write_header(&index, file, h.epoch, h.next_serial, h.covered)?;
-        index.sync_data()?;
+    apply(mbox, file)?;
+    // Only now is the mtime known that lets the next login trust the index unread. The
+    // deletions are done whatever happens here: without it the next login checks the index
+    // against the mbox instead (its header says mtime unknown).
+    if let Err(e) = record_mtime(mbox, file) {
+        log::warn!(
+            "{}: committed, but the index's mtime was not recorded: {e}",
+            mbox.display()
+        );
     }
     Ok(CommitSummary {
         deleted: count,
         bytes_before: current,
         bytes_after: new_len,
     })
+}
+
+/// Applies the complete journal of `mbox` by replaying it, and if that fails, replays it
+/// again while the locks are still held, up to [`APPLY_ATTEMPTS`] times: a replay resumes
+/// wherever the last one stopped. A failure that outlasts them leaves the journal for the
+/// next replay and is [`MailboxError::Unfinished`], pending.
+fn apply(mbox: &Path, file: &File) -> Result<(), MailboxError> {
+    let mut failed = None;
+    for attempt in 1..=APPLY_ATTEMPTS {
+        if attempt > 1 {
+            std::thread::sleep(APPLY_RETRY_PAUSE);
+        }
+        match journal::replay(mbox, file) {
+            Ok(Replay::Applied) => return Ok(()),
+            // Under our locks only our own failed attempt can have removed the journal, and
+            // it removes it last.
+            Ok(Replay::Clean) if failed.is_some() => return Ok(()),
+            Ok(other) => {
+                let error = io::Error::other(format!("journal not applied: {other:?}"));
+                return Err(match failed {
+                    // Replay checks before it writes: the mbox is untouched.
+                    None => MailboxError::Io(error),
+                    // A second fault (the journal or the mbox read back other than written):
+                    // the replay kept bytes and the journal is gone from its place.
+                    Some(_) => MailboxError::Unfinished {
+                        error,
+                        pending: false,
+                    },
+                });
+            }
+            Err(e) => {
+                log::warn!(
+                    "{}: applying the commit's journal failed (attempt {attempt} of \
+                     {APPLY_ATTEMPTS}): {e}",
+                    mbox.display()
+                );
+                failed = Some(e);
+            }
+        }
+    }
+    Err(MailboxError::Unfinished {
+        error: failed.unwrap_or_else(|| io::Error::other("journal not applied")),
+        pending: true,
+    })
+}
+
+/// Records the mbox's mtime after a commit in its index header.
+fn record_mtime(mbox: &Path, file: &File) -> io::Result<()> {
+    let index = open_index(mbox)?;
+    if let Some(h) = index::read_header(&index)? {
+        fault::io_point("index-mtime")?;
+        index::write_header(&index, file, h.epoch, h.next_serial, h.covered)?;
+        index.sync_data()?;
+    }
+    Ok(())
 }
 
 fn damaged() -> MailboxError {

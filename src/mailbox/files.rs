@@ -10,6 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The dotlock shared with delivery agents.
 const DOTLOCK: &str = ".lock";
@@ -23,7 +24,7 @@ const INDEX_TMP: &str = ".poplar-index.tmp";
 const JOURNAL: &str = ".poplar-journal";
 /// Where a replay writes a journal that carries appended mail, before the rename.
 const JOURNAL_NEXT: &str = ".new";
-/// A journal a replay would not apply, kept for an operator: `.orphan-<pid>`.
+/// A journal a replay would not apply, kept for an operator: `.orphan-<pid>-<n>`.
 const JOURNAL_ORPHAN: &str = ".orphan-";
 /// The note of a delivery in progress.
 const DELIVERY_NOTE: &str = ".poplar-append";
@@ -72,12 +73,49 @@ pub fn journal_next(mbox: &Path) -> PathBuf {
     beside(mbox, &format!("{JOURNAL}{JOURNAL_NEXT}"))
 }
 
-/// `<mbox>.poplar-journal.orphan-<pid>`: a journal set aside by this process.
-pub fn journal_orphan(mbox: &Path) -> PathBuf {
+/// `<mbox>.poplar-journal.orphan-<pid>-<n>`: the `n`th name this process tries for a journal
+/// it sets aside.
+pub fn journal_orphan(mbox: &Path, n: u64) -> PathBuf {
     beside(
         mbox,
-        &format!("{JOURNAL}{JOURNAL_ORPHAN}{}", std::process::id()),
+        &format!("{JOURNAL}{JOURNAL_ORPHAN}{}-{n}", std::process::id()),
     )
+}
+
+/// Moves the journal at `journal` of `mbox` to a name of its own
+/// ([`journal_orphan`]) and returns that name. It never replaces a file: an earlier orphan
+/// may be the only copy of some mail, and a pid (in the name) is reused after a restart. So
+/// the journal is hard-linked to a name no file has (link fails on an existing one), then
+/// unlinked; on a file system without hard links it is renamed to a name found free, which
+/// holds because every set-aside runs under the mailbox's delivery locks.
+pub fn move_to_orphan(journal: &Path, mbox: &Path) -> io::Result<PathBuf> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let to = journal_orphan(mbox, NEXT.fetch_add(1, Ordering::Relaxed));
+        match std::fs::hard_link(journal, &to) {
+            Ok(()) => {
+                std::fs::remove_file(journal)?;
+                return Ok(to);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(nix::libc::EPERM | nix::libc::EOPNOTSUPP)
+                ) =>
+            {
+                match std::fs::symlink_metadata(&to) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        std::fs::rename(journal, &to)?;
+                        return Ok(to);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// `<mbox>.poplar-journal.orphan-`: what the names of set-aside journals start with.
@@ -192,8 +230,8 @@ mod tests {
             (journal(m), "/var/mail/bob.poplar-journal".into()),
             (journal_next(m), "/var/mail/bob.poplar-journal.new".into()),
             (
-                journal_orphan(m),
-                format!("/var/mail/bob.poplar-journal.orphan-{pid}"),
+                journal_orphan(m, 3),
+                format!("/var/mail/bob.poplar-journal.orphan-{pid}-3"),
             ),
             (delivery_note(m), "/var/mail/bob.poplar-append".into()),
             (deleted(m), "/var/mail/bob.deleted".into()),
@@ -202,11 +240,34 @@ mod tests {
             assert_eq!(got, PathBuf::from(want));
         }
         assert!(
-            journal_orphan(m)
+            journal_orphan(m, 0)
                 .as_os_str()
                 .as_encoded_bytes()
                 .starts_with(journal_orphan_prefix(m).as_os_str().as_encoded_bytes())
         );
+    }
+
+    #[test]
+    fn a_journal_set_aside_never_replaces_an_earlier_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("m");
+        let journal = journal(&mbox);
+        // Orphans of an earlier process with this pid hold the first names this one tries.
+        let older: Vec<_> = (0..100).map(|n| journal_orphan(&mbox, n)).collect();
+        for p in &older {
+            std::fs::write(p, "older").unwrap();
+        }
+        let mut kept = Vec::new();
+        for text in ["first", "second", "third"] {
+            std::fs::write(&journal, text).unwrap();
+            kept.push(move_to_orphan(&journal, &mbox).unwrap());
+            assert!(!journal.exists());
+        }
+        let texts: Vec<_> = kept.iter().map(|p| std::fs::read(p).unwrap()).collect();
+        assert_eq!(texts, [&b"first"[..], b"second", b"third"]);
+        for p in &older {
+            assert_eq!(std::fs::read(p).unwrap(), b"older", "{}", p.display());
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use memchr::memchr;
 use nix::unistd::{AccessFlags, access};
 
 use super::index::{self, Extent};
-use super::lock::{LockKind, stale};
+use super::lock::{LockKind, read_dotlock, stale};
 use super::mbox::MboxOptions;
 use super::rollback::{self, Pending};
 use super::{Uid, files, journal, scan};
@@ -230,7 +230,11 @@ fn dotlock(mbox: &Path, options: &MboxOptions) -> io::Result<Dotlock> {
     if let Some(why) = stale(&path, mbox, options.locks.stale_after)? {
         return Ok(Dotlock::Stale(why));
     }
-    let text = std::fs::read(&path).unwrap_or_default();
+    let text = read_dotlock(&path)
+        .ok()
+        .flatten()
+        .map(|(_, t)| t)
+        .unwrap_or_default();
     let text = String::from_utf8_lossy(&text[..text.len().min(DOTLOCK_SHOWN)]);
     Ok(Dotlock::Held(text.trim().to_owned()))
 }

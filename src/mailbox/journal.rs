@@ -343,15 +343,15 @@ pub fn replay(mbox: &Path, file: &File) -> io::Result<Replay> {
     apply(mbox, file, &path, journal, head, format)
 }
 
-/// Keeps a journal that must not be applied beside the mbox for an operator, and logs it.
+/// Keeps a journal that must not be applied beside the mbox for an operator, under a name
+/// of its own (never over an earlier one), and logs it.
 fn set_aside(mbox: &Path, path: &Path, why: &str) -> io::Result<Replay> {
-    let aside = files::journal_orphan(mbox);
-    log::error!(
+    let aside = files::move_to_orphan(path, mbox)?;
+    log::warn!(
         "{}: journal {why}; not applied, kept as {}",
         path.display(),
         aside.display()
     );
-    std::fs::rename(path, &aside)?;
     sync_dir(mbox)?;
     Ok(Replay::SetAside)
 }
@@ -404,31 +404,71 @@ fn apply(
         if !truncated && cur > head.old_len {
             return rejournal(mbox, file, path, &journal, &head, cur);
         }
-        copy_payload(
-            &journal,
-            (0, head.mbox_payload()),
-            file,
-            head.region_start,
-            Some("apply-partial"),
-        )?;
-        file.sync_data()?;
-        fault::crash_point("applied");
-        if !truncated {
+        if truncated {
+            // Our truncation came after the payload was written and synced, so the region
+            // holds it exactly. Anything else there is another program's rewrite since the
+            // crash (a mail reader's expunge after a delivery's append, say): writing the
+            // payload over it would destroy that mail and bring back what it removed.
+            if !payload_in_place(&journal, &head, file, cur)? {
+                return set_aside(
+                    mbox,
+                    path,
+                    "is for bytes another program has rewritten since",
+                );
+            }
+        } else {
+            copy_payload(
+                &journal,
+                (0, head.mbox_payload()),
+                (file, head.region_start),
+                "apply-write",
+                Some("apply-partial"),
+            )?;
+            fault::io_point("apply-sync")?;
+            file.sync_data()?;
+            fault::crash_point("applied");
+            fault::io_point("truncate")?;
             file.set_len(head.new_len)?;
-            file.sync_all()?;
         }
+        fault::io_point("truncate-sync")?;
+        file.sync_all()?;
         fault::crash_point("truncated");
         write_index(mbox, &journal, &head)?;
+        fault::io_point("state-mark")?;
         journal.write_all_at(&STATE_TRUNCATED.to_le_bytes(), STATE_AT)?;
+        fault::io_point("state-sync")?;
         journal.sync_data()?;
         fault::crash_point("state-marked");
     } else {
         write_index(mbox, &journal, &head)?;
     }
+    fault::io_point("journal-remove")?;
     std::fs::remove_file(path)?;
+    fault::io_point("journal-remove-sync")?;
     sync_dir(mbox)?;
     fault::crash_point("journal-removed");
     Ok(Replay::Applied)
+}
+
+/// Whether `file` (now `cur` octets long) holds the journal's mbox payload at the region,
+/// as a commit leaves it once it has truncated.
+fn payload_in_place(journal: &File, head: &Head, file: &File, cur: u64) -> io::Result<bool> {
+    if cur < head.new_len {
+        return Ok(false);
+    }
+    let len = head.mbox_payload();
+    let (mut want, mut got) = (vec![0u8; FILE_CHUNK], vec![0u8; FILE_CHUNK]);
+    let mut done = 0;
+    while done < len {
+        let n = ((len - done) as usize).min(FILE_CHUNK);
+        journal.read_exact_at(&mut want[..n], HEAD_LEN + done)?;
+        file.read_exact_at(&mut got[..n], head.region_start + done)?;
+        if want[..n] != got[..n] {
+            return Ok(false);
+        }
+        done += n as u64;
+    }
+    Ok(true)
 }
 
 /// Mail was appended after a crash and before the truncation: a new journal that carries it
@@ -464,13 +504,13 @@ fn rejournal(
     replay(mbox, file)
 }
 
-/// Copies `len` payload bytes from payload offset `from` to `to` at `at`; `crash` names the
-/// fault point between chunks.
+/// Copies `len` payload bytes from payload offset `from` to `to` at `at`; `write` names the
+/// fault point of each chunk's write, `crash` the one between chunks.
 fn copy_payload(
     journal: &File,
     (from, len): (u64, u64),
-    to: &File,
-    at: u64,
+    (to, at): (&File, u64),
+    write: &str,
     crash: Option<&str>,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; FILE_CHUNK];
@@ -478,6 +518,7 @@ fn copy_payload(
     while done < len {
         let n = ((len - done) as usize).min(buf.len());
         journal.read_exact_at(&mut buf[..n], HEAD_LEN + from + done)?;
+        fault::io_point(write)?;
         to.write_all_at(&buf[..n], at + done)?;
         done += n as u64;
         if let Some(step) = crash.filter(|_| done < len) {
@@ -497,9 +538,18 @@ fn write_index(mbox: &Path, journal: &File, head: &Head) -> io::Result<()> {
     journal.read_exact_at(&mut header, HEAD_LEN + at)?;
     let records = head.index_len - HEADER_LEN;
     let dst = HEADER_LEN + head.index_at * RECORD_LEN;
-    copy_payload(journal, (at + HEADER_LEN, records), &index, dst, None)?;
+    copy_payload(
+        journal,
+        (at + HEADER_LEN, records),
+        (&index, dst),
+        "index-write",
+        None,
+    )?;
+    fault::io_point("index-truncate")?;
     index.set_len(dst + records)?;
+    fault::io_point("index-header")?;
     index.write_all_at(&header, 0)?;
+    fault::io_point("index-sync")?;
     index.sync_all()
 }
 
@@ -589,6 +639,101 @@ mod tests {
         );
         assert!(!files::journal(&mbox).exists());
         assert!(!files::journal_next(&mbox).exists());
+    }
+
+    /// Writes beside `mbox` the current-format journal of a commit that deletes message b.
+    fn write_journal(mbox: &Path) {
+        let file = open(mbox);
+        let meta = file.metadata().unwrap();
+        let new_len = REGION + PAYLOAD.len() as u64;
+        let mut w = JournalWriter::create(&files::journal(mbox), false).unwrap();
+        w.write(PAYLOAD).unwrap();
+        w.finish(Head {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            region_start: REGION,
+            old_len: meta.len(),
+            new_len,
+            tail_fp: tail_fingerprint(&file, new_len, meta.len()).unwrap(),
+            index_at: 0,
+            index_len: 0,
+            payload_sum: [0; 16],
+            truncated: false,
+        })
+        .unwrap();
+    }
+
+    /// The journals set aside beside `mbox`, by content.
+    fn orphans(mbox: &Path) -> Vec<Vec<u8>> {
+        let prefix = files::journal_orphan_prefix(mbox);
+        let prefix = prefix.file_name().unwrap().as_encoded_bytes();
+        let mut found: Vec<_> = std::fs::read_dir(mbox.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().as_encoded_bytes().starts_with(prefix))
+            .map(|e| std::fs::read(e.path()).unwrap())
+            .collect();
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn a_mailbox_rewritten_shorter_after_the_crash_is_not_written_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("m");
+        std::fs::write(&mbox, MBOX).unwrap();
+        write_journal(&mbox);
+        let journal = std::fs::read(files::journal(&mbox)).unwrap();
+        // The crash came after the truncation; then a delivery agent appended d and a mail
+        // reader expunged a: shorter than the journal's old length, and not our bytes.
+        let rewritten = b"From c\n\nC\n\nFrom d\n\nD\n";
+        assert!((rewritten.len() as u64) < MBOX.len() as u64);
+        let file = open(&mbox);
+        file.set_len(0).unwrap();
+        file.write_all_at(rewritten, 0).unwrap();
+        assert_eq!(replay(&mbox, &file).unwrap(), Replay::SetAside);
+        assert_eq!(std::fs::read(&mbox).unwrap(), rewritten);
+        assert!(!files::journal(&mbox).exists());
+        assert_eq!(orphans(&mbox), [journal]);
+    }
+
+    #[test]
+    fn a_mailbox_truncated_by_the_commit_and_appended_to_since_is_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("m");
+        std::fs::write(&mbox, MBOX).unwrap();
+        write_journal(&mbox);
+        // The crash came after the truncation; then a short message was appended: shorter
+        // than the old length, with the payload in place.
+        let now = b"From a\n\nA\n\nFrom c\n\nC\n\nFrom d\n\n";
+        assert!((now.len() as u64) < MBOX.len() as u64);
+        let file = open(&mbox);
+        file.set_len(0).unwrap();
+        file.write_all_at(now, 0).unwrap();
+        assert_eq!(replay(&mbox, &file).unwrap(), Replay::Applied);
+        assert_eq!(std::fs::read(&mbox).unwrap(), now);
+        assert!(!files::journal(&mbox).exists());
+        assert!(orphans(&mbox).is_empty());
+    }
+
+    #[test]
+    fn every_journal_set_aside_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("m");
+        std::fs::write(&mbox, MBOX).unwrap();
+        let mut kept = Vec::new();
+        for _ in 0..2 {
+            write_journal(&mbox);
+            kept.push(std::fs::read(files::journal(&mbox)).unwrap());
+            // A mail reader replaces the mbox by rename: the journal is for another inode.
+            let new = dir.path().join("m.new");
+            std::fs::write(&new, MBOX).unwrap();
+            std::fs::rename(&new, &mbox).unwrap();
+            assert_eq!(replay(&mbox, &open(&mbox)).unwrap(), Replay::SetAside);
+        }
+        assert_ne!(kept[0], kept[1], "two different journals");
+        kept.sort();
+        assert_eq!(orphans(&mbox), kept);
     }
 
     #[test]

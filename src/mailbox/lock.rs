@@ -6,7 +6,7 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -316,18 +316,12 @@ fn try_dotlock(mbox: &Path, path: &Path) -> io::Result<bool> {
 
 /// Why the dotlock at `path` is stale, or `None` if it may be live: stale when it names a
 /// process of this host that is gone, or when neither it nor the mbox changed for
-/// `stale_after`.
+/// `stale_after`. A lock with no text to read ([`read_dotlock`]: a symlink, a FIFO) is judged
+/// by its age alone.
 pub fn stale(path: &Path, mbox: &Path, stale_after: Duration) -> io::Result<Option<String>> {
-    let mut text = Vec::new();
-    let meta = match File::open(path) {
-        Ok(f) => {
-            let meta = f.metadata()?;
-            f.take(MAX_DOTLOCK_TEXT).read_to_end(&mut text)?;
-            meta
-        }
-        // Gone already: the next attempt will tell.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+    // Gone already: the next attempt will tell.
+    let Some((meta, text)) = read_dotlock(path)? else {
+        return Ok(None);
     };
     let text = String::from_utf8_lossy(&text);
     let mut words = text.split_whitespace();
@@ -344,6 +338,35 @@ pub fn stale(path: &Path, mbox: &Path, stale_after: Duration) -> io::Result<Opti
     let mbox_age = std::fs::metadata(mbox).map_or(Duration::MAX, |m| age(&m));
     let idle = age(&meta).min(mbox_age);
     Ok((idle >= stale_after).then(|| format!("unchanged for {} s", idle.as_secs())))
+}
+
+/// The dotlock at `path` (its own metadata, not a link's target's) and up to
+/// [`MAX_DOTLOCK_TEXT`] octets of its text; `None` if there is none. Only a regular file is
+/// read, opened without following a symlink and without blocking: anyone who can write the
+/// mail directory can plant a lock, and a FIFO there would block the open for good, a
+/// symlink would have us read any file. Any other kind of lock has no text.
+pub fn read_dotlock(path: &Path) -> io::Result<Option<(std::fs::Metadata, Vec<u8>)>> {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let mut text = Vec::new();
+    let meta = match opened {
+        Ok(f) => f.metadata().and_then(|meta| {
+            if meta.is_file() {
+                f.take(MAX_DOTLOCK_TEXT).read_to_end(&mut text)?;
+            }
+            Ok(meta)
+        }),
+        // A symlink (O_NOFOLLOW fails with ELOOP): the link itself is the lock.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => std::fs::symlink_metadata(path),
+        Err(e) => Err(e),
+    };
+    match meta {
+        Ok(meta) => Ok(Some((meta, text))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether no process `pid` (> 0) exists on this host: `kill(pid, 0)` says ESRCH.
@@ -462,5 +485,51 @@ mod tests {
         std::fs::write(&lock, format!("{} {host}\n", std::process::id())).unwrap();
         assert!(stale(&lock, &mbox, minute).unwrap().is_none());
         assert!(stale(&lock, &mbox, Duration::ZERO).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_fifo_as_dotlock_is_judged_by_its_age_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("m");
+        std::fs::write(&mbox, b"").unwrap();
+        let lock = files::dotlock(&mbox);
+        nix::unistd::mkfifo(&lock, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (l, m) = (lock.clone(), mbox.clone());
+        std::thread::spawn(move || {
+            let judged = stale(&l, &m, Duration::ZERO).map(|s| s.is_some());
+            let _ = tx.send(judged.map_err(|e| e.to_string()));
+        });
+        // A hang detector, not a speed test: an open that blocks waits for a writer forever.
+        let Ok(judged) = rx.recv_timeout(Duration::from_secs(30)) else {
+            // Be that writer, so the blocked thread (and this test process) can end.
+            let _ = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&lock);
+            panic!("the stale check blocked on a FIFO");
+        };
+        assert_eq!(judged, Ok(true));
+        assert_eq!(stale(&lock, &mbox, Duration::from_secs(60)).unwrap(), None);
+    }
+
+    #[test]
+    fn a_symlink_as_dotlock_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("m");
+        std::fs::write(&mbox, b"").unwrap();
+        // The link points at a file that names a process of this host that is gone: read
+        // through the link, the lock would be broken at once.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let target = dir.path().join("elsewhere");
+        let host = crate::hostname::system_hostname();
+        std::fs::write(&target, format!("{dead} {host}\n")).unwrap();
+        let lock = files::dotlock(&mbox);
+        std::os::unix::fs::symlink(&target, &lock).unwrap();
+        assert_eq!(stale(&lock, &mbox, Duration::from_secs(60)).unwrap(), None);
+        assert!(stale(&lock, &mbox, Duration::ZERO).unwrap().is_some());
+        assert!(read_dotlock(&lock).unwrap().unwrap().1.is_empty());
     }
 }

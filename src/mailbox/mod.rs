@@ -183,6 +183,16 @@ pub enum MailboxError {
     Unusable(&'static str),
     /// Any other I/O failure.
     Io(io::Error),
+    /// A commit's deletions were decided (its journal complete and synced) but applying them
+    /// to the mbox failed, even when retried under the locks: the mbox may be part rewritten.
+    Unfinished {
+        /// The last failure.
+        error: io::Error,
+        /// Whether the journal is still in place, so that the next replay (login, delivery,
+        /// start-up) finishes the deletions; `false` after a second fault made the replay
+        /// set the journal aside or discard it.
+        pending: bool,
+    },
 }
 
 impl fmt::Display for MailboxError {
@@ -194,6 +204,22 @@ impl fmt::Display for MailboxError {
             MailboxError::Permission(e) => write!(f, "mailbox not accessible: {e}"),
             MailboxError::Unusable(why) => write!(f, "mailbox unusable: {why}"),
             MailboxError::Io(e) => write!(f, "mailbox I/O error: {e}"),
+            MailboxError::Unfinished {
+                error,
+                pending: true,
+            } => write!(
+                f,
+                "commit unfinished ({error}); its journal is kept and the next login, \
+                 delivery or start-up applies it"
+            ),
+            MailboxError::Unfinished {
+                error,
+                pending: false,
+            } => write!(
+                f,
+                "commit unfinished ({error}); its journal was not kept (see above), so \
+                 some deleted messages may stay"
+            ),
         }
     }
 }
@@ -231,7 +257,8 @@ pub trait Maildrop: Send {
 
     /// Removes the messages whose flag in `deleted` is set, keeping every other message and
     /// any mail that arrived since login. Either everything is written and synced, or the
-    /// maildrop is left as it was.
+    /// maildrop is left as it was, or (a failure after the deletions were decided)
+    /// [`MailboxError::Unfinished`] says what is left to do.
     fn commit(self: Box<Self>, deleted: &[bool]) -> Result<CommitSummary, MailboxError>;
 }
 

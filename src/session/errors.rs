@@ -58,18 +58,39 @@ pub(super) fn mailbox_reply(tag: &Tag, whose: &Whose, e: &MailboxError) -> Reply
             log::warn!("{tag} {e} {whose}");
             Reply::err_code(RespCode::SysPerm, format!("mailbox unusable ({why})"))
         }
-        MailboxError::Io(_) => {
+        MailboxError::Io(_) | MailboxError::Unfinished { .. } => {
             log::error!("{tag} {e} {whose}");
             Reply::err_code(RespCode::SysTemp, "mailbox unavailable, try again later")
         }
     }
 }
 
-/// The reply to a QUIT whose commit failed, after logging why; nothing was deleted.
+/// The reply to a QUIT whose commit failed, after logging why. Only an unfinished commit
+/// touched the mailbox: its deletions are carried out at the next login (RFC 1939 lets QUIT
+/// answer -ERR when deleted messages were not removed), or, after a second fault, perhaps
+/// never; every other failure left the mailbox as it was.
 pub(super) fn commit_failed_reply(tag: &Tag, whose: &Whose, e: &MailboxError) -> Reply {
-    log::warn!("{tag} commit failed, nothing deleted: {e} {whose}");
-    Reply::err_code(
-        RespCode::SysTemp,
-        "could not remove deleted messages; mailbox unchanged",
-    )
+    match e {
+        MailboxError::Unfinished { pending: true, .. } => {
+            log::error!("{tag} {e} {whose}");
+            Reply::err_code(
+                RespCode::SysTemp,
+                "deleted messages not removed yet; your next login removes them",
+            )
+        }
+        MailboxError::Unfinished { pending: false, .. } => {
+            log::error!("{tag} {e} {whose}");
+            Reply::err_code(
+                RespCode::SysTemp,
+                "deleted messages not removed; some may still be there at your next login",
+            )
+        }
+        _ => {
+            log::warn!("{tag} commit failed, nothing deleted: {e} {whose}");
+            Reply::err_code(
+                RespCode::SysTemp,
+                "could not remove deleted messages; mailbox unchanged",
+            )
+        }
+    }
 }

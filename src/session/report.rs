@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 pub enum Ending {
     /// QUIT, with UPDATE done if logged in.
     Quit,
-    /// QUIT, but the deletions could not be committed; nothing was removed.
+    /// QUIT, but the deletions could not be committed (nothing was removed), or not finished
+    /// (the log line before says which).
     CommitFailed,
     /// The client closed the connection (or the server cut it at shutdown).
     Disconnected,

@@ -538,5 +538,8 @@ fn a_mailbox_error_is_logged_with_the_user_and_the_path() {
     let want = format!("(user=alice mailbox={}/alice)", mail.display());
     let log = p.wait_log(&want);
     let line = log.lines().find(|l| l.contains(&want)).unwrap();
-    assert!(line.contains("WARN") && line.contains("mailbox unusable"), "{line}");
+    assert!(
+        line.contains("WARN") && line.contains("mailbox unusable"),
+        "{line}"
+    );
 }
