@@ -110,7 +110,7 @@ test: deps fmt clippy layout unit
 # fuzz/corpus/. cargo-fuzz wants nightly flags (-Z sanitizer); RUSTC_BOOTSTRAP=1 lets the
 # stable toolchain accept them.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := parse sasl session index
+FUZZ_TARGETS := parse sasl session index journal
 
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
