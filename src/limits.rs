@@ -187,6 +187,12 @@ pub const MAX_DELIVERY_NOTE: u64 = 512;
 /// line limit); a longer one is message text, and gets a From_ line of ours.
 pub const MAX_ENVELOPE_LINE: usize = 998;
 
+/// Most octets of the sender `poplar deliver` writes on a From_ line, escapes included; a
+/// longer one is cut and ends in `...`. RFC 5321 bounds a reverse-path at 256 octets, escaping
+/// can make it up to four times longer, and the line must stay well inside the 998 octets
+/// that mail readers (and `MAX_ENVELOPE_LINE`) take as one From_ line.
+pub const MAX_FROM_LINE_SENDER: usize = 512;
+
 /// Longest From_ line `poplar check` reads to check its date.
 pub const MAX_FROM_LINE_CHECKED: usize = 1000;
 
