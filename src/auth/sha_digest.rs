@@ -143,7 +143,7 @@ impl StoredDigest {
 }
 
 fn from_hex(value: &[u8]) -> Option<Vec<u8>> {
-    if value.len() % 2 != 0 {
+    if !value.len().is_multiple_of(2) {
         return None;
     }
     let digit = |b: u8| char::from(b).to_digit(16);

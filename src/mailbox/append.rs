@@ -348,7 +348,7 @@ mod tests {
             let got = from_line_sender(&long);
             assert!(got.len() <= MAX_FROM_LINE_SENDER, "{}", got.len());
             let body = got.strip_suffix("...").unwrap();
-            assert!(body[lead..].len() % 4 == 0, "{got}");
+            assert!(body[lead..].len().is_multiple_of(4), "{got}");
             assert!(body[lead..].ends_with("\\xff"), "{got}");
         }
     }

@@ -126,8 +126,7 @@ fn last_from_line(mbox: &std::path::Path) -> String {
     let stored = std::fs::read(mbox).unwrap();
     let text = String::from_utf8(stored).unwrap();
     text.lines()
-        .filter(|l| l.starts_with("From "))
-        .last()
+        .rfind(|l| l.starts_with("From "))
         .unwrap()
         .to_owned()
 }
