@@ -127,6 +127,10 @@ pub const MAX_FLAG_SECONDS: Duration = Duration::from_secs(24 * 60 * 60);
 /// OpenBSD's choice (tens of milliseconds per login on a small host).
 pub const BCRYPT_COST: u32 = 10;
 
+/// Salt octets of a new `{SSHA}`-kind value from `poplar pw`: twice Dovecot's 4 (it reads any
+/// length).
+pub const DIGEST_SALT: usize = 8;
+
 /// Longest client string shown in a log line, in input bytes (`logsafe`): enough to recognise
 /// a command or a user name, too little for a client to flood the log.
 pub const MAX_LOGGED: usize = 64;
@@ -200,6 +204,12 @@ pub const MAX_DELIVERY_NOTE: u64 = 512;
 /// Longest first line of a delivered message taken as its envelope From_ line (RFC 5322's
 /// line limit); a longer one is message text, and gets a From_ line of ours.
 pub const MAX_ENVELOPE_LINE: usize = 998;
+
+/// Most octets of the sender `poplar deliver` writes on a From_ line, escapes included; a
+/// longer one is cut and ends in `...`. RFC 5321 bounds a reverse-path at 256 octets, escaping
+/// can make it up to four times longer, and the line must stay well inside the 998 octets
+/// that mail readers (and `MAX_ENVELOPE_LINE`) take as one From_ line.
+pub const MAX_FROM_LINE_SENDER: usize = 512;
 
 /// Longest From_ line `poplar check` reads to check its date.
 pub const MAX_FROM_LINE_CHECKED: usize = 1000;

@@ -7,8 +7,7 @@ use poplar::cli::{self, Action};
 use poplar::run;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let config = match cli::parse(&args) {
+    let config = match cli::parse_os(std::env::args_os().skip(1).collect()) {
         Ok(Action::Serve(config)) => config,
         Ok(Action::Print(text)) => {
             print!("{text}");

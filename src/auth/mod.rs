@@ -7,6 +7,7 @@ pub mod md5_crypt;
 pub mod passwd;
 pub mod sasl;
 pub mod scheme;
+pub mod sha_digest;
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};

@@ -1,7 +1,7 @@
 //! Password schemes as Dovecot names them: parsing `{SCHEME}value`, verifying a password
 //! against it, and making new hashes for `poplar pw`. Every hash function comes from a crate
 //! except MD5-crypt and DES crypt (`md5_crypt.rs`, `des_crypt.rs`), which no crate on the
-//! current RustCrypto generation offers.
+//! current RustCrypto generation offers; the plain digest schemes live in `sha_digest.rs`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,6 +12,7 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::sha_digest::{self, Encoding, StoredDigest};
 use crate::limits;
 
 /// A `{SCHEME}` name a passwd-file line may carry.
@@ -34,6 +35,18 @@ pub enum Scheme {
     Argon2i,
     /// `{ARGON2ID}`: a PHC string `$argon2id$...`.
     Argon2id,
+    /// `{SHA}`: base64 of the SHA-1 digest of the password.
+    Sha,
+    /// `{SSHA}`: base64 of SHA-1(password, salt) and the salt.
+    Ssha,
+    /// `{SHA256}`: base64 of the SHA-256 digest of the password.
+    Sha256,
+    /// `{SSHA256}`: base64 of SHA-256(password, salt) and the salt.
+    Ssha256,
+    /// `{SHA512}`: base64 of the SHA-512 digest of the password.
+    Sha512,
+    /// `{SSHA512}`: base64 of SHA-512(password, salt) and the salt.
+    Ssha512,
 }
 
 /// Every scheme with its Dovecot name, the first name being the one `poplar pw` prints.
@@ -48,7 +61,29 @@ const NAMES: &[(&str, Scheme)] = &[
     ("BLF-CRYPT", Scheme::BlfCrypt),
     ("ARGON2I", Scheme::Argon2i),
     ("ARGON2ID", Scheme::Argon2id),
+    ("SHA", Scheme::Sha),
+    ("SSHA", Scheme::Ssha),
+    ("SHA256", Scheme::Sha256),
+    ("SSHA256", Scheme::Ssha256),
+    ("SHA512", Scheme::Sha512),
+    ("SSHA512", Scheme::Ssha512),
 ];
+
+impl Scheme {
+    /// The hash of a digest scheme and whether it is salted; `None` for the others.
+    fn digest(self) -> Option<(sha_digest::Hash, bool)> {
+        use sha_digest::Hash;
+        Some(match self {
+            Scheme::Sha => (Hash::Sha1, false),
+            Scheme::Ssha => (Hash::Sha1, true),
+            Scheme::Sha256 => (Hash::Sha256, false),
+            Scheme::Ssha256 => (Hash::Sha256, true),
+            Scheme::Sha512 => (Hash::Sha512, false),
+            Scheme::Ssha512 => (Hash::Sha512, true),
+            _ => return None,
+        })
+    }
+}
 
 impl FromStr for Scheme {
     type Err = String;
@@ -129,6 +164,8 @@ pub enum Secret {
     Plain(Vec<u8>),
     /// A hash, checked with its algorithm.
     Hashed(Algorithm, String),
+    /// A digest scheme's value (`{SSHA256}` and its kin), checked by digesting once.
+    Digest(StoredDigest),
 }
 
 impl fmt::Debug for Secret {
@@ -137,26 +174,40 @@ impl fmt::Debug for Secret {
         match self {
             Secret::Plain(_) => f.write_str("{PLAIN}***"),
             Secret::Hashed(a, _) => write!(f, "{a:?}:***"),
+            Secret::Digest(d) => write!(f, "{d:?}"),
         }
     }
 }
 
 impl Secret {
     /// Parses the password field of a passwd-file line: `{SCHEME}value`, or a crypt(3) string
-    /// with no prefix (as Dovecot reads it). A hash that its scheme cannot check is refused
+    /// with no prefix (as Dovecot reads it). The digest schemes also take Dovecot's encoding
+    /// suffixes (`{SSHA256.HEX}`, `{SHA.B64}`). A hash that its scheme cannot check is refused
     /// here, so that the line number can be reported.
     pub fn parse(field: &[u8]) -> Result<Secret, String> {
-        let (scheme, value) = match field.strip_prefix(b"{") {
+        let (scheme, encoding, value) = match field.strip_prefix(b"{") {
             Some(rest) => {
                 let close = rest
                     .iter()
                     .position(|&b| b == b'}')
                     .ok_or_else(|| "unterminated {SCHEME}".to_owned())?;
                 let name = String::from_utf8_lossy(&rest[..close]);
-                (name.parse::<Scheme>()?, &rest[close + 1..])
+                let (scheme, encoding) = parse_name(&name)?;
+                (scheme, encoding, &rest[close + 1..])
             }
-            None => (Scheme::Crypt, field),
+            None => (Scheme::Crypt, None, field),
         };
+        if let Some((hash, salted)) = scheme.digest() {
+            let encoding = encoding.unwrap_or(Encoding::Default);
+            return StoredDigest::parse(hash, salted, encoding, value)
+                .map(Secret::Digest)
+                .map_err(|e| format!("{{{scheme}}}: {e}"));
+        }
+        if encoding.is_some() {
+            return Err(format!(
+                "{{{scheme}}} takes no encoding suffix (only the SHA schemes do)"
+            ));
+        }
         if scheme == Scheme::Plain {
             return Ok(Secret::Plain(value.to_vec()));
         }
@@ -172,7 +223,7 @@ impl Secret {
             Scheme::BlfCrypt => Some(Algorithm::Bcrypt),
             Scheme::Argon2i => Some(Algorithm::Argon2i),
             Scheme::Argon2id => Some(Algorithm::Argon2id),
-            Scheme::Crypt | Scheme::Plain => None,
+            _ => None,
         };
         if expected.is_some_and(|e| e != algorithm) {
             return Err(format!(
@@ -194,6 +245,7 @@ impl Secret {
         match self {
             Secret::Plain(p) => ct_eq(p, password),
             Secret::Hashed(a, hash) => verify_hash(*a, hash, password),
+            Secret::Digest(d) => d.verify(password),
         }
     }
 
@@ -201,14 +253,29 @@ impl Secret {
     pub fn plain(&self) -> Option<&[u8]> {
         match self {
             Secret::Plain(p) => Some(p),
-            Secret::Hashed(..) => None,
+            Secret::Hashed(..) | Secret::Digest(_) => None,
         }
     }
 
-    /// Whether checking a password costs real work (and so goes through the hashing gate).
+    /// Whether checking a password costs real work (and so goes through the hashing gate); one
+    /// digest does not.
     pub fn is_expensive(&self) -> bool {
         matches!(self, Secret::Hashed(..))
     }
+}
+
+/// A scheme name with an optional encoding suffix (`SSHA256.HEX`).
+fn parse_name(name: &str) -> Result<(Scheme, Option<Encoding>), String> {
+    let Some((base, suffix)) = name.split_once('.') else {
+        return Ok((name.parse()?, None));
+    };
+    let encoding = Encoding::from_suffix(suffix).ok_or_else(|| {
+        format!(
+            "password scheme {{{}}}: unknown encoding (HEX, B64 or BASE64)",
+            crate::logsafe::escape(name.as_bytes())
+        )
+    })?;
+    Ok((base.parse()?, Some(encoding)))
 }
 
 /// Compares two byte strings in time that depends on neither their contents nor their lengths.
@@ -293,6 +360,18 @@ pub fn hash(scheme: Scheme, password: &[u8]) -> Result<String, String> {
                 .map_err(|e| e.to_string())?
                 .to_string()
         }
+        // Fast digests; offered because `doveadm pw` offers them, for files that other
+        // programs read too.
+        Scheme::Sha | Scheme::Sha256 | Scheme::Sha512 => {
+            let (h, _) = scheme.digest().ok_or("not a digest scheme")?;
+            StoredDigest::make(h, password, b"")
+        }
+        Scheme::Ssha | Scheme::Ssha256 | Scheme::Ssha512 => {
+            let (h, _) = scheme.digest().ok_or("not a digest scheme")?;
+            let mut salt = [0u8; limits::DIGEST_SALT];
+            getrandom::fill(&mut salt).map_err(|e| e.to_string())?;
+            StoredDigest::make(h, password, &salt)
+        }
     };
     let shown = if scheme == Scheme::Crypt {
         Scheme::Sha512Crypt
@@ -326,6 +405,12 @@ mod tests {
         Scheme::BlfCrypt,
         Scheme::Argon2i,
         Scheme::Argon2id,
+        Scheme::Sha,
+        Scheme::Ssha,
+        Scheme::Sha256,
+        Scheme::Ssha256,
+        Scheme::Sha512,
+        Scheme::Ssha512,
     ];
 
     #[test]
@@ -366,6 +451,34 @@ mod tests {
         assert!(Secret::parse(b"{CRYPT}$y$j9T$short").is_err());
         assert!(Secret::parse(b"{MD5-CRYPT\xff").is_err());
         assert!(Secret::parse(b"nobrace").is_err());
+    }
+
+    #[test]
+    fn doveadm_digest_fields_load_with_their_encoding_suffixes() {
+        // `doveadm pw -s <name> -p 'pässword'`.
+        let fields = [
+            "{SHA}I7dElEdfX4dJgLdnbVEeI9iG2mQ=",
+            "{ssha}wI3xjFMQ3WcPHW3mdwpyxKuF9EmBiKBn",
+            "{SSHA256}6gxtQP1VnQT5NWRQOJ+fGebAobKTrV2T9xxvbQNjonPIy+yG",
+            "{SSHA.B64}REs/LHadp6KQUaiilbvOq61WNmYqWSWd",
+            "{SHA256.base64}NHgme1YSeRtAmIkGs6eJfrarUB4EuV7TL5nQr99mnZw=",
+            "{SHA.HEX}23b74494475f5f874980b7676d511e23d886da64",
+            "{SSHA256.hex}cd4f675985a8bfd19c8645742360e893de92e06d3a51eb7a24b5878d83f9fbc15dade541",
+        ];
+        for field in fields {
+            let s = Secret::parse(field.as_bytes()).unwrap_or_else(|e| panic!("{field}: {e}"));
+            assert!(s.verify("pässword".as_bytes()), "{field}");
+            assert!(!s.verify(b"password"), "{field}");
+            assert!(!s.is_expensive() && s.plain().is_none(), "{field}");
+        }
+        for bad in [
+            "{SHA.XX}I7dElEdfX4dJgLdnbVEeI9iG2mQ=",
+            "{PLAIN.HEX}70617373",
+            "{SSHA}I7dElEdfX4dJgLdnbVEeI9iG2mQ=",
+            "{SHA512}I7dElEdfX4dJgLdnbVEeI9iG2mQ=",
+        ] {
+            assert!(Secret::parse(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 
     #[test]

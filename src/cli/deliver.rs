@@ -28,7 +28,8 @@ pub const EX_TEMPFAIL: u8 = 75;
 pub struct Deliver {
     /// `--mail TEMPLATE`.
     pub mail: MailTemplate,
-    /// `-f SENDER`, for the From_ line.
+    /// `-f SENDER`, for the From_ line: any text, an empty one being a bounce's null sender
+    /// (`append::from_line_sender` makes it safe).
     pub sender: Option<String>,
     /// The user whose mbox gets the message (checked later: a bad name is EX_NOUSER).
     pub user: String,
@@ -44,7 +45,12 @@ fn options() -> Options {
         "path of each user's mbox (as for the server)",
         "TEMPLATE",
     );
-    o.optopt("f", "from", "envelope sender for the From_ line", "SENDER");
+    o.optopt(
+        "f",
+        "from",
+        "envelope sender for the From_ line (empty or <> for a bounce)",
+        "SENDER",
+    );
     mbox_options(&mut o);
     o
 }
@@ -53,8 +59,11 @@ fn options() -> Options {
 pub fn usage() -> String {
     options().usage(
         "Usage: poplar deliver --mail TEMPLATE [-f SENDER] USER < message\n\n\
-         Appends one message to USER's mbox. Exit codes: 0 delivered, 64 usage, 65 bad message,\n\
-         67 no such mailbox, 75 mailbox busy or out of space (try again later).",
+         Appends one message to USER's mbox. The From_ line carries SENDER (MAILER-DAEMON when\n\
+         it is empty or <>), with spaces, control and non-ASCII octets written as \\xNN.\n\
+         Exit codes: 0 delivered; 64 usage, 65 empty message, 67 no such user or mailbox\n\
+         directory (permanent: retrying cannot help); 75 mailbox busy, out of space or any\n\
+         other I/O error (temporary: try again later).",
     )
 }
 
@@ -69,11 +78,6 @@ pub fn parse(args: &[String]) -> Result<Deliver, CliError> {
         return Err(CliError("exactly one USER is required".into()));
     };
     let sender = m.opt_str("from");
-    if let Some(s) = &sender
-        && (s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic()))
-    {
-        return Err(CliError(format!("-f: '{s}' is not an address")));
-    }
     let mut mbox = MboxOptions::default();
     mbox_flags(&m, &mut mbox)?;
     Ok(Deliver {
@@ -86,9 +90,15 @@ pub fn parse(args: &[String]) -> Result<Deliver, CliError> {
 
 /// Delivers stdin; returns the sysexits code and says why on stderr if it failed.
 pub fn run(d: &Deliver) -> ExitCode {
-    let Ok(user) = UserName::new(d.user.as_bytes()) else {
-        eprintln!("poplar deliver: invalid user name");
-        return ExitCode::from(EX_NOUSER);
+    let user = match UserName::new(d.user.as_bytes()) {
+        Ok(user) => user,
+        Err(e) => {
+            eprintln!(
+                "poplar deliver: user '{}' refused: {e} (permanent: retrying cannot help)",
+                crate::logsafe::escape(d.user.as_bytes())
+            );
+            return ExitCode::from(EX_NOUSER);
+        }
     };
     let path: PathBuf = d.mail.expand(&user);
     let mut stdin = std::io::stdin().lock();
@@ -106,12 +116,17 @@ pub fn run(d: &Deliver) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("poplar deliver: {}: {e}", path.display());
-            ExitCode::from(match e {
-                AppendError::NoMailbox => EX_NOUSER,
-                AppendError::Data(_) => EX_DATAERR,
-                AppendError::Busy | AppendError::Io(_) => EX_TEMPFAIL,
-            })
+            // Only what no retry can change is permanent: MTAs bounce on 67 and 65 (and 64)
+            // but queue and retry on 75 (Postfix's local and pipe, Exim, sendmail alike).
+            let (code, kind) = match e {
+                AppendError::NoMailbox => (EX_NOUSER, "permanent: retrying cannot help"),
+                AppendError::Data(_) => (EX_DATAERR, "permanent: retrying cannot help"),
+                AppendError::Busy | AppendError::Io(_) => {
+                    (EX_TEMPFAIL, "temporary: try again later")
+                }
+            };
+            eprintln!("poplar deliver: {}: {e} ({kind})", path.display());
+            ExitCode::from(code)
         }
     }
 }
@@ -137,15 +152,16 @@ mod tests {
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad}");
         }
-        assert!(
-            parse(&[
+        for sender in ["", "<>", "a b", "jö@b", "a\nb", &"x".repeat(5000)] {
+            let d = parse(&[
                 "--mail".into(),
                 "/m/%n".into(),
                 "-f".into(),
-                "a b".into(),
-                "u".into()
+                sender.into(),
+                "u".into(),
             ])
-            .is_err()
-        );
+            .unwrap_or_else(|e| panic!("{sender:?}: {e}"));
+            assert_eq!(d.sender.as_deref(), Some(sender));
+        }
     }
 }

@@ -9,7 +9,9 @@ mod pw;
 mod seed;
 mod server;
 
+use std::ffi::OsString;
 use std::fmt;
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use crate::auth::scheme::Scheme;
@@ -156,22 +158,70 @@ fn with_help(
     parse(args).map(Action::Command)
 }
 
+/// Parses the arguments after the program name as the system passed them. `poplar deliver`
+/// takes an argument that is not UTF-8 with its stray octets written `\xNN`: an MTA passes a
+/// bounce's envelope sender as whatever octets it got, and failing there would lose the
+/// message (a user name so written is refused for its backslash). Everywhere else such an
+/// argument is a usage error.
+pub fn parse_os(args: Vec<OsString>) -> Result<Action, UsageError> {
+    let mut not_utf8 = None;
+    let text: Vec<String> = args
+        .into_iter()
+        .map(|a| {
+            a.into_string().unwrap_or_else(|a| {
+                let shown = escape_non_utf8(a.as_encoded_bytes());
+                not_utf8.get_or_insert_with(|| shown.clone());
+                shown
+            })
+        })
+        .collect();
+    match not_utf8 {
+        Some(arg) if text.first().is_none_or(|a| a != "deliver") => Err(usage_error(
+            &text,
+            CliError(format!("argument '{arg}' is not UTF-8")),
+        )),
+        _ => parse(&text),
+    }
+}
+
+/// `bytes` with each octet that is not part of valid UTF-8 written as `\xNN`.
+fn escape_non_utf8(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        s.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            let _ = write!(s, "\\x{b:02x}");
+        }
+    }
+    s
+}
+
 /// Parses the arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Action, UsageError> {
     let first = args.first().map(String::as_str);
+    let parsed = match SUBCOMMANDS.iter().find(|s| Some(s.name) == first) {
+        Some(sub) => (sub.parse)(&args[1..]),
+        None => server::parse(args),
+    };
+    parsed.map_err(|error| usage_error(args, error))
+}
+
+/// A usage error of the subcommand (or the server) that `args` name.
+fn usage_error(args: &[String], error: CliError) -> UsageError {
+    let first = args.first().map(String::as_str);
     match SUBCOMMANDS.iter().find(|s| Some(s.name) == first) {
-        Some(sub) => (sub.parse)(&args[1..]).map_err(|error| UsageError {
+        Some(sub) => UsageError {
             program: format!("poplar {}", sub.name),
             error,
             usage: (sub.usage)(),
             exit: sub.usage_exit,
-        }),
-        None => server::parse(args).map_err(|error| UsageError {
+        },
+        None => UsageError {
             program: "poplar".into(),
             error,
             usage: server::usage(),
             exit: 2,
-        }),
+        },
     }
 }
 
@@ -215,5 +265,30 @@ mod tests {
         let e = parse(&args("--bogus")).unwrap_err();
         assert!(e.to_string().starts_with("poplar: "), "{e}");
         assert!(e.to_string().ends_with(&server::usage()));
+    }
+
+    #[test]
+    fn only_deliver_takes_arguments_that_are_not_utf8() {
+        use std::os::unix::ffi::OsStringExt;
+        let os = |s: &[u8]| OsString::from_vec(s.to_vec());
+        let deliver = [
+            &b"deliver"[..],
+            b"--mail",
+            b"/m/%n",
+            b"-f",
+            b"\xe9t\xe9@x",
+            b"bob",
+        ];
+        match parse_os(deliver.iter().map(|a| os(a)).collect()) {
+            Ok(Action::Command(Command::Deliver(d))) => {
+                assert_eq!(d.sender.as_deref(), Some("\\xe9t\\xe9@x"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = parse_os(vec![os(b"--users"), os(b"/u\xff")]).unwrap_err();
+        assert_eq!(e.exit, 2);
+        assert!(e.to_string().contains("'/u\\xff' is not UTF-8"), "{e}");
+        let e = parse_os(vec![os(b"seed"), os(b"--to"), os(b"\xff")]).unwrap_err();
+        assert!(e.to_string().starts_with("poplar seed: "), "{e}");
     }
 }

@@ -15,7 +15,7 @@ use super::lock::{LockKind, LockOptions, Opened, open_locked};
 use super::quote::Quoter;
 use super::rollback::{self, Rollback};
 use super::{MailboxError, fault, journal};
-use crate::limits::{FILE_CHUNK, MAX_ENVELOPE_LINE};
+use crate::limits::{FILE_CHUNK, MAX_ENVELOPE_LINE, MAX_FROM_LINE_SENDER};
 
 /// Why a delivery failed; the mbox is as it was.
 #[derive(Debug)]
@@ -61,8 +61,9 @@ impl From<io::Error> for AppendError {
 }
 
 /// Appends the message read from `input` to the mbox at `path` (created with mode 0600 in an
-/// existing directory if missing). `sender` goes into the From_ line; if it is `None` and the
-/// message starts with a From_ line, that line is used, else `MAILER-DAEMON`. Lines matching
+/// existing directory if missing). `sender` goes into the From_ line as [`from_line_sender`]
+/// writes it; if it is `None` and the message starts with a From_ line, that line is used,
+/// else `MAILER-DAEMON`. Lines matching
 /// `>*From ` get one more `>` (mboxrd), so `--mbox-unquote` gives back the exact message.
 /// Returns the octets appended.
 pub fn append(
@@ -148,7 +149,12 @@ fn write_message(
         skip = memchr(b'\n', &buf[..filled]).map_or(0, |i| i + 1);
     }
     match (sender, envelope) {
-        (Some(s), _) => writeln!(out, "From {s} {}", asctime(when))?,
+        (Some(s), _) => writeln!(
+            out,
+            "From {} {}",
+            from_line_sender(s.as_bytes()),
+            asctime(when)
+        )?,
         (None, true) => {
             out.write_all(buf[..skip].trim_ascii_end())?;
             out.write_all(b"\n")?;
@@ -222,6 +228,38 @@ impl Write for At<'_> {
     }
 }
 
+/// The envelope sender as a From_ line carries it. The null sender (empty or `<>`: bounces,
+/// delivery status notifications, read receipts) is `MAILER-DAEMON`, as Postfix writes it.
+/// Any other sender is taken whatever it holds, never refused (a refusal loses the message):
+/// each octet outside `!`..`~` (space, control bytes, DEL, each octet of a non-ASCII
+/// character) is written as `\xNN`, so mail readers find the date where they look for it and
+/// the line cannot break; past `MAX_FROM_LINE_SENDER` octets it is cut, between escapes, and
+/// ends in `...`.
+pub fn from_line_sender(sender: &[u8]) -> String {
+    if sender.is_empty() || sender == b"<>" {
+        return "MAILER-DAEMON".to_owned();
+    }
+    let mut out = String::with_capacity(sender.len().min(MAX_FROM_LINE_SENDER));
+    // Where the text may be cut so that `...` still fits.
+    let mut cut = 0;
+    for &b in sender {
+        if b.is_ascii_graphic() {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+        if out.len() > MAX_FROM_LINE_SENDER {
+            out.truncate(cut);
+            out.push_str("...");
+            return out;
+        }
+        if out.len() + 3 <= MAX_FROM_LINE_SENDER {
+            cut = out.len();
+        }
+    }
+    out
+}
+
 /// `Thu Nov 26 09:00:00 2026` in UTC, the date of a From_ line (asctime format).
 pub fn asctime(when: SystemTime) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
@@ -287,6 +325,44 @@ mod tests {
         );
         let got = append_to(dir.path(), b"From x\n\nold\n", b"From env 1\nS: 1\n", None);
         assert_eq!(got, b"From x\n\nold\n\nFrom env 1\nS: 1\n\n");
+    }
+
+    #[test]
+    fn any_sender_makes_a_safe_from_line() {
+        assert_eq!(from_line_sender(b""), "MAILER-DAEMON");
+        assert_eq!(from_line_sender(b"<>"), "MAILER-DAEMON");
+        assert_eq!(from_line_sender(b"a@b.example"), "a@b.example");
+        assert_eq!(
+            from_line_sender(b"SRS0=x=y=b.example=a@c.example"),
+            "SRS0=x=y=b.example=a@c.example"
+        );
+        assert_eq!(
+            from_line_sender("\"j d\"@b\r\n\tx\x7f".as_bytes()),
+            "\"j\\x20d\"@b\\x0d\\x0a\\x09x\\x7f"
+        );
+        assert_eq!(from_line_sender("jö@b".as_bytes()), "j\\xc3\\xb6@b");
+        let exact = from_line_sender(&[b'a'; MAX_FROM_LINE_SENDER]);
+        assert_eq!(exact.len(), MAX_FROM_LINE_SENDER);
+        assert!(!exact.ends_with("..."));
+        // Cut between escapes, never inside one.
+        for lead in 0..8 {
+            let mut long = vec![b'a'; lead];
+            long.extend_from_slice(&[0xff; 400]);
+            let got = from_line_sender(&long);
+            assert!(got.len() <= MAX_FROM_LINE_SENDER, "{}", got.len());
+            let body = got.strip_suffix("...").unwrap();
+            assert!(body[lead..].len().is_multiple_of(4), "{got}");
+            assert!(body[lead..].ends_with("\\xff"), "{got}");
+        }
+    }
+
+    #[test]
+    fn a_bounce_gets_a_mailer_daemon_from_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let got = append_to(dir.path(), b"", b"S: 1\n\nhi\n", Some(""));
+        assert!(got.starts_with(b"From MAILER-DAEMON Thu Nov 26 09:00:00 2026\nS: 1\n"));
+        let got = append_to(dir.path(), b"", b"S: 1\n\nhi\n", Some("a b\nc"));
+        assert!(got.starts_with(b"From a\\x20b\\x0ac Thu Nov 26 09:00:00 2026\nS: 1\n"));
     }
 
     #[test]

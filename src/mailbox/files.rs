@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The dotlock shared with delivery agents.
 const DOTLOCK: &str = ".lock";
+/// The unique file a dotlock is written to before the link: `.lock.<pid>.<n>`.
+const DOTLOCK_UNIQUE: &str = ".lock.";
 /// The session lock between poplar processes (flock).
 const SESSION_LOCK: &str = ".poplar-lock";
 /// The UID and message index.
@@ -23,13 +25,42 @@ const INDEX_TMP: &str = ".poplar-index.tmp";
 /// The commit journal.
 const JOURNAL: &str = ".poplar-journal";
 /// Where a replay writes a journal that carries appended mail, before the rename.
-const JOURNAL_NEXT: &str = ".new";
-/// A journal a replay would not apply, kept for an operator: `.orphan-<pid>-<n>`.
-const JOURNAL_ORPHAN: &str = ".orphan-";
+const JOURNAL_NEXT: &str = ".poplar-journal.new";
+/// A journal a replay would not apply, kept for an operator: `.poplar-journal.orphan-<pid>-<n>`.
+const JOURNAL_ORPHAN: &str = ".poplar-journal.orphan-";
 /// The note of a delivery in progress.
 const DELIVERY_NOTE: &str = ".poplar-append";
 /// `--dev-keep-deleted`: the messages sessions deleted.
 const DELETED: &str = ".deleted";
+
+/// Every sidecar suffix. A user name ending in one would name another user's side file (log
+/// in as `alice.lock` and plant alice's dotlock), so `UserName::new` refuses it; a suffix
+/// ending in `.` or `-` is followed by a variable part (a pid, a counter), so a name merely
+/// holding it is refused too. Every name function below builds on an entry here.
+pub const SUFFIXES: &[&str] = &[
+    DOTLOCK,
+    DOTLOCK_UNIQUE,
+    SESSION_LOCK,
+    INDEX,
+    INDEX_TMP,
+    JOURNAL,
+    JOURNAL_NEXT,
+    JOURNAL_ORPHAN,
+    DELIVERY_NOTE,
+    DELETED,
+];
+
+/// Whether `name` ends in a sidecar suffix (or holds one that a variable part follows), so
+/// that a file of that name could be some mailbox's side file.
+pub fn is_sidecar_name(name: &str) -> bool {
+    SUFFIXES.iter().any(|s| {
+        if s.ends_with(['.', '-']) {
+            name.contains(s)
+        } else {
+            name.ends_with(s)
+        }
+    })
+}
 
 /// `path` with `suffix` appended to its file name.
 fn beside(path: &Path, suffix: &str) -> PathBuf {
@@ -45,7 +76,7 @@ pub fn dotlock(mbox: &Path) -> PathBuf {
 
 /// `<mbox>.lock.<pid>.<n>`: the unique file a dotlock is written to and then linked from.
 pub fn dotlock_unique(mbox: &Path, n: u64) -> PathBuf {
-    beside(mbox, &format!("{DOTLOCK}.{}.{n}", std::process::id()))
+    beside(mbox, &format!("{DOTLOCK_UNIQUE}{}.{n}", std::process::id()))
 }
 
 /// `<mbox>.poplar-lock`: the session lock file.
@@ -70,16 +101,13 @@ pub fn journal(mbox: &Path) -> PathBuf {
 
 /// `<mbox>.poplar-journal.new`: a journal rewritten by a replay, before the rename.
 pub fn journal_next(mbox: &Path) -> PathBuf {
-    beside(mbox, &format!("{JOURNAL}{JOURNAL_NEXT}"))
+    beside(mbox, JOURNAL_NEXT)
 }
 
 /// `<mbox>.poplar-journal.orphan-<pid>-<n>`: the `n`th name this process tries for a journal
 /// it sets aside.
 pub fn journal_orphan(mbox: &Path, n: u64) -> PathBuf {
-    beside(
-        mbox,
-        &format!("{JOURNAL}{JOURNAL_ORPHAN}{}-{n}", std::process::id()),
-    )
+    beside(mbox, &format!("{JOURNAL_ORPHAN}{}-{n}", std::process::id()))
 }
 
 /// Moves the journal at `journal` of `mbox` to a name of its own
@@ -120,7 +148,7 @@ pub fn move_to_orphan(journal: &Path, mbox: &Path) -> io::Result<PathBuf> {
 
 /// `<mbox>.poplar-journal.orphan-`: what the names of set-aside journals start with.
 pub fn journal_orphan_prefix(mbox: &Path) -> PathBuf {
-    beside(mbox, &format!("{JOURNAL}{JOURNAL_ORPHAN}"))
+    beside(mbox, JOURNAL_ORPHAN)
 }
 
 /// `<mbox>.poplar-append`: the note of a delivery in progress.
@@ -237,7 +265,10 @@ mod tests {
             (deleted(m), "/var/mail/bob.deleted".into()),
         ];
         for (got, want) in names {
-            assert_eq!(got, PathBuf::from(want));
+            assert_eq!(got, PathBuf::from(&want));
+            // A sidecar added here is also one that no user name may alias.
+            let name = want.strip_prefix("/var/mail/").unwrap();
+            assert!(is_sidecar_name(name), "{name}");
         }
         assert!(
             journal_orphan(m, 0)
@@ -267,6 +298,28 @@ mod tests {
         assert_eq!(texts, [&b"first"[..], b"second", b"third"]);
         for p in &older {
             assert_eq!(std::fs::read(p).unwrap(), b"older", "{}", p.display());
+        }
+    }
+
+    #[test]
+    fn only_names_ending_in_a_sidecar_suffix_are_sidecar_names() {
+        for name in [
+            "bob.lock.1.2",
+            "bob.lock.x",
+            "bob.poplar-journal.orphan-7-2",
+            "a.deleted",
+        ] {
+            assert!(is_sidecar_name(name), "{name}");
+        }
+        for name in [
+            "bob",
+            "bob.locks",
+            "bob.lockx",
+            "lock",
+            "bob.new",
+            "bob.deleted.x",
+        ] {
+            assert!(!is_sidecar_name(name), "{name}");
         }
     }
 

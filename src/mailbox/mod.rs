@@ -27,8 +27,9 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Instant;
 
 /// A user name that is safe to put into a path: not empty, at most 255 octets, valid UTF-8,
-/// no `/`, no NUL or control bytes, not starting with `.`, and with non-empty parts around
-/// an `@` whose domain does not start with `.` either.
+/// no `/`, no NUL or control bytes, not starting with `.`, with non-empty parts around an `@`
+/// whose domain does not start with `.` either, and neither it nor its local part ending in a
+/// sidecar suffix (`files::SUFFIXES`).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct UserName(String);
 
@@ -47,6 +48,9 @@ pub enum UserNameError {
     LeadingDot,
     /// The name has an empty local part (`@example.com`).
     EmptyLocalPart,
+    /// The name (or its local part) ends in the suffix of a file poplar keeps beside an mbox,
+    /// so its mailbox would be another user's side file.
+    SidecarName,
 }
 
 impl fmt::Display for UserNameError {
@@ -58,6 +62,9 @@ impl fmt::Display for UserNameError {
             UserNameError::BadCharacter => "user name has a character not allowed in a path",
             UserNameError::LeadingDot => "user name or domain starts with a dot",
             UserNameError::EmptyLocalPart => "user name has nothing before '@'",
+            UserNameError::SidecarName => {
+                "user name ends like a file poplar keeps beside a mailbox (.lock, .deleted, ...)"
+            }
         })
     }
 }
@@ -86,6 +93,10 @@ impl UserName {
         }
         if name.domain().starts_with('.') {
             return Err(UserNameError::LeadingDot);
+        }
+        // The local part too: `%n` puts it alone at the end of a path.
+        if files::is_sidecar_name(s) || files::is_sidecar_name(name.local_part()) {
+            return Err(UserNameError::SidecarName);
         }
         Ok(name)
     }
@@ -350,6 +361,23 @@ mod tests {
         for (raw, want) in bad {
             assert_eq!(UserName::new(raw), Err(*want), "{:?}", raw);
         }
+        for raw in [
+            "alice.lock",
+            "alice.lock.123.4",
+            "alice.poplar-lock",
+            "alice.poplar-index",
+            "alice.poplar-index.tmp",
+            "alice.poplar-journal",
+            "alice.poplar-journal.new",
+            "alice.poplar-journal.orphan-77",
+            "alice.poplar-append",
+            "alice.deleted",
+            "alice.lock@example.com",
+            "alice@example.lock",
+        ] {
+            assert_eq!(UserName::new(raw.as_bytes()), Err(SidecarName), "{raw}");
+        }
+        assert!(UserName::new(b"alice.locksmith@example.com").is_ok());
         assert_eq!(UserName::new(&[b'a'; 256]), Err(TooLong));
         assert!(UserName::new(&[b'a'; 255]).is_ok());
     }

@@ -2,6 +2,7 @@
 //! its mailboxes in one directory, and logs every command (secrets masked).
 
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -41,10 +42,13 @@ impl MailStore for DevStore {
     }
 }
 
+/// Creates an empty mbox, readable by its owner only: mail is private even on a developer's
+/// machine, and `poplar deliver` creates mailboxes 0600 too.
 fn create_if_missing(path: &Path) -> io::Result<()> {
     match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(path)
     {
         Ok(_) => {
@@ -126,6 +130,17 @@ mod tests {
         let drop = store.open(&user).unwrap();
         assert!(drop.messages().is_empty());
         assert_eq!(std::fs::read(dir.path().join("carol")).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_new_dev_mailbox_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = DevMode::new(Some(dir.path().into()), false);
+        let store = DevStore::new(mode.template(), MboxOptions::default());
+        store.open(&UserName::new(b"dora").unwrap()).unwrap();
+        let meta = std::fs::metadata(dir.path().join("dora")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     }
 
     /// A dev server over a fresh directory, any password, with `tweak`s to its configuration;

@@ -169,6 +169,52 @@ fn dev_mode_lets_a_new_user_in_creates_the_mailbox_and_logs_commands_masked() {
     assert!(banner.contains(&format!("listening on {addr}")), "{banner}");
 }
 
+/// A user name for each sidecar suffix: `alice` and the suffix, with a variable part where
+/// one follows it (a dotlock's unique name, a set-aside journal).
+fn sidecar_user_names() -> Vec<String> {
+    poplar::mailbox::files::SUFFIXES
+        .iter()
+        .map(|s| {
+            let tail = if s.ends_with(['.', '-']) {
+                "4242.1"
+            } else {
+                ""
+            };
+            format!("alice{s}{tail}")
+        })
+        .collect()
+}
+
+#[test]
+fn dev_mode_refuses_user_names_that_alias_a_side_file_and_makes_private_mailboxes() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let boxes = dir.path().join("boxes");
+    let mut cmd = Command::new(POPLAR);
+    cmd.arg("--dev")
+        .arg(&boxes)
+        .args(["--listen", "127.0.0.1:0", "--auth-delay", "0"])
+        .stdout(Stdio::null());
+    let p = Proc::spawn(&mut cmd);
+    let addr = p.listening(1)[0];
+    for name in sidecar_user_names() {
+        let mut c = greeting(addr, b"").unwrap();
+        assert!(c.cmd(&format!("USER {name}")).starts_with("+OK"));
+        let reply = c.cmd("PASS poplar");
+        assert!(reply.starts_with("-ERR [AUTH]"), "{name}: {reply}");
+        assert!(!boxes.join(&name).exists(), "{name} was created");
+    }
+    // Nothing was planted: alice logs in, and her new mailbox is hers alone.
+    let mut c = greeting(addr, b"").unwrap();
+    c.login("alice", "poplar");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    let mode = std::fs::metadata(boxes.join("alice"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
 #[test]
 fn dev_mode_without_a_directory_makes_a_fresh_one_and_takes_any_password() {
     let mut cmd = Command::new(POPLAR);

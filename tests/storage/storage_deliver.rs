@@ -120,3 +120,109 @@ fn deliver_env(dir: &std::path::Path, message: &[u8], env: &[(&str, &str)]) -> i
     drop(stdin);
     child.wait().unwrap().code().unwrap_or(-1)
 }
+
+/// The From_ line `poplar deliver` wrote last in `mbox`.
+fn last_from_line(mbox: &std::path::Path) -> String {
+    let stored = std::fs::read(mbox).unwrap();
+    let text = String::from_utf8(stored).unwrap();
+    text.lines()
+        .rfind(|l| l.starts_with("From "))
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn bounces_and_any_sender_are_delivered_with_a_safe_from_line() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = mail_dir(USERS, &[]);
+    let path = dir.path().join("mail/alice");
+    let long = "x".repeat(3000);
+    let cases: &[(&[u8], &str)] = &[
+        (b"", "MAILER-DAEMON"),
+        (b"<>", "MAILER-DAEMON"),
+        (
+            "j\u{f6}rg@b\u{fc}ro.example".as_bytes(),
+            "j\\xc3\\xb6rg@b\\xc3\\xbcro.example",
+        ),
+        (b"\"john doe\"@example.com", "\"john\\x20doe\"@example.com"),
+        (b"a\tb\rc\nFrom x@y", "a\\x09b\\x0dc\\x0aFrom\\x20x@y"),
+        // Not UTF-8 at all, as an MTA may pass it on.
+        (b"\xe9t\xe9@example.com", "\\xe9t\\xe9@example.com"),
+    ];
+    for (i, (sender, shown)) in cases.iter().enumerate() {
+        let (code, err) = deliver_os(dir.path(), std::ffi::OsStr::from_bytes(sender), i);
+        assert_eq!(code, 0, "{sender:?}: {err}");
+        let line = last_from_line(&path);
+        let rest = line
+            .strip_prefix(&format!("From {shown} "))
+            .unwrap_or_else(|| panic!("{line}"));
+        assert_eq!(rest.len(), 24, "an asctime date ends the line: {line}");
+    }
+    let (code, err) = deliver_os(dir.path(), std::ffi::OsStr::new(&long), cases.len());
+    assert_eq!(code, 0, "{err}");
+    let line = last_from_line(&path);
+    assert!(
+        line.len() < 600 && line.contains("xxx... "),
+        "{}",
+        line.len()
+    );
+    // Every message is there, one each, whole.
+    let server = ServerProcess::spawn(dir.path(), &[], &[]);
+    let got = poplib_retrieve(server.addr, "alice", "pw");
+    assert_eq!(got.len(), cases.len() + 1);
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(m, format!("Subject: {i}\n\nbody\n").as_bytes());
+    }
+}
+
+/// Runs `poplar deliver -f SENDER alice` (the sender as raw octets) with message `n`.
+fn deliver_os(dir: &std::path::Path, sender: &std::ffi::OsStr, n: usize) -> (i32, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_poplar"))
+        .arg("deliver")
+        .arg("--mail")
+        .arg(format!("{}/mail/%n", dir.display()))
+        .arg("-f")
+        .arg(sender)
+        .arg("alice")
+        .env_remove("POPLAR_FAULT")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // A deliver that refuses early closes the pipe: its exit code tells.
+    let _ = stdin.write_all(format!("Subject: {n}\n\nbody\n").as_bytes());
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn deliver_refuses_user_names_that_alias_a_side_file_for_good() {
+    let dir = mail_dir(USERS, &[("alice", b"")]);
+    for s in poplar::mailbox::files::SUFFIXES {
+        let tail = if s.ends_with(['.', '-']) {
+            "4242.1"
+        } else {
+            ""
+        };
+        let name = format!("alice{s}{tail}");
+        let (code, err) = deliver(dir.path(), &name, &["-f", "a@b"], b"S: 1\n\nx\n");
+        assert_eq!(code, 67, "{name}: {err}");
+        assert!(err.contains("permanent"), "{err}");
+        assert!(!dir.path().join("mail").join(&name).exists(), "{name}");
+    }
+    // alice's mailbox took no harm: her delivery goes through at once.
+    let (code, err) = deliver(
+        dir.path(),
+        "alice",
+        &["--lock-timeout", "1"],
+        b"S: 1\n\nx\n",
+    );
+    assert_eq!(code, 0, "{err}");
+}
