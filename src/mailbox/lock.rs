@@ -140,7 +140,7 @@ pub struct SessionLock {
 impl Drop for SessionLock {
     /// Unlocks before the descriptor closes. Closing alone frees an flock only once no other
     /// descriptor shares it, and a child process forked by another thread of this process (an
-    /// embedding test suite running clients, as tests/clients.rs does) holds a copy until its
+    /// embedding test suite running clients, as tests/clients/clients.rs does) holds a copy until its
     /// exec: under load long enough for the next login to be refused `[IN-USE]`.
     fn drop(&mut self) {
         if let Err(e) = self.file.unlock() {

@@ -49,7 +49,7 @@ fn context(store: Arc<dyn MailStore>, delay: Duration) -> Context {
             auth_failure_delay: delay,
             hostname: "test.example".into(),
             // These scripts send many commands of the wrong state on purpose; the cutoff has
-            // its own tests (tests/limits.rs, and below).
+            // its own tests (tests/server/limits.rs, and below).
             max_bad_commands: u32::MAX,
             ..Settings::default()
         },

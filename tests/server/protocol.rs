@@ -55,7 +55,7 @@ fn login_when_free(server: &TestServer, user: &str, pass: &str) -> Client {
 #[test]
 fn authorization_state_commands() {
     // Every TRANSACTION command is tried before login here: more bad commands than the
-    // default cutoff allows (tests/limits.rs checks the cutoff).
+    // default cutoff allows (tests/server/limits.rs checks the cutoff).
     let s = TestServer::start_with(
         USERS,
         &[("alice", &mbox(&[M1, M2, M3])), ("bob", &mbox(&[M1]))],
