@@ -107,6 +107,7 @@ pub fn run(d: &Deliver) -> ExitCode {
         d.sender.as_deref(),
         &mut stdin,
         &d.mbox.locks,
+        d.mbox.trust,
         SystemTime::now(),
     );
     match result {

@@ -39,12 +39,24 @@ pub fn mbox_options(o: &mut Options) {
         "break a dotlock unchanged this long, with its mbox (default 300)",
         "SECS",
     );
+    o.optflag(
+        "",
+        "mbox-follow-symlinks",
+        "open a mailbox that is a symbolic link (refused by default)",
+    );
+    o.optflag(
+        "",
+        "mbox-any-owner",
+        "use mailboxes owned by other users than poplar's (refused by default)",
+    );
 }
 
 /// Reads the storage flags into `mbox`.
 pub fn mbox_flags(m: &getopts::Matches, mbox: &mut MboxOptions) -> Result<(), CliError> {
     mbox.view.unquote = m.opt_present("mbox-unquote");
     mbox.view.uidl_from_header = m.opt_present("uidl-from-header");
+    mbox.trust.follow_symlinks = m.opt_present("mbox-follow-symlinks");
+    mbox.trust.any_owner = m.opt_present("mbox-any-owner");
     if let Some(list) = m.opt_str("mbox-locks") {
         mbox.locks.order =
             LockKind::parse_list(&list).map_err(|e| CliError(format!("--mbox-locks: {e}")))?;

@@ -233,6 +233,7 @@ impl Seeder<'_> {
             None,
             input,
             &self.mbox.locks,
+            self.mbox.trust,
             SystemTime::now(),
         )
         .map_err(|e| match e {

@@ -3,7 +3,7 @@
 //! an fsync; a failure truncates away what was written.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use memchr::memchr;
 
+use super::files::{self, MailboxTrust};
 use super::lock::{LockKind, LockOptions, Opened, open_locked};
 use super::quote::Quoter;
 use super::rollback::{self, Rollback};
@@ -71,18 +72,23 @@ pub fn append(
     sender: Option<&str>,
     input: &mut dyn Read,
     locks: &LockOptions,
+    trust: MailboxTrust,
     when: SystemTime,
 ) -> Result<u64, AppendError> {
-    let open = || match OpenOptions::new()
-        .read(true)
-        .write(true)
+    let open = || match files::mailbox_file(trust)
         .create(true)
         .truncate(false)
         .mode(0o600)
         .open(path)
     {
-        Ok(f) => Ok(Some(f)),
+        Ok(f) => match files::mailbox_refusal(&f, trust)? {
+            Some(why) => Err(AppendError::Io(io::Error::other(why))),
+            None => Ok(Some(f)),
+        },
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(AppendError::NoMailbox),
+        Err(e) if files::is_refused_symlink(&e) => Err(AppendError::Io(io::Error::other(
+            "the mailbox is a symbolic link (--mbox-follow-symlinks allows it)",
+        ))),
         Err(e) => Err(e.into()),
     };
     let fcntl = locks.order.contains(&LockKind::Fcntl);
@@ -308,7 +314,15 @@ mod tests {
         let path = dir.join("box");
         std::fs::write(&path, existing).unwrap();
         let when = UNIX_EPOCH + Duration::from_secs(1_795_683_600);
-        append(&path, sender, &mut &msg[..], &LockOptions::default(), when).unwrap();
+        append(
+            &path,
+            sender,
+            &mut &msg[..],
+            &LockOptions::default(),
+            MailboxTrust::default(),
+            when,
+        )
+        .unwrap();
         std::fs::read(&path).unwrap()
     }
 
@@ -366,6 +380,36 @@ mod tests {
     }
 
     #[test]
+    fn a_symlink_at_the_mailbox_path_is_not_delivered_through_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"From x\n\nold\n").unwrap();
+        let path = dir.path().join("box");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let deliver = |trust| {
+            append(
+                &path,
+                None,
+                &mut &b"S: new\n\nnew\n"[..],
+                &LockOptions::default(),
+                trust,
+                UNIX_EPOCH,
+            )
+        };
+        assert!(matches!(
+            deliver(MailboxTrust::default()),
+            Err(AppendError::Io(_))
+        ));
+        assert_eq!(std::fs::read(&victim).unwrap(), b"From x\n\nold\n");
+        let follow = MailboxTrust {
+            follow_symlinks: true,
+            any_owner: false,
+        };
+        assert!(deliver(follow).is_ok());
+        assert!(std::fs::read(&victim).unwrap().ends_with(b"new\n\n"));
+    }
+
+    #[test]
     fn an_empty_message_is_refused_and_leaves_the_mbox_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("box");
@@ -375,6 +419,7 @@ mod tests {
             None,
             &mut &b""[..],
             &LockOptions::default(),
+            MailboxTrust::default(),
             UNIX_EPOCH,
         );
         assert!(matches!(r, Err(AppendError::Data(_))));
@@ -384,6 +429,7 @@ mod tests {
             None,
             &mut &b"x"[..],
             &LockOptions::default(),
+            MailboxTrust::default(),
             UNIX_EPOCH,
         );
         assert!(matches!(r, Err(AppendError::NoMailbox)));

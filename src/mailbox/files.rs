@@ -161,6 +161,46 @@ pub fn deleted(mbox: &Path) -> PathBuf {
     beside(mbox, DELETED)
 }
 
+/// How far poplar trusts the file at a mailbox path. Where users can write the directory (a
+/// template in their home directories), a symlink or another user's file planted at the path
+/// would have poplar serve, rewrite or deliver into a file that is not that user's mailbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MailboxTrust {
+    /// `--mbox-follow-symlinks`: open a mailbox through a symlink.
+    pub follow_symlinks: bool,
+    /// `--mbox-any-owner`: use a mailbox owned by another user than poplar's.
+    pub any_owner: bool,
+}
+
+/// How poplar opens a mailbox file itself: read and write, and no symlink followed unless
+/// `trust` allows it. The caller adds how it may be created.
+pub fn mailbox_file(trust: MailboxTrust) -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true);
+    if !trust.follow_symlinks {
+        o.custom_flags(no_follow());
+    }
+    o
+}
+
+/// Why the mailbox just opened as `file` may not be used (not a regular file, or owned by
+/// another user without `--mbox-any-owner`); `None` when it may.
+pub fn mailbox_refusal(file: &File, trust: MailboxTrust) -> io::Result<Option<&'static str>> {
+    let m = file.metadata()?;
+    Ok(if !m.is_file() {
+        Some("not a regular file")
+    } else if !trust.any_owner && m.uid() != euid() {
+        Some("owned by another user than poplar's (--mbox-any-owner allows it)")
+    } else {
+        None
+    })
+}
+
+/// Whether an open of a mailbox failed on a symlink that was not to be followed.
+pub fn is_refused_symlink(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(nix::libc::ELOOP)
+}
+
 /// The flag that makes an open fail on a symlink.
 fn no_follow() -> i32 {
     nix::libc::O_NOFOLLOW

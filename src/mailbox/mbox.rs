@@ -1,11 +1,12 @@
 //! mbox files (RFC 4155) as maildrops: opening with locks, journal replay and UID
 //! reconciliation, message reads for RETR/TOP, change detection, and commit at QUIT.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use super::files::MailboxTrust;
 use super::index::Extent;
 use super::lock::{
     LockKind, LockOptions, Opened, SessionLock, lock_for_delivery, open_locked, still_at_path,
@@ -29,6 +30,8 @@ pub struct MboxOptions {
     pub locks: LockOptions,
     /// `--dev-keep-deleted`: copy deleted messages to `<mbox>.deleted` before removing them.
     pub keep_deleted: bool,
+    /// Which files at a mailbox path are used: `--mbox-follow-symlinks`, `--mbox-any-owner`.
+    pub trust: MailboxTrust,
 }
 
 /// Mailboxes stored as mbox files at the paths a template gives.
@@ -61,7 +64,15 @@ impl MboxStore {
             return Ok(journal::Replay::Clean);
         }
         let _guard = self.locks.acquire(lock_key(&path)?)?;
-        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let file = match files::mailbox_file(self.options.trust).open(&path) {
+            Err(e) if files::is_refused_symlink(&e) => {
+                return Err(MailboxError::Unusable("a symbolic link"));
+            }
+            opened => opened?,
+        };
+        if let Some(why) = files::mailbox_refusal(&file, self.options.trust)? {
+            return Err(MailboxError::Unusable(why));
+        }
         let _locks = lock_for_delivery(&path, &file, &self.options.locks)?;
         Ok(recover_locked(&path, &file, &self.options.locks)?)
     }
@@ -117,8 +128,8 @@ fn lock_key(path: &Path) -> io::Result<PathBuf> {
 }
 
 /// Whether the first `len` bytes of `file` hold a `From ` line, or nothing but white space (a
-/// mailbox emptied by a writer that leaves a line end behind). Read in chunks, once, and only
-/// for a file in which the scan found no message.
+/// mailbox emptied by a writer that leaves a line end behind). Read in chunks up to the first
+/// `From ` line: for an mbox, its first five bytes.
 fn looks_like_mbox(file: &File, len: u64) -> io::Result<bool> {
     let mut buf = vec![0u8; FILE_CHUNK.min(len as usize)];
     let mut blank = true;
@@ -218,16 +229,21 @@ impl MboxDrop {
         let mut session = None;
         // The session lock is taken once, between the first open and the locks, and kept.
         let open = || {
-            let file = match OpenOptions::new().read(true).write(true).open(&path) {
+            let file = match files::mailbox_file(options.trust).open(&path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
                     return Err(MailboxError::Unusable("a directory, not an mbox file"));
                 }
+                Err(e) if files::is_refused_symlink(&e) => {
+                    return Err(MailboxError::Unusable(
+                        "a symbolic link (--mbox-follow-symlinks allows it)",
+                    ));
+                }
                 Err(e) => return Err(e.into()),
             };
-            if !file.metadata()?.is_file() {
-                return Err(MailboxError::Unusable("not a regular file"));
+            if let Some(why) = files::mailbox_refusal(&file, options.trust)? {
+                return Err(MailboxError::Unusable(why));
             }
             if session.is_none() {
                 session = Some(SessionLock::acquire(&path)?);
@@ -236,12 +252,14 @@ impl MboxDrop {
         };
         let locked = |file: &File| {
             recover_locked(&path, file, &options.locks)?;
-            let view = uid::reconcile(&path, file, options.view)?;
             // Served as empty, a file that is no mbox at all would hide from its owner that
-            // the server reads the wrong file (or that something overwrote the mailbox).
-            if view.infos.is_empty() && view.len > 0 && !looks_like_mbox(file, view.len)? {
+            // the server reads the wrong file. Checked before poplar first indexes a file:
+            // once it has (the index exists), a mailbox whose messages were all deleted may
+            // keep text that stood before its first From_ line, and is still a mailbox.
+            if !files::index(&path).exists() && !looks_like_mbox(file, file.metadata()?.len())? {
                 return Err(MailboxError::Unusable("no From_ line: not an mbox file"));
             }
+            let view = uid::reconcile(&path, file, options.view)?;
             log::debug!(
                 "{}: {} messages, {} of {} bytes read",
                 path.display(),

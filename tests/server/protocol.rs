@@ -470,7 +470,11 @@ fn a_mailbox_rewritten_by_another_program_is_left_alone() {
 
 #[test]
 fn a_mailbox_reached_through_a_symlink_is_the_same_mailbox() {
-    let s = server();
+    let s = TestServer::start_with(
+        USERS,
+        &[("alice", &mbox(&[M1, M2, M3])), ("bob", &mbox(&[M1]))],
+        |c| c.mbox.trust.follow_symlinks = true,
+    );
     std::fs::remove_file(s.mbox("bob")).unwrap();
     std::os::unix::fs::symlink(s.mbox("alice"), s.mbox("bob")).unwrap();
     let mut alice = s.connect();
@@ -485,4 +489,38 @@ fn a_mailbox_reached_through_a_symlink_is_the_same_mailbox() {
     let mut bob = login_when_free(&s, "bob", "hunter2");
     assert_eq!(bob.cmd("STAT"), "+OK 3 87");
     assert_eq!(bob.cmd("QUIT"), "+OK bye, 3 messages left");
+}
+
+#[test]
+fn a_symlinked_mailbox_or_one_of_another_user_is_refused_unless_allowed() {
+    use std::os::unix::fs::MetadataExt;
+    let s = server();
+    std::fs::remove_file(s.mbox("bob")).unwrap();
+    std::os::unix::fs::symlink(s.mbox("alice"), s.mbox("bob")).unwrap();
+    let mut bob = s.connect();
+    bob.cmd("USER bob");
+    assert_eq!(
+        bob.cmd("PASS hunter2"),
+        "-ERR [SYS/PERM] mailbox unusable (a symbolic link (--mbox-follow-symlinks allows it))"
+    );
+    // A file another user owns (chown needs root, as the test suite runs in CI).
+    let ours = std::fs::metadata(s.mbox("alice")).unwrap().uid();
+    if std::os::unix::fs::chown(s.mbox("alice"), Some(ours + 1), None).is_err() {
+        eprintln!("skipped the owner half: cannot chown here");
+        return;
+    }
+    let mut alice = s.connect();
+    alice.cmd("USER alice");
+    assert!(
+        alice
+            .cmd("PASS secret")
+            .starts_with("-ERR [SYS/PERM] mailbox unusable (owned by another"),
+    );
+    let lenient = TestServer::start_with(USERS, &[("alice", &mbox(&[M1]))], |c| {
+        c.mbox.trust.any_owner = true
+    });
+    std::os::unix::fs::chown(lenient.mbox("alice"), Some(ours + 1), None).unwrap();
+    let mut alice = lenient.connect();
+    alice.login("alice", "secret");
+    assert_eq!(alice.cmd("STAT"), "+OK 1 28");
 }
