@@ -179,3 +179,52 @@ fn x_uidl_headers_still_win_when_asked_for_in_a_dovecot_mailbox() {
         ["1 000000016b12f0c5", "2 qpopper-2", "3 000000036b12f0c5"]
     );
 }
+
+/// `poplar check --mail DIR/%n alice`: exit code and report.
+fn check(dir: &std::path::Path) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_poplar"))
+        .args(["check", "--mail"])
+        .arg(format!("{}/%n", dir.display()))
+        .arg("alice")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+    )
+}
+
+#[test]
+fn check_names_the_dialect_and_the_uidls_clients_will_get() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("alice"), PSEUDO).unwrap();
+    let (code, out) = check(dir.path());
+    assert_eq!(code, 0, "{out}");
+    for want in [
+        "messages  2 (89 octets as sent)",
+        "message   1  offset 524  size 55  uid 000000046b12f0c5",
+        "message   2  offset 737  size 34  uid 000000056b12f0c5",
+        "dialect   mboxcl2: Content-Length on 2 of 2 messages, as Dovecot, UW-IMAP and Solaris \
+         mail write (1 body 'From ' line kept inside its message)",
+        "folder    IMAP UIDVALIDITY 1796403397, last UID 5; folder-internal pseudo-message kept, \
+         never served",
+        "uidls     Dovecot's (X-UID, UIDVALIDITY: %08Xu%08Xv) for all 2",
+        "result    ok",
+    ] {
+        assert!(out.contains(want), "{want:?} in\n{out}");
+    }
+    std::fs::write(
+        dir.path().join("alice"),
+        crate::common::mbox(&[b"Subject: a\n\nx\n"]),
+    )
+    .unwrap();
+    let (_, out) = check(dir.path());
+    assert!(
+        out.contains("dialect   mboxo/mboxrd: no Content-Length"),
+        "{out}"
+    );
+    assert!(
+        out.contains("uidls     poplar's own (24 hex digits)"),
+        "{out}"
+    );
+}
