@@ -73,6 +73,12 @@ pub const SPLIT_SCAN_SEARCH: u64 = 4 * 1024 * 1024;
 /// a bound on work for a hostile one.
 pub const MAX_UID_HEADER_BYTES: usize = 64 * 1024;
 
+/// Octets of each header line the scanner keeps however long the headers are: enough for the
+/// name of any bookkeeping header (`Content-Length:`, `X-IMAPbase:`, ...) and its numbers, and
+/// for the pseudo-message's subject, so a message with huge headers is framed and sized like
+/// any other.
+pub const HEADER_PEEK: usize = 80;
+
 /// Longest failed-login delay: failures from one address double the delay up to this
 /// (unless `--auth-delay` itself is longer).
 pub const MAX_AUTH_FAILURE_DELAY: Duration = Duration::from_secs(15);

@@ -136,6 +136,54 @@ pub fn render(r: &Report, options: &MboxOptions) -> (String, usize) {
             n => format!("{n} of {} messages in the UID index", r.messages.len()),
         },
     );
+    let d = &r.dialect;
+    line(
+        "dialect",
+        if d.length_framed > 0 {
+            format!(
+                "mboxcl2: Content-Length on {} of {} messages, as Dovecot, UW-IMAP and Solaris mail \
+                 write ({} kept inside {})",
+                d.length_framed,
+                r.messages.len(),
+                crate::plural::plural(d.unsplit, "body 'From ' line"),
+                if d.unsplit == 1 {
+                    "its message"
+                } else {
+                    "their messages"
+                }
+            )
+        } else {
+            "mboxo/mboxrd: no Content-Length, body 'From ' lines quoted, as Postfix, procmail \
+             and Exim write"
+                .into()
+        },
+    );
+    if let Some(f) = d.folder {
+        line(
+            "folder",
+            format!(
+                "IMAP UIDVALIDITY {}, last UID {}{}",
+                f.validity,
+                f.last,
+                if d.internal {
+                    "; folder-internal pseudo-message kept, never served"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
+    let own = r.messages.len() - d.imap_uidls;
+    line(
+        "uidls",
+        match (d.imap_uidls, own) {
+            (0, _) => "poplar's own (24 hex digits)".into(),
+            (n, 0) => format!("Dovecot's (X-UID, UIDVALIDITY: %08Xu%08Xv) for all {n}"),
+            (n, m) => {
+                format!("Dovecot's (X-UID, UIDVALIDITY: %08Xu%08Xv) for {n}, poplar's own for {m}")
+            }
+        },
+    );
     line(
         "quoting",
         match r.quoted_lines {

@@ -1,6 +1,9 @@
 //! The UPDATE state on an mbox: plan the deletions as a journal (kept messages after the
 //! first deleted one, then mail appended since login, then their index records), and apply it
-//! in place through the journal's replay, retried while the locks are held.
+//! in place through the journal's replay, retried while the locks are held. Whatever precedes
+//! the first message (the folder-internal pseudo-message) is never touched, and the folder's
+//! `X-IMAPbase:` moves to the new first message when its carrier is deleted, as Dovecot and
+//! UW-IMAP move it.
 
 use std::fs::File;
 use std::io;
@@ -10,6 +13,7 @@ use std::path::Path;
 use super::files::{self, open_index};
 use super::index::{self, Extent, Header};
 use super::journal::{self, Head, JournalWriter, Replay};
+use super::scan::find_header;
 use super::{CommitSummary, MailboxError, fault};
 use crate::limits::{APPLY_ATTEMPTS, APPLY_RETRY_PAUSE};
 
@@ -182,8 +186,18 @@ impl Plan<'_> {
             }
         }
         let region_start = self.extents[self.first].start;
+        let carried = self.carried_base()?;
+        let carrier = carried.as_ref().and_then(|_| self.kept().next());
         for i in self.kept() {
-            w.copy_from(self.file, self.extents[i].start, self.next_start(i))?;
+            let e = self.extents[i];
+            match carried.as_ref().filter(|_| Some(i) == carrier) {
+                Some(base) => {
+                    w.copy_from(self.file, e.start, e.data)?;
+                    w.copy_from(self.file, base.start, base.end)?;
+                    w.copy_from(self.file, e.data, self.next_start(i))?;
+                }
+                None => w.copy_from(self.file, e.start, self.next_start(i))?,
+            }
         }
         let covered = region_start + w.payload_len();
         w.copy_from(self.file, self.scanned, self.current)?;
@@ -216,8 +230,15 @@ impl Plan<'_> {
                 .filter(|r| r.extent == self.extents[i])
                 .ok_or_else(|| io::Error::other("UID index does not match the mailbox"))?;
             if self.kept_at(i) {
-                w.write(&r.moved_to(at).encode())?;
-                at += self.next_start(i) - self.extents[i].start;
+                // The moved `X-IMAPbase:` is bookkeeping: the message's size and digest stay.
+                let grown = match (&carried, carrier) {
+                    (Some(base), Some(c)) if c == i => base.end - base.start,
+                    _ => 0,
+                };
+                let mut moved = r.moved_to(at);
+                moved.extent.end += grown;
+                w.write(&moved.encode())?;
+                at += self.next_start(i) - self.extents[i].start + grown;
             }
         }
         Ok(Head {
@@ -232,6 +253,17 @@ impl Plan<'_> {
             payload_sum: [0; 16],
             truncated: false,
         })
+    }
+
+    /// The folder's `X-IMAPbase:` header when the message that carries it (the first in the
+    /// file) is deleted: an IMAP server sharing the file would otherwise renumber every
+    /// message. `None` when it stays where it is.
+    fn carried_base(&self) -> io::Result<Option<std::ops::Range<u64>>> {
+        let e = self.extents[0];
+        if self.first != 0 || e.start != 0 {
+            return Ok(None);
+        }
+        find_header(self.file, e.data, e.end, b"x-imapbase:")
     }
 
     fn kept_at(&self, i: usize) -> bool {

@@ -5,8 +5,9 @@
 //! and inode, the bytes of the mbox the records cover, a checksum of the covered bytes just
 //! before that boundary, the mbox mtime (seconds, nanoseconds) when known (0, 0 if not), and
 //! the XXH3-64 of all that. Record (160 octets): From_ offset, data offset, end offset, size
-//! as stored, size unquoted, digest (16), serial, `X-UIDL` length and value (70), padding, the
-//! XXH3-64 of the rest. Records are in file order, so
+//! as stored, size unquoted, digest (16), serial, `X-UIDL` length and value (70), a flag
+//! byte (1: the message shows an IMAP UID), its `X-UID` and the folder's UIDVALIDITY (u32
+//! each), padding, the XXH3-64 of the rest. Records are in file order, so
 //! record `i` is message `i + 1`, and a commit rewrites only the records from the first
 //! deleted message on.
 //!
@@ -14,7 +15,9 @@
 //! ours, mode 0600, and not believed when another user owns it), so a fast non-cryptographic
 //! hash does: XXH3 checks a record in a few nanoseconds, where MD5 took most of a repeat
 //! login. Format 01 used MD5; its magic no longer matches, so such an index is rebuilt (with
-//! a new epoch: every UID changes once), never misread.
+//! a new epoch: every UID changes once), never misread. Format 02 had no IMAP UIDs and counted
+//! bookkeeping headers and the pseudo-message: its records are never trusted, but its epoch
+//! and serials are, so the rebuild that follows keeps every UID it showed.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -32,7 +35,9 @@ pub const HEADER_LEN: u64 = 80;
 pub const RECORD_LEN: u64 = 160;
 /// Octets before the covered boundary whose checksum the header keeps.
 pub const BOUNDARY_SPAN: u64 = 4096;
-const MAGIC: &[u8; 8] = b"PLRIDX02";
+const MAGIC: &[u8; 8] = b"PLRIDX03";
+/// The previous format: read for its epoch and serials only.
+const MAGIC_02: &[u8; 8] = b"PLRIDX02";
 const UID_CAP: usize = 70;
 
 /// Where one message lies in the mbox.
@@ -63,6 +68,9 @@ pub struct Header {
     pub boundary: [u8; 8],
     /// The mbox's mtime when `covered` was its length, or (0, 0) when not known.
     pub mtime: (i64, i64),
+    /// The records are of this format; `false` for format 02, whose records are good only
+    /// for their digests and serials.
+    pub current: bool,
 }
 
 /// One message in the index.
@@ -80,6 +88,18 @@ pub struct Record {
     pub serial: u64,
     /// A well-formed `X-UIDL:` value from its headers.
     pub header_uid: Option<String>,
+    /// The IMAP UID the message shows as its UIDL (Dovecot's `%08Xu%08Xv`), fixed when the
+    /// message was first indexed.
+    pub imap: Option<ImapUid>,
+}
+
+/// A message's UID in an IMAP server's numbering of the same mbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImapUid {
+    /// Its `X-UID:`.
+    pub uid: u32,
+    /// The folder's UIDVALIDITY when the message was first indexed.
+    pub validity: u32,
 }
 
 fn checksum(bytes: &[u8]) -> [u8; 8] {
@@ -117,7 +137,10 @@ impl Header {
 
     /// Decodes a header; `None` if it is not one or its checksum fails.
     pub fn decode(b: &[u8]) -> Option<Header> {
-        if b.len() < HEADER_LEN as usize || &b[..8] != MAGIC || checksum(&b[..72]) != b[72..80] {
+        if b.len() < HEADER_LEN as usize
+            || (&b[..8] != MAGIC && &b[..8] != MAGIC_02)
+            || checksum(&b[..72]) != b[72..80]
+        {
             return None;
         }
         Some(Header {
@@ -128,6 +151,7 @@ impl Header {
             covered: u64_at(b, 40),
             boundary: b[48..56].try_into().expect("8 bytes"),
             mtime: (u64_at(b, 56) as i64, u64_at(b, 64) as i64),
+            current: &b[..8] == MAGIC,
         })
     }
 }
@@ -148,6 +172,11 @@ impl Record {
         if let Some(u) = self.header_uid.as_deref().filter(|u| u.len() <= UID_CAP) {
             b[64] = u.len() as u8;
             b[65..65 + u.len()].copy_from_slice(u.as_bytes());
+        }
+        if let Some(i) = self.imap {
+            b[135] = 1;
+            b[136..140].copy_from_slice(&i.uid.to_le_bytes());
+            b[140..144].copy_from_slice(&i.validity.to_le_bytes());
         }
         let sum = checksum(&b[..152]);
         b[152..].copy_from_slice(&sum);
@@ -175,6 +204,10 @@ impl Record {
             digest: b[40..56].try_into().expect("16 bytes"),
             serial: u64_at(b, 56),
             header_uid: (ulen > 0).then(|| String::from_utf8_lossy(&b[65..65 + ulen]).into()),
+            imap: (b[135] == 1).then(|| ImapUid {
+                uid: u32::from_le_bytes(b[136..140].try_into().expect("4 bytes")),
+                validity: u32::from_le_bytes(b[140..144].try_into().expect("4 bytes")),
+            }),
         })
     }
 
@@ -242,6 +275,7 @@ pub fn write_header(
         } else {
             (0, 0)
         },
+        current: true,
     };
     index.write_all_at(&h.encode(), 0)
 }
@@ -373,6 +407,7 @@ mod tests {
             digest: [7; 16],
             serial,
             header_uid: uid.map(str::to_owned),
+            imap: None,
         }
     }
 
@@ -386,18 +421,50 @@ mod tests {
             covered: 300,
             boundary: [5; 8],
             mtime: (1_700_000_000, 12),
+            current: true,
         };
         let mut b = h.encode();
         assert_eq!(Header::decode(&b), Some(h));
         b[30] ^= 1;
         assert_eq!(Header::decode(&b), None);
-        for r in [record(0, 1, None), record(200, 2, Some("qpopper-uid.1"))] {
+        let mut dovecot = record(400, 3, None);
+        dovecot.imap = Some(ImapUid {
+            uid: 77,
+            validity: 0x6b12_ed6b,
+        });
+        for r in [
+            record(0, 1, None),
+            record(200, 2, Some("qpopper-uid.1")),
+            dovecot,
+        ] {
             let mut b = r.encode();
             assert_eq!(Record::decode(&b).as_ref(), Some(&r));
             b[100] ^= 0x80;
             assert_eq!(Record::decode(&b), None);
         }
         assert_eq!(Record::decode(&[0; RECORD_LEN as usize]), None);
+    }
+
+    #[test]
+    fn a_format_02_header_is_read_but_its_records_are_not_current() {
+        let h = Header {
+            epoch: 0xabc,
+            next_serial: 9,
+            dev: 1,
+            ino: 2,
+            covered: 300,
+            boundary: [5; 8],
+            mtime: (0, 0),
+            current: true,
+        };
+        let mut b = h.encode();
+        b[..8].copy_from_slice(MAGIC_02);
+        let sum = checksum(&b[..72]);
+        b[72..].copy_from_slice(&sum);
+        let old = Header::decode(&b).unwrap();
+        assert_eq!((old.epoch, old.next_serial, old.current), (0xabc, 9, false));
+        // Written again, it is of the current format.
+        assert!(Header::decode(&old.encode()).unwrap().current);
     }
 
     #[test]

@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use memchr::memchr;
 use nix::unistd::{AccessFlags, access};
 
-use super::index::{self, Extent};
+use super::index::{self, Extent, ImapUid};
 use super::lock::{LockKind, read_dotlock, stale};
 use super::mbox::MboxOptions;
 use super::rollback::{self, Pending};
+use super::scan::ImapBase;
 use super::{Uid, files, journal, scan};
 use crate::limits::{DOTLOCK_SHOWN, FILE_CHUNK, MAX_FROM_LINE_CHECKED};
 
@@ -70,6 +71,21 @@ pub enum Garbled {
     BadDate(usize, String),
 }
 
+/// Which kind of mbox the file is, as far as its messages tell.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dialect {
+    /// Messages with a `Content-Length:` header (mboxcl/mboxcl2: Dovecot, UW-IMAP, Solaris).
+    pub length_framed: usize,
+    /// Body `From ` lines a Content-Length that holds kept inside their message.
+    pub unsplit: u64,
+    /// The folder-internal pseudo-message starts the file (kept, never served).
+    pub internal: bool,
+    /// The folder's IMAP UID state (`X-IMAPbase:` or the pseudo-message's `X-IMAP:`).
+    pub folder: Option<ImapBase>,
+    /// Messages whose UIDL is an IMAP server's (Dovecot's `%08Xu%08Xv`).
+    pub imap_uidls: usize,
+}
+
 /// Everything `poplar check` reports about one mailbox.
 #[derive(Debug)]
 pub struct Report {
@@ -81,6 +97,8 @@ pub struct Report {
     pub messages: Vec<Message>,
     /// `>From ` lines (one or more `>`), which `--mbox-unquote` sends with one `>` fewer.
     pub quoted_lines: u64,
+    /// The mbox dialect and the UIDL scheme its messages get.
+    pub dialect: Dialect,
     /// Whether the UID index exists and matches some messages.
     pub indexed: usize,
     /// The dotlock.
@@ -119,6 +137,7 @@ pub fn inspect(path: &Path, options: &MboxOptions) -> io::Result<Report> {
         file: None,
         messages: Vec::new(),
         quoted_lines: 0,
+        dialect: Dialect::default(),
         indexed: 0,
         dotlock: dotlock(path, options)?,
         journal: journal_state(path)?,
@@ -148,19 +167,48 @@ pub fn inspect(path: &Path, options: &MboxOptions) -> io::Result<Report> {
     });
     let mut serials = index_serials(path)?;
     let mut header_values = Vec::new();
+    let mut last_imap = 0;
     let len = scan::scan(&file, 0, |f| {
+        let d = &mut report.dialect;
+        if f.start == 0 {
+            d.folder = f.imap_base;
+            d.internal = f.internal;
+        }
+        if f.internal {
+            return Ok(());
+        }
+        d.length_framed += usize::from(f.content_length);
+        d.unsplit += f.unsplit;
         report.quoted_lines += f.size - f.unquoted_size;
-        let uid = serials.as_mut().and_then(|(epoch, s)| {
-            let serial = s.get_mut(&f.digest)?.pop_front()?;
-            Some(
+        let indexed = serials.as_mut().and_then(|(epoch, s)| {
+            let (serial, imap) = s.get_mut(&f.digest)?.pop_front()?;
+            Some(imap.map_or(
                 Uid::Serial {
                     epoch: *epoch,
                     serial,
-                }
-                .to_string(),
-            )
+                },
+                |i| Uid::Imap {
+                    uid: i.uid,
+                    validity: i.validity,
+                },
+            ))
         });
-        report.indexed += usize::from(uid.is_some());
+        report.indexed += usize::from(indexed.is_some());
+        // Not indexed yet: the IMAP UID the next login gives it, as `uid::reconcile` would.
+        let uid = indexed.or_else(|| {
+            let folder = d.folder?;
+            let uid = f.imap_uid?;
+            let in_order = uid > last_imap && (folder.last == 0 || uid <= folder.last);
+            in_order.then_some(Uid::Imap {
+                uid,
+                validity: folder.validity,
+            })
+        });
+        if let Some(Uid::Imap { uid, .. }) = uid {
+            last_imap = last_imap.max(uid);
+            d.imap_uidls += 1;
+        }
+        let uid = uid.map(|u| u.to_string());
         if options.view.uidl_from_header {
             header_values.push(f.header_uid.clone());
         }
@@ -180,7 +228,7 @@ pub fn inspect(path: &Path, options: &MboxOptions) -> io::Result<Report> {
         Ok(())
     })?;
     header_uids(&mut report.messages, header_values);
-    report.garbled = garbled(&file, len, &report.messages)?;
+    report.garbled = garbled(&file, len, &report.messages, report.dialect.internal)?;
     Ok(report)
 }
 
@@ -201,8 +249,9 @@ fn header_uids(messages: &mut [Message], found: Vec<Option<String>>) {
     }
 }
 
-/// The index's serials by message digest, in order (as a login's rebuild matches them).
-type Serials = (u64, HashMap<[u8; 16], VecDeque<u64>>);
+/// The index's serials (and IMAP UIDs) by message digest, in order (as a login's rebuild
+/// matches them).
+type Serials = (u64, HashMap<[u8; 16], VecDeque<(u64, Option<ImapUid>)>>);
 
 fn index_serials(mbox: &Path) -> io::Result<Option<Serials>> {
     let index = match files::read_only(&files::index(mbox)) {
@@ -213,10 +262,13 @@ fn index_serials(mbox: &Path) -> io::Result<Option<Serials>> {
     let Some(h) = index::read_header(&index)? else {
         return Ok(None);
     };
-    let mut serials: HashMap<[u8; 16], VecDeque<u64>> = HashMap::new();
+    let mut serials: HashMap<[u8; 16], VecDeque<(u64, Option<ImapUid>)>> = HashMap::new();
     for r in index::records(&index, 0) {
         if let Some(r) = r? {
-            serials.entry(r.digest).or_default().push_back(r.serial);
+            serials
+                .entry(r.digest)
+                .or_default()
+                .push_back((r.serial, r.imap));
         }
     }
     Ok(Some((h.epoch, serials)))
@@ -311,10 +363,17 @@ fn access_problems(mbox: &Path, options: &MboxOptions) -> Vec<String> {
     problems
 }
 
-fn garbled(file: &File, len: u64, messages: &[Message]) -> io::Result<Vec<Garbled>> {
+/// What is wrong in the file's bytes; `internal` says the pseudo-message starts it (text
+/// before the first message, but no preamble).
+fn garbled(
+    file: &File,
+    len: u64,
+    messages: &[Message],
+    internal: bool,
+) -> io::Result<Vec<Garbled>> {
     let mut found = Vec::new();
     let first = messages.first().map_or(len, |m| m.extent.start);
-    if first > 0 {
+    if first > 0 && !internal {
         found.push(Garbled::Preamble(first));
     }
     let (mut count, mut first_nul) = (0, 0);

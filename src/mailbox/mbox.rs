@@ -7,6 +7,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::files::MailboxTrust;
+use super::hide::HideBookkeeping;
 use super::index::Extent;
 use super::lock::{
     LockKind, LockOptions, Opened, SessionLock, lock_for_delivery, open_locked, still_at_path,
@@ -317,7 +318,8 @@ impl Maildrop for MboxDrop {
         if &from != b"From " {
             return Err(MailboxError::Changed);
         }
-        let range = RangeReader::new(file, ext.data, ext.end);
+        // Bookkeeping headers go before the unquoting, as the scan sized them.
+        let range = HideBookkeeping::new(RangeReader::new(file, ext.data, ext.end));
         Ok(if self.options.view.unquote {
             Box::new(Unquote::new(range))
         } else {

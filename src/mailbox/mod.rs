@@ -5,6 +5,7 @@ pub mod append;
 pub mod commit;
 pub mod fault;
 pub mod files;
+pub mod hide;
 pub mod index;
 pub mod inspect;
 pub mod journal;
@@ -151,6 +152,15 @@ pub enum Uid {
         /// The message's serial, never reused within the epoch.
         serial: u64,
     },
+    /// An IMAP server's: the message's `X-UID` and the folder's UIDVALIDITY, shown as 8 + 8
+    /// lowercase hex digits, as Dovecot's POP3 server shows them by default
+    /// (`pop3_uidl_format = %08Xu%08Xv`).
+    Imap {
+        /// The message's `X-UID`.
+        uid: u32,
+        /// The folder's UIDVALIDITY.
+        validity: u32,
+    },
     /// Any other: an `X-UIDL:` header's value, or a test store's digest.
     Text(String),
 }
@@ -162,6 +172,7 @@ impl fmt::Display for Uid {
             Uid::Serial { epoch, serial } => {
                 write!(f, "{:012x}{:012x}", epoch & LOW_48, serial & LOW_48)
             }
+            Uid::Imap { uid, validity } => write!(f, "{uid:08x}{validity:08x}"),
             Uid::Text(s) => f.write_str(s),
         }
     }
@@ -433,6 +444,12 @@ mod tests {
             "0abc000000010000000000ff"
         );
         assert_eq!(Uid::Text("whatever-1".into()).to_string(), "whatever-1");
+        // Dovecot's POP3 server showed this for X-UID 1 in a folder of UIDVALIDITY 1796402539.
+        let imap = Uid::Imap {
+            uid: 1,
+            validity: 1_796_402_539,
+        };
+        assert_eq!(imap.to_string(), "000000016b12ed6b");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! UIDs at login: reconcile the sidecar index with the mbox (trusting it only when the file
-//! is provably the same or only grown), give new messages new serials, persist, and build the
-//! session's view.
+//! is provably the same or only grown), give new messages new serials (and, in a folder an
+//! IMAP server numbered, the IMAP UID it gave them), persist, and build the session's view.
+//! The folder-internal pseudo-message is not a message here: no record, no number.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
@@ -9,8 +10,8 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
 use super::files::{self, create_fresh, ours};
-use super::index::{self, Extent, Header, Record, RecordWriter, write_header};
-use super::scan::{self, Found};
+use super::index::{self, Extent, Header, ImapUid, Record, RecordWriter, write_header};
+use super::scan::{self, Found, ImapBase};
 use super::{MessageInfo, Uid};
 
 /// How messages are presented to sessions.
@@ -40,9 +41,38 @@ struct Builder {
     epoch: u64,
     view: View,
     header_uids: Vec<(usize, String)>,
+    /// The folder's IMAP UID state: from the first message's `X-IMAPbase:` (or the
+    /// pseudo-message's `X-IMAP:`) on a whole scan; from the records on a partial one.
+    folder: Option<ImapBase>,
+    /// The highest IMAP UID shown so far: a new one must be higher, as Dovecot requires.
+    last_imap: u32,
 }
 
 impl Builder {
+    fn new(opts: ViewOptions, epoch: u64) -> Builder {
+        Builder {
+            opts,
+            epoch,
+            view: View::default(),
+            header_uids: Vec::new(),
+            folder: None,
+            last_imap: 0,
+        }
+    }
+
+    /// The IMAP UID a message seen for the first time shows: its `X-UID` in a folder with a
+    /// UIDVALIDITY, if it is higher than every one before it and not past the folder's last
+    /// (a header that came in with the mail, or a copy, gets poplar's own UID instead).
+    fn new_imap(&self, f: &Found) -> Option<ImapUid> {
+        let folder = self.folder?;
+        let uid = f.imap_uid?;
+        let in_order = uid > self.last_imap && (folder.last == 0 || uid <= folder.last);
+        in_order.then_some(ImapUid {
+            uid,
+            validity: folder.validity,
+        })
+    }
+
     fn push(&mut self, r: &Record) {
         let size = if self.opts.unquote {
             r.unquoted_size
@@ -52,14 +82,27 @@ impl Builder {
         if let Some(u) = r.header_uid.as_ref().filter(|_| self.opts.uidl_from_header) {
             self.header_uids.push((self.view.infos.len(), u.clone()));
         }
-        self.view.extents.push(r.extent);
-        self.view.infos.push(MessageInfo {
-            size,
-            uid: Uid::Serial {
+        let uid = match r.imap {
+            Some(i) => {
+                self.last_imap = self.last_imap.max(i.uid);
+                if self.folder.is_none() {
+                    self.folder = Some(ImapBase {
+                        validity: i.validity,
+                        last: 0,
+                    });
+                }
+                Uid::Imap {
+                    uid: i.uid,
+                    validity: i.validity,
+                }
+            }
+            None => Uid::Serial {
                 epoch: self.epoch,
                 serial: r.serial,
             },
-        });
+        };
+        self.view.extents.push(r.extent);
+        self.view.infos.push(MessageInfo { size, uid });
     }
 
     /// Puts header UIDs in place where they are unique among all UIDs of the mailbox.
@@ -86,29 +129,36 @@ impl Builder {
     }
 }
 
-/// Scans `file` from `from`; each message gets the serial `known` has for it, or else the next
-/// new one (`next`, which grows), and goes into the view and the index. Returns where the scan
-/// stopped.
+/// Scans `file` from `from`; each message gets the serial (and IMAP UID) `known` has for it,
+/// or else the next new one (`next`, which grows) and the IMAP UID its headers give, and goes
+/// into the view and the index. Returns where the scan stopped.
 fn scan_records(
     file: &File,
     from: u64,
     b: &mut Builder,
     w: &mut RecordWriter,
     next: &mut u64,
-    mut known: impl FnMut(&Found) -> Option<u64>,
+    mut known: impl FnMut(&Found) -> Option<(u64, Option<ImapUid>)>,
 ) -> io::Result<u64> {
     scan::scan(file, from, |f| {
-        let serial = known(&f).unwrap_or_else(|| {
+        if f.start == 0 {
+            // Only the first message of the file holds the folder's UID state.
+            b.folder = f.imap_base;
+        }
+        if f.internal {
+            return Ok(());
+        }
+        let (serial, imap) = known(&f).unwrap_or_else(|| {
             *next += 1;
-            *next - 1
+            (*next - 1, b.new_imap(&f))
         });
-        let r = record(f, serial);
+        let r = record(f, serial, imap);
         b.push(&r);
         w.push(&r)
     })
 }
 
-fn record(f: Found, serial: u64) -> Record {
+fn record(f: Found, serial: u64, imap: Option<ImapUid>) -> Record {
     Record {
         extent: Extent {
             start: f.start,
@@ -120,6 +170,7 @@ fn record(f: Found, serial: u64) -> Record {
         digest: f.digest,
         serial,
         header_uid: f.header_uid,
+        imap,
     }
 }
 
@@ -147,7 +198,8 @@ pub fn reconcile(mbox: &Path, file: &File, opts: ViewOptions) -> io::Result<View
 }
 
 fn trusted(h: &Header, meta: &std::fs::Metadata, file: &File) -> io::Result<bool> {
-    let same = (h.dev, h.ino) == (meta.dev(), meta.ino())
+    let same = h.current
+        && (h.dev, h.ino) == (meta.dev(), meta.ino())
         && meta.len() >= h.covered
         && (meta.len() > h.covered || h.mtime == (meta.mtime(), meta.mtime_nsec()));
     Ok(same && index::boundary_hash(h.covered, |b, o| file.read_exact_at(b, o))? == h.boundary)
@@ -156,12 +208,7 @@ fn trusted(h: &Header, meta: &std::fs::Metadata, file: &File) -> io::Result<bool
 /// The fast path: indexed messages as recorded, only the rest scanned. `None` if a record
 /// does not check out.
 fn grow(index: &File, h: &Header, file: &File, opts: ViewOptions) -> io::Result<Option<View>> {
-    let mut b = Builder {
-        opts,
-        epoch: h.epoch,
-        view: View::default(),
-        header_uids: Vec::new(),
-    };
+    let mut b = Builder::new(opts, h.epoch);
     let mut last: Option<Record> = None;
     for r in index::records(index, 0) {
         let Some(r) = r? else { return Ok(None) };
@@ -189,7 +236,7 @@ fn grow(index: &File, h: &Header, file: &File, opts: ViewOptions) -> io::Result<
         b.push(&last);
         (h.covered, None)
     } else {
-        (last.extent.start, Some(last.serial))
+        (last.extent.start, Some((last.serial, last.imap)))
     };
     let first_new = b.view.extents.len() as u64;
     let mut next = h.next_serial;
@@ -216,23 +263,21 @@ fn rebuild(mbox: &Path, old: Option<&File>, file: &File, opts: ViewOptions) -> i
         Some(h) => (h.epoch, h.next_serial.max(1)),
         None => (index::new_epoch(mbox), 1),
     };
-    let mut serials: HashMap<[u8; 16], VecDeque<u64>> = HashMap::new();
+    let mut serials: HashMap<[u8; 16], VecDeque<(u64, Option<ImapUid>)>> = HashMap::new();
     if let (Some(old), Some(_)) = (old, &header) {
         for r in index::records(old, 0) {
             if let Some(r) = r? {
                 next = next.max(r.serial + 1);
-                serials.entry(r.digest).or_default().push_back(r.serial);
+                serials
+                    .entry(r.digest)
+                    .or_default()
+                    .push_back((r.serial, r.imap));
             }
         }
     }
     let tmp_path = files::index_tmp(mbox);
     let tmp = create_fresh(&tmp_path)?;
-    let mut b = Builder {
-        opts,
-        epoch,
-        view: View::default(),
-        header_uids: Vec::new(),
-    };
+    let mut b = Builder::new(opts, epoch);
     let mut w = RecordWriter::new(&tmp, 0);
     let len = scan_records(file, 0, &mut b, &mut w, &mut next, |f| {
         serials.get_mut(&f.digest).and_then(VecDeque::pop_front)

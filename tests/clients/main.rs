@@ -1,7 +1,8 @@
 //! Other software against poplar, one test binary: Python's poplib, curl, fetchmail and
 //! getmail as clients; password hashes made by mkpasswd, openssl, Python's crypt and
-//! doveadm; the docs checked against `poplar --help`, groff and systemd-analyze; and
-//! `poplar::testing::Server` as another crate's test suite uses it.
+//! doveadm; Dovecot's own POP3 server on the same mbox; the docs checked against
+//! `poplar --help`, groff and systemd-analyze; and `poplar::testing::Server` as another
+//! crate's test suite uses it.
 //!
 //! `clients` installs a logger for the whole process (the first of its tests to start does),
 //! so a failing client's report shows what every server in this binary logged.
@@ -15,6 +16,7 @@ mod delivery;
 
 mod clients;
 mod docs;
+mod dovecot;
 mod interop;
 mod schemes;
 mod testing_api;

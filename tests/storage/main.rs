@@ -18,6 +18,7 @@ mod storage_commit;
 mod storage_concurrency;
 mod storage_crash;
 mod storage_deliver;
+mod storage_dialects;
 mod storage_garbled;
 mod storage_hostile;
 mod storage_interrupted;

@@ -8,7 +8,7 @@ struct ScanResult {
 }
 
 fn scan_bytes(bytes: &[u8], chunk: usize) -> ScanResult {
-    let mut s = Scanner::new(0);
+    let mut s = Scanner::new(0, &bytes);
     for c in bytes.chunks(chunk.max(1)) {
         s.feed(c);
     }
@@ -351,7 +351,7 @@ fn headers_past_the_digest_cap_scan_the_same_whole_or_byte_by_byte() {
 /// Every message a whole scan of `file` finds, and where it stopped.
 fn scan_whole(file: &File) -> (Vec<Found>, u64) {
     let mut found = Vec::new();
-    let end = scan_range(file, 0, u64::MAX, &mut |f| {
+    let (end, _) = scan_range(file, 0, u64::MAX, &mut |f| {
         found.push(f);
         Ok(())
     })
@@ -442,4 +442,193 @@ fn a_large_scan_runs_split_and_finds_what_one_scan_finds() {
     })
     .unwrap();
     assert_eq!((found, end), scan_whole(&tmp));
+}
+
+/// Three messages as Dovecot 2.3's `doveadm save` wrote them (mboxcl2): a Content-Length on
+/// each, the body `From ` line of the first left as it was, bookkeeping headers that its POP3
+/// server does not send. Dovecot's own POP3 server said `LIST`: 78, 46, 35.
+const DOVECOT_SAVED: &[u8] = b"From alice@vm  Fri Dec 04 16:42:19 2026\n\
+From: a@x\nSubject: one\nX-IMAPbase: 1796402539 0000000003\nX-UID: 1\nStatus: \n\
+X-Keywords:                                                                        \n\
+Content-Length: 47\n\nfirst body\n\nFrom the start of a paragraph\nmore\n\n\
+From alice@vm  Fri Dec 04 16:42:19 2026\nFrom: b@x\nSubject: two\nX-UID: 2\nStatus: \n\
+X-Keywords:                                                                        \n\
+Content-Length: 18\n\nno newline at end\n\n\
+From alice@vm  Fri Dec 04 16:42:19 2026\nFrom: c@x\nSubject: three\nX-UID: 3\nStatus: \n\
+X-Keywords:                                                                         \n\
+Content-Length: 5\n\nline\n\n";
+
+/// What a client is sent of a stored message: bookkeeping headers out, line ends as sent.
+fn shown(stored: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    crate::mailbox::hide::HideBookkeeping::new(stored)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+#[test]
+fn a_content_length_that_ends_at_the_next_from_line_keeps_body_from_lines_inside() {
+    for chunk in [1, 7, 4096] {
+        let found = scan_bytes(DOVECOT_SAVED, chunk).messages;
+        let sizes: Vec<u64> = found.iter().map(|m| m.size).collect();
+        assert_eq!(sizes, [78, 46, 35], "chunk {chunk}");
+        let first = &found[0];
+        let body = &DOVECOT_SAVED[first.data as usize..first.end as usize];
+        assert!(body.ends_with(b"\n\nFrom the start of a paragraph\nmore\n"));
+        assert_eq!(
+            shown(body),
+            b"From: a@x\nSubject: one\n\nfirst body\n\nFrom the start of a paragraph\nmore\n"
+        );
+        assert_eq!((first.unsplit, first.content_length), (1, true));
+        let uids: Vec<_> = found.iter().map(|m| m.imap_uid).collect();
+        assert_eq!(uids, [Some(1), Some(2), Some(3)]);
+        let base = ImapBase {
+            validity: 1_796_402_539,
+            last: 3,
+        };
+        assert_eq!(first.imap_base, Some(base));
+        assert!(found.iter().all(|m| !m.internal));
+    }
+}
+
+#[test]
+fn a_content_length_that_ends_anywhere_else_is_not_believed() {
+    // Too long, too short, past the end of the file, into the middle of a line: each message
+    // splits at its body's `From ` line as if it had no Content-Length.
+    for cl in ["100", "3", "9999999", "20", "x", "18446744073709551616"] {
+        let mbox = format!(
+            "From a Mon\nContent-Length: {cl}\n\nbody\n\nFrom inside\ntext\n\n\
+             From b Tue\nSubject: 2\n\nsecond\n"
+        );
+        let found = scan_bytes(mbox.as_bytes(), 5).messages;
+        assert_eq!(found.len(), 3, "Content-Length {cl}");
+        assert_eq!(found[0].unsplit, 0);
+    }
+    // The one that holds: to the blank line before the next From_ line...
+    let holds = "From a Mon\nContent-Length: 23\n\nbody\n\nFrom inside\ntext\n\n\
+                 From b Tue\nSubject: 2\n\nsecond\n";
+    assert_eq!(scan_bytes(holds.as_bytes(), 5).messages.len(), 2);
+    // ... or to the end of the file, with or without a blank line.
+    for tail in ["", "\n", "\r\n"] {
+        let mbox = format!("From a Mon\nContent-Length: 23\n\nbody\n\nFrom inside\ntext\n{tail}");
+        assert_eq!(scan_bytes(mbox.as_bytes(), 3).messages.len(), 1, "{tail:?}");
+    }
+}
+
+#[test]
+fn the_folder_internal_pseudo_message_is_marked_and_only_at_the_start() {
+    let pseudo = b"From MAILER_DAEMON  Fri Dec 04 16:42:22 2026\n\
+Date: Fri, 04 Dec 2026 16:42:22 +0000\n\
+From: Mail System Internal Data <MAILER-DAEMON@vm>\n\
+Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\n\
+Message-ID: <1796402542@vm>\nX-IMAP: 1796402539 0000000005\nStatus: RO\n\n\
+This text is part of the internal format of your mail folder, and is not\n\
+a real message.\n\n";
+    let mut mbox = pseudo.to_vec();
+    mbox.extend_from_slice(b"From a Mon\nX-UID: 4\n\nhi\n\n");
+    mbox.extend_from_slice(pseudo);
+    let found = scan_bytes(&mbox, 64).messages;
+    let internal: Vec<bool> = found.iter().map(|m| m.internal).collect();
+    assert_eq!(internal, [true, false, false]);
+    let base = ImapBase {
+        validity: 1_796_402_539,
+        last: 5,
+    };
+    assert_eq!(found[0].imap_base, Some(base));
+    // Without X-IMAP, or without the subject, it is mail.
+    let plain = String::from_utf8_lossy(pseudo).replace("X-IMAP", "X-Other");
+    assert!(!scan_bytes(plain.as_bytes(), 64).messages[0].internal);
+    let plain = String::from_utf8_lossy(pseudo).replace("DON'T", "DO");
+    assert!(!scan_bytes(plain.as_bytes(), 64).messages[0].internal);
+}
+
+#[test]
+fn sizes_leave_out_exactly_what_the_reader_leaves_out() {
+    let pieces: [&[u8]; 16] = [
+        b"\n\nFrom b Mon\n",
+        b"\n",
+        b"\r\n",
+        b"Status: RO\n",
+        b"X-UID: 7\r\n",
+        b"x-imapbase: 1 2\n",
+        b" continued\n",
+        b"\tcontinued\n",
+        b"Subject: s\n",
+        b"Content-Length: 5\n",
+        b"Content-Length: 12\n",
+        b"body\n",
+        b"From x\n",
+        b">From y\n",
+        b"X-Keywords:",
+        b"Stat",
+    ];
+    let mut seed = 5;
+    for _ in 0..3000 {
+        let bytes = random_mailbox(&mut seed, &pieces, 30);
+        let whole = scan_bytes(&bytes, bytes.len());
+        for m in &whole.messages {
+            let stored = &bytes[m.data as usize..m.end as usize];
+            assert_eq!(
+                m.size,
+                sent(&shown(stored)),
+                "{:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        for chunk in [1, 3, 16] {
+            assert_eq!(scan_bytes(&bytes, chunk).messages, whole.messages);
+        }
+    }
+}
+
+#[test]
+fn a_scan_split_inside_a_content_length_body_finds_what_one_scan_finds() {
+    // Bodies with `From ` lines after blank lines, under Content-Lengths that hold or not:
+    // every boundary candidate is tried as the split, those inside a body too.
+    let mut seed = 3;
+    for round in 0..200 {
+        let mut bytes = Vec::new();
+        for m in 0..(lcg(&mut seed) % 6 + 1) {
+            let mut body = Vec::new();
+            for _ in 0..lcg(&mut seed) % 5 {
+                body.extend_from_slice(
+                    [&b"text\n"[..], b"\n", b"From here\n"][(lcg(&mut seed) % 3) as usize],
+                );
+            }
+            body.extend_from_slice(b"end\n");
+            let claimed = match lcg(&mut seed) % 4 {
+                0 => body.len() + 1,
+                1 => body.len().saturating_sub(3),
+                _ => body.len(),
+            };
+            bytes.extend_from_slice(
+                format!("From m{m} Mon\nX-UID: {m}\nContent-Length: {claimed}\n\n").as_bytes(),
+            );
+            bytes.extend_from_slice(&body);
+            bytes.extend_from_slice(b"\n");
+        }
+        let mut tmp = tempfile::tempfile().unwrap();
+        tmp.write_all(&bytes).unwrap();
+        let whole = scan_whole(&tmp);
+        let window = [9, 16, 4096][round % 3];
+        for near in 0..bytes.len() as u64 {
+            let Some(split) = boundary_after(&tmp, near, bytes.len() as u64, window).unwrap()
+            else {
+                continue;
+            };
+            let mut found = Vec::new();
+            let end = scan_split(&tmp, 0, split, |f| {
+                found.push(f);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(
+                (found, end),
+                whole,
+                "split at {split} of {:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
 }
