@@ -172,7 +172,11 @@ impl Head {
             payload_sum: b[80..96].try_into().expect("16 bytes"),
             truncated: u64_at(b, STATE_AT as usize) == STATE_TRUNCATED,
         };
+        // A commit's region starts at a message inside the mbox it was written for, so past
+        // neither end: a head that says otherwise came from no commit, and applying it would
+        // carry "appended" bytes that overlap the region (found by fuzzing).
         let sane = head.region_start <= head.new_len
+            && head.region_start <= head.old_len
             && (head.index_len == 0 || head.index_len >= HEADER_LEN);
         sane.then_some((head, format))
     }
@@ -714,6 +718,32 @@ mod tests {
         assert_eq!(std::fs::read(&mbox).unwrap(), now);
         assert!(!files::journal(&mbox).exists());
         assert!(orphans(&mbox).is_empty());
+    }
+
+    #[test]
+    fn a_complete_journal_whose_region_starts_past_its_old_end_is_never_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("m");
+        std::fs::write(&mbox, MBOX).unwrap();
+        let file = open(&mbox);
+        let meta = file.metadata().unwrap();
+        let mut w = JournalWriter::create(&files::journal(&mbox), true).unwrap();
+        w.write(b"").unwrap();
+        w.finish(Head {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            region_start: 10,
+            old_len: 0,
+            new_len: 10,
+            tail_fp: [0; 16],
+            index_at: 0,
+            index_len: 0,
+            payload_sum: [0; 16],
+            truncated: false,
+        })
+        .unwrap();
+        assert_ne!(replay(&mbox, &file).unwrap(), Replay::Applied);
+        assert_eq!(std::fs::read(&mbox).unwrap(), MBOX);
     }
 
     #[test]
