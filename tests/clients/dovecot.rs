@@ -261,3 +261,61 @@ fn poplar_serves_the_pseudo_message_mbox_as_dovecot_does() {
 fn deleting_a_later_message_leaves_dovecot_the_same_view() {
     compare(SAVED, 2);
 }
+
+#[test]
+fn a_message_poplar_delivers_into_a_dovecot_mbox_is_read_by_dovecot_as_by_poplar() {
+    if let Some(why) = Dovecot::unavailable() {
+        println!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("mail")).unwrap();
+    std::fs::write(dir.path().join("mail/alice"), SAVED).unwrap();
+    let message = b"From: bob@example.org\nSubject: delivered by poplar\n\n\
+        From the start of a paragraph, a line that looks like a From_ line.\n\nbye\n";
+    let (code, err) =
+        crate::delivery::deliver(dir.path(), "alice", &["-f", "bob@example.org"], message);
+    assert_eq!(code, 0, "{err}");
+    let delivered = std::fs::read(dir.path().join("mail/alice")).unwrap();
+    let dovecot = Dovecot::start(&delivered);
+    let poplar = TestServer::start("alice:{PLAIN}pw\n", &[("alice", &delivered)]);
+    let mut views: Vec<Vec<(String, Vec<u8>)>> = Vec::new();
+    for addr in [dovecot.addr, poplar.addr] {
+        let mut s = Session::login(addr);
+        views.push(s.view());
+        s.quit();
+    }
+    let show = |v: &[(String, Vec<u8>)]| {
+        v.iter()
+            .map(|(c, b)| format!("{c}:\n{}", String::from_utf8_lossy(b)))
+            .collect::<String>()
+    };
+    // The new message has no X-UID yet: each server numbers it its own way (Dovecot writes
+    // one into the file when it next syncs it); every other line must be the same.
+    let uidls: Vec<Vec<String>> = views
+        .iter_mut()
+        .map(|v| {
+            let at = v.iter().position(|(c, _)| c == "UIDL").unwrap();
+            let lines = String::from_utf8_lossy(&v.remove(at).1).into_owned();
+            lines.lines().take(3).map(str::to_owned).collect()
+        })
+        .collect();
+    assert_eq!(uidls[1], uidls[0], "the old messages' UIDLs");
+    assert_eq!(show(&views[1]), show(&views[0]), "poplar vs Dovecot");
+    let stat = String::from_utf8_lossy(&views[0][0].1).into_owned();
+    assert!(
+        stat.starts_with("+OK 4 "),
+        "Dovecot sees the old three and the new one: {stat}"
+    );
+    let last = &views[0]
+        .iter()
+        .rev()
+        .find(|(c, _)| c == "RETR 4")
+        .unwrap()
+        .1;
+    assert!(
+        String::from_utf8_lossy(last).contains("Subject: delivered by poplar"),
+        "{}",
+        String::from_utf8_lossy(last)
+    );
+}
