@@ -220,7 +220,9 @@ fuzz:
 			|| exit 1; \
 	done
 
-# poplar against Dovecot on 127.0.0.1, one table of medians (installs dovecot-pop3d if missing).
-bench:
+# poplar against Dovecot on 127.0.0.1, one table of medians (installs dovecot-pop3d if missing);
+# then the glibc build against the static musl build, the same table.
+bench: static
 	$(CARGO) build --release --bin poplar --example loadgen
 	bash examples/bench/run.sh
+	BENCH_VS=$(CURDIR)/target/$(STATIC)/release/poplar bash examples/bench/run.sh
