@@ -6,6 +6,13 @@ use std::process::ExitCode;
 use poplar::cli::{self, Action};
 use poplar::run;
 
+// The static (musl) builds use mimalloc: with musl's own malloc poplar served 20 to 70 % fewer
+// sessions and RETR octets per second than the glibc build; with mimalloc, as many. Built
+// without transparent huge pages, or each session thread's heap would take a 2 MiB page.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let config = match cli::parse(&args) {
