@@ -1,11 +1,14 @@
 # poplar: `make run` serves demo mail on 127.0.0.1:1110 (`make run-tls` adds STLS and POP3S on
 # 127.0.0.1:1995 with a fresh self-signed certificate); `make test` runs every check;
-# `make bench` compares poplar with Dovecot on loopback (docs/performance.md).
+# `make bench` compares poplar with Dovecot, and its static build with its glibc build, on
+# loopback (docs/performance.md); `make dist` builds the static binaries and tarballs for
+# x86_64, aarch64 and armv7 hosts into dist/ (docs/operations.md).
 SHELL := /bin/bash
 CARGO ?= cargo
 DEMO := target/demo
 
-.PHONY: run run-tls demo-mail test deps tls-deps fmt clippy layout unit fuzz bench
+.PHONY: run run-tls demo-mail test deps tls-deps fmt clippy layout unit fuzz bench \
+	static-deps static static-test dist-deps dist $(foreach t,$(STATIC) $(CROSS),build-$(t))
 
 demo-mail:
 	$(CARGO) build --release
@@ -106,7 +109,104 @@ layout:
 unit: deps
 	$(CARGO) test
 
-test: deps fmt clippy layout unit
+test: deps fmt clippy layout unit static-test
+
+# ---- static binaries for small hosts ---------------------------------------------------------
+# Rust's musl targets bring their own musl libc and start files, so the binaries are static
+# and run on any Linux of their architecture (Alpine, old Debian, Raspberry Pi OS). ring builds
+# C and assembly for the target: CC_<target> names the compiler, and for the cross targets the
+# same Debian cross gcc links (CARGO_TARGET_<TARGET>_LINKER). Nothing goes into a committed
+# .cargo/config, so a plain `cargo build` stays what it was.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+# The commit `poplar --version` names, "-dirty" when the tree differs from it.
+COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell \
+	git diff --quiet HEAD 2>/dev/null || echo -dirty)
+DIST := dist
+STATIC := x86_64-unknown-linux-musl
+CROSS := aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf
+CC.x86_64-unknown-linux-musl := musl-gcc
+CC.aarch64-unknown-linux-musl := aarch64-linux-gnu-gcc
+CC.armv7-unknown-linux-musleabihf := arm-linux-gnueabihf-gcc
+LINKER.aarch64-unknown-linux-musl := aarch64-linux-gnu-gcc
+LINKER.armv7-unknown-linux-musleabihf := arm-linux-gnueabihf-gcc
+# Rust 1.95's stable channel ships no standard library for any 32-bit ARM Linux target (its
+# manifest says rust-std "available = false"); a target the default toolchain cannot add is
+# built with this one, the newest release that ships it.
+FALLBACK_TOOLCHAIN := 1.94.1
+# The tests that start the poplar binary, run once more against the static one (POPLAR_BIN):
+# the binary's flags and modes, signals, TLS and reload in a process, deliver/check/seed,
+# crash and concurrency tests across processes, the docs and the password tool. Tests that
+# set POPLAR_FAULT keep cargo's debug build, the only one with fault points.
+BINARY_TESTS := --test server --test storage --test clients
+BINARY_FILTERS := binary:: modes:: reload:: tls:: dev_tools:: storage_deliver:: \
+	storage_interrupted:: storage_torture:: storage_concurrency:: storage_uid:: docs:: \
+	schemes::
+
+# toolchain TARGET: `+FALLBACK_TOOLCHAIN` when the default toolchain lacks TARGET, else nothing.
+toolchain = $$(rustup target list --installed | grep -qx $(1) || echo +$(FALLBACK_TOOLCHAIN))
+
+# build-TARGET: the stripped static release binary target/TARGET/release/poplar.
+build-%:
+	t=$*; u=$${t//-/_}; \
+	env CC_$$u=$(CC.$*) $(if $(LINKER.$*),CARGO_TARGET_$${u^^}_LINKER=$(LINKER.$*)) \
+		POPLAR_COMMIT=$(COMMIT) POPLAR_TARGET=$$t \
+		$(CARGO) $(call toolchain,$*) build --release --locked --target $$t --bin poplar
+	@if readelf -l target/$*/release/poplar | grep -q 'program interpreter'; then \
+		echo "target/$*/release/poplar is not static" >&2; exit 1; fi
+
+# musl-gcc and the x86_64 musl target, for `make test`'s static binary.
+static-deps:
+	@command -v musl-gcc >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends musl-tools; }
+	@command -v readelf >/dev/null || { apt-get update -qq && apt-get install -y -qq binutils; }
+	@rustup target list --installed | grep -qx $(STATIC) || rustup target add $(STATIC)
+
+static: static-deps build-$(STATIC)
+
+# The quick part of the static binary's tests: the binary-driving ones, against it.
+static-test: deps static
+	POPLAR_BIN=$(CURDIR)/target/$(STATIC)/release/poplar \
+		$(CARGO) test $(BINARY_TESTS) -- $(BINARY_FILTERS)
+
+# Cross compilers (with their C headers, for ring), qemu-user for the tests, and the Rust
+# targets: from the default toolchain if it has them, else from FALLBACK_TOOLCHAIN.
+dist-deps: static-deps
+	@for p in aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf \
+		qemu-aarch64-static:qemu-user-static qemu-arm-static:qemu-user-static; do \
+		command -v $${p%%:*} >/dev/null || { apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $${p#*:}; } \
+			|| exit 1; \
+	done
+	@for h in /usr/aarch64-linux-gnu/include/stdint.h:libc6-dev-arm64-cross \
+		/usr/arm-linux-gnueabihf/include/stdint.h:libc6-dev-armhf-cross; do \
+		[ -e $${h%%:*} ] || { apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $${h#*:}; } \
+			|| exit 1; \
+	done
+	@for t in $(CROSS); do \
+		rustup target list --installed | grep -qx $$t || rustup target add $$t 2>/dev/null \
+		|| rustup toolchain install $(FALLBACK_TOOLCHAIN) --profile minimal --target $$t \
+		|| exit 1; \
+	done
+
+# Static, stripped binaries for x86_64, aarch64 (Raspberry Pi 3/4/5 on a 64-bit OS) and armv7
+# (32-bit Raspberry Pi OS, other ARMv7 boards), each tested where it runs, then one tarball per
+# target with what an operator needs beside the binary, and SHA256SUMS.
+DIST_FILES := README.md docs/poplar.8 examples/poplar.service examples/poplar.socket
+dist: dist-deps static-test $(foreach t,$(CROSS),build-$(t))
+	POPLAR_CROSS_BINS="$(foreach t,$(STATIC) $(CROSS),$(t)=$(CURDIR)/target/$(t)/release/poplar)" \
+		$(CARGO) test --test clients qemu:: -- --nocapture
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	@for t in $(STATIC) $(CROSS); do \
+		name=poplar-$(VERSION)-$$t; stage=$(DIST)/$$name; \
+		mkdir -p $$stage && install -m 0755 target/$$t/release/poplar $$stage/poplar; \
+		cp $(DIST_FILES) $$stage/; \
+		[ ! -d examples/fail2ban ] || cp -r examples/fail2ban $$stage/fail2ban; \
+		for f in LICENSE* COPYING*; do [ ! -e "$$f" ] || cp "$$f" $$stage/; done; \
+		tar -C $(DIST) --owner=0 --group=0 --sort=name -czf $$stage.tar.gz $$name && rm -rf $$stage; \
+		printf '%-48s %9d bytes stripped\n' "$$name" "$$(stat -c %s target/$$t/release/poplar)"; \
+	done
+	cd $(DIST) && sha256sum *.tar.gz > SHA256SUMS && cat SHA256SUMS
 
 # Fuzzing (fuzz/): each target runs FUZZ_SECONDS (default 60) from the corpus kept in
 # fuzz/corpus/. cargo-fuzz wants nightly flags (-Z sanitizer); RUSTC_BOOTSTRAP=1 lets the
@@ -122,7 +222,9 @@ fuzz:
 			|| exit 1; \
 	done
 
-# poplar against Dovecot on 127.0.0.1, one table of medians (installs dovecot-pop3d if missing).
-bench:
+# poplar against Dovecot on 127.0.0.1, one table of medians (installs dovecot-pop3d if missing);
+# then the glibc build against the static musl build, the same table.
+bench: static
 	$(CARGO) build --release --bin poplar --example loadgen
 	bash examples/bench/run.sh
+	BENCH_VS=$(CURDIR)/target/$(STATIC)/release/poplar bash examples/bench/run.sh

@@ -6,6 +6,14 @@ use std::process::ExitCode;
 use poplar::cli::{self, Action};
 use poplar::run;
 
+// The 64-bit static (musl) builds use mimalloc: with musl's own malloc poplar served 20 to 70 %
+// fewer sessions and RETR octets per second than the glibc build; with mimalloc, as many. Built
+// without transparent huge pages, or each session thread's heap would take a 2 MiB page. The
+// armv7 build keeps musl's malloc: there mimalloc failed its first allocation under qemu-arm.
+#[cfg(all(target_env = "musl", target_pointer_width = "64"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = match cli::parse_os(std::env::args_os().skip(1).collect()) {
         Ok(Action::Serve(config)) => config,

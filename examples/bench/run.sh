@@ -4,6 +4,9 @@
 # 127.0.0.1 only. Prints one table of medians. Expects target/release/{poplar,examples/loadgen}
 # (the Makefile builds them).
 #
+# BENCH_VS=PATH puts another poplar binary in Dovecot's column instead (make bench runs it with
+# the static musl build, to see what musl's allocator and libc cost beside glibc's).
+#
 # Knobs: BENCH_REPEAT (runs per cell, default 3), BENCH_SCALE (divide mailbox sizes, for a
 # quick trial; default 1), BENCH_SECONDS (time per sessions run, and per RETR run: no RETR
 # starts after it, one still running is cut at three times it; default 1.5), BENCH_PORT
@@ -19,12 +22,14 @@ SECS=${BENCH_SECONDS:-1.5}
 PP_PORT=${BENCH_PORT:-21110}
 DV_PORT=$((PP_PORT + 1))
 PASS=benchpw
+VS=${BENCH_VS:-}
 T0=$SECONDS
 
 say() { printf '[%3ds] %s\n' $((SECONDS - T0)) "$*" >&2; }
 
 [ -x "$POPLAR" ] && [ -x "$LOADGEN" ] || { echo "build first: make bench" >&2; exit 1; }
-if ! [ -x /usr/sbin/dovecot ]; then
+[ -z "$VS" ] || [ -x "$VS" ] || { echo "BENCH_VS: $VS is not an executable" >&2; exit 1; }
+if [ -z "$VS" ] && ! [ -x /usr/sbin/dovecot ]; then
     say "installing dovecot-pop3d"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-pop3d >/dev/null
 fi
@@ -32,9 +37,10 @@ ulimit -n "$(ulimit -Hn)"
 
 T=$(mktemp -d /tmp/poplar-bench.XXXXXX)
 chmod 755 "$T"
-PP_PID= DV_CONF=$T/dv/dovecot.conf
+PP_PID= VS_PID= DV_CONF=$T/dv/dovecot.conf
 cleanup() {
     [ -n "$PP_PID" ] && kill "$PP_PID" 2>/dev/null && wait "$PP_PID" 2>/dev/null
+    [ -n "$VS_PID" ] && kill "$VS_PID" 2>/dev/null && wait "$VS_PID" 2>/dev/null
     [ -f "$T/dv/run/master.pid" ] && kill "$(cat "$T/dv/run/master.pid")" 2>/dev/null
     sleep 0.5
     if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "kept $T" >&2; else rm -rf "$T"; fi
@@ -119,21 +125,43 @@ service pop3 {
 }
 EOF
 chown nobody:nogroup "$T/dv/mail" "$T/dv/home" "$T/dv/index"
-/usr/sbin/dovecot -c "$DV_CONF"
-POPLAR_LOG=${POPLAR_LOG:-info} "$POPLAR" --listen "127.0.0.1:$PP_PORT" --users "$T/users" \
-    --mail "$T/pp/mail/%n" --max-connections 1500 --max-per-address 1500 2>"$T/poplar.log" &
+# serve BINARY PORT MAILDIR LOG: a poplar on 127.0.0.1:PORT in the background.
+serve() {
+    POPLAR_LOG=${POPLAR_LOG:-info} "$1" --listen "127.0.0.1:$2" --users "$T/users" \
+        --mail "$3/%n" --max-connections 1500 --max-per-address 1500 2>"$4" &
+}
+serve "$POPLAR" "$PP_PORT" "$T/pp/mail" "$T/poplar.log"
 PP_PID=$!
+if [ -n "$VS" ]; then
+    serve "$VS" "$DV_PORT" "$T/dv/mail" "$T/vs.log"
+    VS_PID=$!
+else
+    /usr/sbin/dovecot -c "$DV_CONF"
+fi
+# up: whether the second server (Dovecot or BENCH_VS) is accepting.
+up() {
+    if [ -n "$VS" ]; then (exec 3<>"/dev/tcp/127.0.0.1/$DV_PORT") 2>/dev/null
+    else [ -f "$T/dv/run/master.pid" ]; fi
+}
 for _ in $(seq 50); do
-    [ -f "$T/dv/run/master.pid" ] && (exec 3<>"/dev/tcp/127.0.0.1/$PP_PORT") 2>/dev/null && break
+    up && (exec 3<>"/dev/tcp/127.0.0.1/$PP_PORT") 2>/dev/null && break
     sleep 0.1
 done
-if ! kill -0 "$PP_PID" 2>/dev/null || ! [ -f "$T/dv/run/master.pid" ]; then
+if ! kill -0 "$PP_PID" 2>/dev/null || ! up; then
     echo "a server did not start (port $PP_PORT or $DV_PORT taken? set BENCH_PORT):" >&2
-    tail -5 "$T/poplar.log" "$T/dv/dovecot.log" >&2 2>/dev/null
+    tail -5 "$T/poplar.log" "$T/vs.log" "$T/dv/dovecot.log" >&2 2>/dev/null
     exit 1
 fi
-DV_PID=$(cat "$T/dv/run/master.pid")
-DV_VERSION=$(/usr/sbin/dovecot --version)
+if [ -n "$VS" ]; then
+    DV_PID=$VS_PID
+    DV_VERSION="$("$VS" --version | head -n 1)"
+    OTHER="$(sed -n 's/.*(\([^,]*\),.*/\1/p' <<<"$DV_VERSION")"
+    FIRST="$("$POPLAR" --version | sed -n 's/.*(\([^,]*\),.*/\1/p')"
+else
+    DV_PID=$(cat "$T/dv/run/master.pid")
+    DV_VERSION="Dovecot $(/usr/sbin/dovecot --version)"
+    OTHER=Dovecot FIRST=poplar
+fi
 PP=127.0.0.1:$PP_PORT
 DV=127.0.0.1:$DV_PORT
 
@@ -244,9 +272,9 @@ row() { # label cell unit [ceiling?]
 kib2mib() { awk -v k="$1" 'BEGIN { if (k == "-") print "-"; else printf "%.1f", k / 1024 }'; }
 
 echo
-echo "poplar $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?') vs Dovecot $DV_VERSION;" \
+echo "poplar $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?') vs $DV_VERSION;" \
     "$(nproc) cores; median of $REPEAT; scale 1/$SCALE; $((SECONDS - T0)) s; $(date -u +%FT%TZ)"
-printf '%-44s %12s %12s %8s %12s\n' "cell" "poplar" "Dovecot" "p/D" "ceiling"
+printf '%-44s %12s %12s %8s %12s\n' "cell" "${FIRST##*-}" "${OTHER##*-}" "ratio" "ceiling"
 for c in 1 16 64; do row "sessions/s, $c clients" "rate$c" "1/s" ceil; done
 for c in 1 16 64; do row "session p99, $c clients" "p99_$c" "ms" ceil; done
 for c in 1 16 64; do row "session errors, $c clients" "err$c" "n"; done
@@ -269,11 +297,11 @@ row "  bytes written (write_bytes)" last_wb "B"
 row "QUIT deleting all messages" all_ms "ms"
 row "  bytes written (wchar)" all_w "B"
 row "  bytes written (write_bytes)" all_wb "B"
-echo "complete RETRs per run, poplar/Dovecot, 1 and 4 clients (each one's octets checked against LIST):"
+echo "complete RETRs per run, poplar/$OTHER, 1 and 4 clients (each one's octets checked against LIST):"
 for s in r10k r4m r512; do
     for c in 1 4; do
         printf '  %s x%s: %s/%s' $s $c "$(med poplar $s-$c-msgs)" "$(med dovecot $s-$c-msgs)"
-        [ "$(med dovecot $s-$c-cut)" = 1 ] && printf ' (Dovecot cut at the time cap)'
+        [ "$(med dovecot $s-$c-cut)" = 1 ] && printf ' (%s cut at the time cap)' "$OTHER"
         [ "$(med poplar $s-$c-cut)" = 1 ] && printf ' (poplar cut at the time cap)'
     done
     echo

@@ -158,6 +158,49 @@ pub fn usage() -> String {
     )
 }
 
+/// The `--version` text: the version, the target this binary was built for, and the commit it
+/// was built from (`POPLAR_COMMIT` at build time, set by `make dist`; "unknown" without it).
+pub fn version() -> String {
+    format!(
+        "poplar {} ({}, commit {})\n",
+        env!("CARGO_PKG_VERSION"),
+        target(),
+        option_env!("POPLAR_COMMIT").unwrap_or("unknown")
+    )
+}
+
+/// The target triple this binary was compiled for, e.g. `aarch64-unknown-linux-musl`: what a
+/// downloaded binary is for, said without a build script. `POPLAR_TARGET` at build time (set by
+/// `make dist`) wins, because stable Rust's cfg cannot tell ARMv7 from older 32-bit ARM: a plain
+/// `cargo build` for either says `arm`.
+fn target() -> String {
+    option_env!("POPLAR_TARGET").map_or_else(target_from_cfg, str::to_owned)
+}
+
+/// The target triple as far as cfg tells it.
+fn target_from_cfg() -> String {
+    let arch = std::env::consts::ARCH;
+    let env = if cfg!(target_env = "musl") {
+        "musl"
+    } else if cfg!(target_env = "gnu") {
+        "gnu"
+    } else {
+        ""
+    };
+    let abi = if cfg!(target_abi = "eabihf") {
+        "eabihf"
+    } else if cfg!(target_abi = "eabi") {
+        "eabi"
+    } else {
+        ""
+    };
+    // Every Linux target poplar ships for has the vendor "unknown".
+    let os = std::env::consts::OS;
+    format!("{arch}-unknown-{os}-{env}{abi}")
+        .trim_end_matches('-')
+        .to_string()
+}
+
 /// Parses the server's own arguments (all of them: no subcommand came first).
 pub fn parse(args: &[String]) -> Result<Action, CliError> {
     let m = options().parse(args).map_err(|e| CliError(e.to_string()))?;
@@ -165,10 +208,7 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
         return Ok(Action::Print(usage()));
     }
     if m.opt_present("version") {
-        return Ok(Action::Print(format!(
-            "poplar {}\n",
-            env!("CARGO_PKG_VERSION")
-        )));
+        return Ok(Action::Print(version()));
     }
     let mut config = if m.opt_present("dev") {
         dev_config(&m)?
@@ -397,6 +437,30 @@ mod tests {
         match parse(&args(s)) {
             Ok(Action::Serve(c)) => *c,
             other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn version_names_the_target_and_the_commit() {
+        let text = version();
+        assert!(text.starts_with(&format!("poplar {} (", env!("CARGO_PKG_VERSION"))));
+        assert!(
+            text.ends_with(")\n") && text.contains(", commit "),
+            "{text}"
+        );
+        if cfg!(all(
+            target_arch = "x86_64",
+            target_os = "linux",
+            target_env = "gnu"
+        )) {
+            assert_eq!(target_from_cfg(), "x86_64-unknown-linux-gnu");
+        }
+        if cfg!(all(
+            target_arch = "x86_64",
+            target_os = "linux",
+            target_env = "musl"
+        )) {
+            assert_eq!(target_from_cfg(), "x86_64-unknown-linux-musl");
         }
     }
 

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-const POPLAR: &str = env!("CARGO_BIN_EXE_poplar");
+use crate::common::poplar_bin;
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
@@ -30,7 +30,7 @@ fn long_flags(text: &str) -> Vec<String> {
 }
 
 fn help() -> String {
-    let out = Command::new(POPLAR).arg("--help").output().unwrap();
+    let out = Command::new(poplar_bin()).arg("--help").output().unwrap();
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap()
 }
@@ -73,7 +73,7 @@ fn every_flag_in_the_configuration_table_exists() {
 
 /// A subcommand's usage text: what it prints for `--help` (pw) or on a usage error.
 fn subcommand_usage(name: &str) -> String {
-    let out = Command::new(POPLAR)
+    let out = Command::new(poplar_bin())
         .args([name, "--help"])
         .output()
         .unwrap();
@@ -190,7 +190,7 @@ fn the_readme_session_is_what_make_run_answers() {
         std::fs::write(dir.path().join(user), demo).unwrap();
     }
     // What `make run` starts, on a free port.
-    let mut child = Command::new(POPLAR)
+    let mut child = Command::new(poplar_bin())
         .arg("--dev")
         .arg(dir.path())
         .args(["--dev-any-password", "--listen", "127.0.0.1:0"])
@@ -289,7 +289,7 @@ fn the_example_systemd_units_pass_systemd_analyze_verify() {
     )
     .unwrap();
     // verify checks that ExecStart= names an executable: point it at the binary under test.
-    let service = read("examples/poplar.service").replace("/usr/local/bin/poplar", POPLAR);
+    let service = read("examples/poplar.service").replace("/usr/local/bin/poplar", poplar_bin());
     std::fs::write(dir.path().join("poplar.service"), service).unwrap();
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no", "poplar.socket", "poplar.service"])
@@ -318,7 +318,7 @@ fn the_service_command_line_parses() {
         .replace("/etc/poplar/users", &missing.display().to_string());
     // A usage error exits 2; past the parse, the missing users file stops it with 1 before
     // it binds anything.
-    let out = Command::new(POPLAR)
+    let out = Command::new(poplar_bin())
         .args(exec.split_whitespace())
         .output()
         .unwrap();

@@ -1,8 +1,9 @@
 //! Other software against poplar, one test binary: Python's poplib, curl, fetchmail and
 //! getmail as clients; password hashes made by mkpasswd, openssl, Python's crypt and
 //! doveadm; Dovecot's own POP3 server on the same mbox; the docs checked against
-//! `poplar --help`, groff and systemd-analyze; and `poplar::testing::Server` as another
-//! crate's test suite uses it.
+//! `poplar --help`, groff and systemd-analyze; `poplar::testing::Server` as another crate's
+//! test suite uses it; and the static binaries of `make dist` for other architectures, under
+//! qemu-user.
 //!
 //! `clients` installs a logger for the whole process (the first of its tests to start does),
 //! so a failing client's report shows what every server in this binary logged.
@@ -18,5 +19,6 @@ mod clients;
 mod docs;
 mod dovecot;
 mod interop;
+mod qemu;
 mod schemes;
 mod testing_api;

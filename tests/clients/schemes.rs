@@ -131,7 +131,7 @@ fn poplar_pw_output_is_accepted_by_doveadm() {
         "ARGON2I",
         "ARGON2ID",
     ] {
-        let line = tool(env!("CARGO_BIN_EXE_poplar"), &["pw", "-s", scheme]);
+        let line = tool(crate::common::poplar_bin(), &["pw", "-s", scheme]);
         assert!(line.starts_with(&format!("{{{scheme}}}")), "{line}");
         let out = Command::new("doveadm")
             .args(["pw", "-t", &line, "-p", PASSWORD])

@@ -6,7 +6,7 @@ use std::io::Write;
 /// the exit code and stderr.
 pub fn deliver(dir: &std::path::Path, user: &str, args: &[&str], message: &[u8]) -> (i32, String) {
     use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_poplar"))
+    let mut child = Command::new(crate::common::poplar_bin())
         .arg("deliver")
         .arg("--mail")
         .arg(format!("{}/mail/%n", dir.display()))

@@ -6,12 +6,23 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use poplar::config::Config;
 use poplar::mailbox::template::MailTemplate;
 use poplar::server::{Server, ShutdownHandle};
+
+/// The poplar binary the tests that spawn one drive: the one `POPLAR_BIN` names (`make test`
+/// points it at the static release build, the binary that ships), else the one cargo built
+/// beside these tests.
+pub fn poplar_bin() -> &'static str {
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("POPLAR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_poplar").to_owned())
+    })
+}
 
 /// A poplar server running in this process until dropped.
 pub struct TestServer {

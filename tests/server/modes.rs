@@ -8,9 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{Client, mbox};
-
-const POPLAR: &str = env!("CARGO_BIN_EXE_poplar");
+use crate::common::{Client, mbox, poplar_bin};
 
 /// How long anything may take before a test gives up: generous, never a speed assertion.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -132,7 +130,7 @@ fn end_line(log: &str) -> &str {
 fn dev_mode_lets_a_new_user_in_creates_the_mailbox_and_logs_commands_masked() {
     let dir = tempfile::tempdir().unwrap();
     let boxes = dir.path().join("boxes");
-    let mut cmd = Command::new(POPLAR);
+    let mut cmd = Command::new(poplar_bin());
     cmd.arg("--dev")
         .arg(&boxes)
         .args(["--listen", "127.0.0.1:0", "--auth-delay", "0"])
@@ -217,7 +215,7 @@ fn dev_mode_refuses_user_names_that_alias_a_side_file_and_makes_private_mailboxe
 
 #[test]
 fn dev_mode_without_a_directory_makes_a_fresh_one_and_takes_any_password() {
-    let mut cmd = Command::new(POPLAR);
+    let mut cmd = Command::new(poplar_bin());
     cmd.args(["--dev", "--dev-any-password", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped());
     let mut p = Proc::spawn(&mut cmd);
@@ -244,7 +242,7 @@ fn dev_mode_without_a_directory_makes_a_fresh_one_and_takes_any_password() {
 #[test]
 fn dev_mode_refuses_any_address_but_127_0_0_1() {
     for addr in ["0.0.0.0:1110", "[::1]:1110", "127.0.0.2:1110"] {
-        let out = Command::new(POPLAR)
+        let out = Command::new(poplar_bin())
             .args(["--dev", "--listen", addr])
             .output()
             .unwrap();
@@ -260,7 +258,7 @@ fn inetd_serves_one_session_on_a_socket_and_logs_the_peer_and_the_end_line() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (conn, _) = listener.accept().unwrap();
-    let mut cmd = Command::new(POPLAR);
+    let mut cmd = Command::new(poplar_bin());
     cmd.arg("--inetd")
         .args(alice(dir.path()))
         .stdin(Stdio::from(OwnedFd::from(conn.try_clone().unwrap())))
@@ -314,7 +312,7 @@ fn inetd_on_a_socket_offers_stls_with_a_certificate() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (conn, _) = listener.accept().unwrap();
-    let mut cmd = Command::new(POPLAR);
+    let mut cmd = Command::new(poplar_bin());
     cmd.arg("--inetd")
         .args(alice(dir.path()))
         .arg("--tls-cert")
@@ -347,7 +345,7 @@ fn inetd_on_a_socket_ends_an_idle_session_at_the_idle_timeout() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (conn, _) = listener.accept().unwrap();
-    let mut cmd = Command::new(POPLAR);
+    let mut cmd = Command::new(poplar_bin());
     cmd.arg("--inetd")
         .args(alice(dir.path()))
         .args(["--idle-timeout", "0.2"])
@@ -369,7 +367,7 @@ fn inetd_on_a_socket_ends_an_idle_session_at_the_idle_timeout() {
 #[test]
 fn inetd_over_pipes_answers_pipelined_commands_and_has_no_peer() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(POPLAR);
+    let mut cmd = Command::new(poplar_bin());
     cmd.arg("--inetd")
         .args(alice(dir.path()))
         .stdin(Stdio::piped())
@@ -458,7 +456,7 @@ fn refused(addr: SocketAddr, bytes: &[u8], close: bool) {
 #[test]
 fn proxy_listeners_take_the_client_from_v1_and_v2_and_close_on_bad_headers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(POPLAR);
+    let mut cmd = Command::new(poplar_bin());
     // The real clients are off loopback: cleartext logins need --allow-cleartext.
     cmd.args(alice(dir.path())).args([
         "--listen",
@@ -491,7 +489,7 @@ fn proxy_listeners_take_the_client_from_v1_and_v2_and_close_on_bad_headers() {
 #[test]
 fn a_proxy_header_from_an_untrusted_address_closes_the_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(POPLAR);
+    let mut cmd = Command::new(poplar_bin());
     cmd.args(alice(dir.path())).args([
         "--proxy-protocol",
         "127.0.0.1:0",
@@ -529,7 +527,7 @@ os.execv(args[0], args)
 fn socket_activation_serves_every_inherited_socket_and_marks_the_proxy_one() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new("python3");
-    cmd.args(["-c", ACTIVATE, POPLAR])
+    cmd.args(["-c", ACTIVATE, poplar_bin()])
         .args(alice(dir.path()))
         .args([
             "--listen",

@@ -62,7 +62,7 @@ fn sighup_reloads_a_good_file_and_keeps_the_old_table_otherwise() {
     for u in ["alice", "bob"] {
         std::fs::write(dir.path().join("mail").join(u), mbox(&[m])).unwrap();
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_poplar"))
+    let mut child = Command::new(crate::common::poplar_bin())
         .args(["--listen", "127.0.0.1:0", "--auth-delay", "0.01", "--users"])
         .arg(&users)
         .arg("--mail")

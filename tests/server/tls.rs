@@ -465,7 +465,7 @@ fn spawn_poplar(dir: &Path, pki: &Pki) -> (Poplar, SocketAddr, std::sync::mpsc::
     std::fs::write(dir.join("users"), USERS).unwrap();
     std::fs::create_dir_all(dir.join("mail")).unwrap();
     std::fs::write(dir.join("mail/alice"), mbox(&[MESSAGE])).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_poplar"))
+    let mut child = Command::new(crate::common::poplar_bin())
         .args(["--listen", "127.0.0.1:0", "--listen-tls", "127.0.0.1:0"])
         .arg("--users")
         .arg(dir.join("users"))

@@ -9,11 +9,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::common::Client;
+use crate::common::{Client, poplar_bin};
 use crate::delivery::deliver;
-use crate::{ServerProcess, mail_dir, poplib_retrieve, uidl};
+use crate::{ServerProcess, mail_dir, poplar_bin_with, poplib_retrieve, uidl};
 
-const POPLAR: &str = env!("CARGO_BIN_EXE_poplar");
 const USERS: &str = "alice:{PLAIN}pw\nbob:{PLAIN}pw\n";
 
 const MESSAGES: &[&[u8]] = &[
@@ -35,7 +34,7 @@ fn as_retrieved(m: &[u8]) -> Vec<u8> {
 
 /// Runs `poplar ARGS`; returns the exit code, stdout and stderr.
 fn poplar(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(POPLAR)
+    let out = Command::new(poplar_bin_with(env))
         .args(args)
         .env_remove("POPLAR_FAULT")
         .envs(env.iter().copied())
@@ -61,7 +60,7 @@ struct DevServer {
 
 impl DevServer {
     fn start(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> DevServer {
-        let mut child = Command::new(POPLAR)
+        let mut child = Command::new(poplar_bin_with(env))
             .arg("--dev")
             .arg(dir)
             .args(["--dev-any-password", "--listen", "127.0.0.1:0"])
@@ -645,7 +644,7 @@ fn inetd_leaves_other_users_mailboxes_alone_and_recovers_its_own_at_login() {
     let alice_journal = dir.path().join("mail/alice.poplar-journal");
     std::fs::write(&bob_journal, b"torn").unwrap();
     std::fs::write(&alice_journal, b"torn").unwrap();
-    let mut child = Command::new(POPLAR)
+    let mut child = Command::new(poplar_bin())
         .arg("--inetd")
         .arg("--users")
         .arg(dir.path().join("users"))

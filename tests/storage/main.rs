@@ -31,6 +31,16 @@ use std::net::SocketAddr;
 
 use common::Client;
 
+/// The binary for a run with these environment variables: cargo's debug build when they set
+/// `POPLAR_FAULT`, because only debug builds have fault points; else `common::poplar_bin()`.
+pub fn poplar_bin_with(env: &[(&str, &str)]) -> &'static str {
+    if env.iter().any(|(name, _)| *name == "POPLAR_FAULT") {
+        env!("CARGO_BIN_EXE_poplar")
+    } else {
+        common::poplar_bin()
+    }
+}
+
 /// A poplar server running as its own process over `dir/users` and `dir/mail/%n`: for
 /// crash points, two servers on one mailbox, and memory measured from /proc.
 pub struct ServerProcess {
@@ -45,7 +55,7 @@ impl ServerProcess {
     /// Starts `poplar` with `extra` arguments and `env`, waiting until it listens.
     pub fn spawn(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         use std::process::{Command, Stdio};
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_poplar"));
+        let mut cmd = Command::new(poplar_bin_with(env));
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--users")

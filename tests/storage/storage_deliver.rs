@@ -104,7 +104,7 @@ fn a_delivery_that_runs_out_of_space_is_truncated_away_with_75() {
 fn deliver_env(dir: &std::path::Path, message: &[u8], env: &[(&str, &str)]) -> i32 {
     use std::io::Write;
     use std::process::{Command, Stdio};
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_poplar"));
+    let mut cmd = Command::new(crate::poplar_bin_with(env));
     cmd.arg("deliver")
         .arg("--mail")
         .arg(format!("{}/mail/%n", dir.display()))

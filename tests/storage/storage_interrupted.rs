@@ -14,7 +14,7 @@ use crate::{ServerProcess, mail_dir};
 const USERS: &str = "alice:{PLAIN}pw\n";
 
 fn spawn_deliver(dir: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_poplar"))
+    Command::new(crate::common::poplar_bin())
         .arg("deliver")
         .arg("--mail")
         .arg(format!("{}/mail/%n", dir.display()))

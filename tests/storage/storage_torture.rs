@@ -183,7 +183,7 @@ fn look(c: &mut Client) -> Vec<(String, Vec<u8>)> {
 /// A delivery fed slowly through a pipe and killed after `kill_after`; whether it exited by
 /// itself with 0 first.
 fn slow_delivery(dir: std::path::PathBuf, msg: Vec<u8>, kill_after: Duration) -> Option<bool> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_poplar"))
+    let mut child = Command::new(crate::common::poplar_bin())
         .arg("deliver")
         .arg("--mail")
         .arg(format!("{}/mail/%n", dir.display()))
@@ -355,7 +355,11 @@ fn deliver_with_fault(
     msg: &[u8],
     fault: Option<&str>,
 ) -> Result<(), Option<String>> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_poplar"));
+    let env: &[(&str, &str)] = match fault {
+        Some(f) => &[("POPLAR_FAULT", f)],
+        None => &[],
+    };
+    let mut cmd = Command::new(crate::poplar_bin_with(env));
     cmd.arg("deliver")
         .arg("--mail")
         .arg(format!("{}/mail/%n", dir.display()))
@@ -364,9 +368,7 @@ fn deliver_with_fault(
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    if let Some(f) = fault {
-        cmd.env("POPLAR_FAULT", f);
-    }
+    cmd.envs(env.iter().copied());
     let mut child = cmd.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let _ = stdin.write_all(msg);
