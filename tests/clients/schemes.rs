@@ -197,7 +197,7 @@ fn dovecot_digest_schemes_from_doveadm_verify_and_log_in() {
 #[test]
 fn poplar_pw_digest_output_is_accepted_by_doveadm() {
     for scheme in ["SHA", "SSHA", "SHA256", "SSHA256", "SHA512", "SSHA512"] {
-        let line = tool(env!("CARGO_BIN_EXE_poplar"), &["pw", "-s", scheme]);
+        let line = tool(crate::common::poplar_bin(), &["pw", "-s", scheme]);
         assert!(line.starts_with(&format!("{{{scheme}}}")), "{line}");
         let out = Command::new("doveadm")
             .args(["pw", "-t", &line, "-p", PASSWORD])

@@ -188,7 +188,7 @@ fn dev_mode_refuses_user_names_that_alias_a_side_file_and_makes_private_mailboxe
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let boxes = dir.path().join("boxes");
-    let mut cmd = Command::new(POPLAR);
+    let mut cmd = Command::new(poplar_bin());
     cmd.arg("--dev")
         .arg(&boxes)
         .args(["--listen", "127.0.0.1:0", "--auth-delay", "0"])
@@ -568,7 +568,7 @@ fn a_mailbox_error_is_logged_with_the_user_and_the_path() {
     std::fs::write(dir.path().join("users"), "alice:{PLAIN}pw\n").unwrap();
     let mail = dir.path().join("mail");
     std::fs::create_dir_all(mail.join("alice")).unwrap();
-    let mut cmd = Command::new(POPLAR);
+    let mut cmd = Command::new(poplar_bin());
     cmd.arg("--users")
         .arg(dir.path().join("users"))
         .arg("--mail")

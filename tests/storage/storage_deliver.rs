@@ -179,7 +179,7 @@ fn bounces_and_any_sender_are_delivered_with_a_safe_from_line() {
 fn deliver_os(dir: &std::path::Path, sender: &std::ffi::OsStr, n: usize) -> (i32, String) {
     use std::io::Write;
     use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_poplar"))
+    let mut child = Command::new(crate::common::poplar_bin())
         .arg("deliver")
         .arg("--mail")
         .arg(format!("{}/mail/%n", dir.display()))

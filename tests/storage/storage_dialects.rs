@@ -182,7 +182,7 @@ fn x_uidl_headers_still_win_when_asked_for_in_a_dovecot_mailbox() {
 
 /// `poplar check --mail DIR/%n alice`: exit code and report.
 fn check(dir: &std::path::Path) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_poplar"))
+    let out = std::process::Command::new(crate::common::poplar_bin())
         .args(["check", "--mail"])
         .arg(format!("{}/%n", dir.display()))
         .arg("alice")
