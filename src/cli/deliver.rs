@@ -102,14 +102,25 @@ pub fn run(d: &Deliver) -> ExitCode {
     };
     let path: PathBuf = d.mail.expand(&user);
     let mut stdin = std::io::stdin().lock();
-    let result = append(
-        &path,
-        d.sender.as_deref(),
-        &mut stdin,
-        &d.mbox.locks,
-        d.mbox.trust,
-        SystemTime::now(),
-    );
+    // A panic (a bug of ours) must not bounce the message: MTAs bounce on exit 101. The
+    // unwinding releases the locks, and the delivery note left behind makes the next
+    // delivery or login cut off what was written, so the MTA's retry starts clean.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        append(
+            &path,
+            d.sender.as_deref(),
+            &mut stdin,
+            &d.mbox.locks,
+            d.mbox.trust,
+            SystemTime::now(),
+        )
+    }))
+    .unwrap_or_else(|_| {
+        Err(AppendError::Io(std::io::Error::other(
+            "internal error (a bug in poplar; the partial message is removed before the next \
+             delivery)",
+        )))
+    });
     match result {
         Ok(n) => {
             // Quiet on success: an MTA may pass a mailbox_command's output on.

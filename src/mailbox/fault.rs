@@ -1,7 +1,8 @@
 //! Test-only fault points: with `POPLAR_FAULT=<step>` a debug build aborts the process at that
 //! step (as `kill -9` would); with `POPLAR_FAULT=enospc:<step>` it fails that step with ENOSPC
 //! every time, and with `POPLAR_FAULT=enospc-once:<step>` only the first time in the process
-//! (a failure that a retry gets past). Release builds compile all of them to nothing.
+//! (a failure that a retry gets past); `POPLAR_FAULT=panic:<step>` panics there (a bug, as
+//! the code around it must survive one). Release builds compile all of them to nothing.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +30,9 @@ pub fn io_point(step: &str) -> io::Result<()> {
     if always || once {
         log::warn!("POPLAR_FAULT: ENOSPC at {step}");
         return Err(io::Error::from_raw_os_error(nix::libc::ENOSPC));
+    }
+    if v.strip_prefix("panic:") == Some(step) {
+        panic!("POPLAR_FAULT: panic at {step}");
     }
     Ok(())
 }

@@ -226,3 +226,28 @@ fn deliver_refuses_user_names_that_alias_a_side_file_for_good() {
     );
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn a_panic_while_delivering_is_a_temporary_failure_and_leaves_no_partial_message() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("mail")).unwrap();
+    let path = dir.path().join("mail/alice");
+    std::fs::write(&path, b"From x\n\nold\n\n").unwrap();
+    let big = vec![b'y'; 400 * 1024];
+    // Panics at a write in the middle of the message: exit 75, so the MTA retries.
+    let code = deliver_env(dir.path(), &big, &[("POPLAR_FAULT", "panic:deliver")]);
+    assert_eq!(code, 75);
+    // The retry finds the partial message and cuts it off before appending.
+    assert_eq!(deliver_env(dir.path(), b"S: retried\n\nok\n", &[]), 0);
+    let after = std::fs::read(&path).unwrap();
+    assert!(
+        after.starts_with(b"From x\n\nold\n\nFrom "),
+        "{:?}",
+        &after[..40]
+    );
+    assert!(after.ends_with(b"S: retried\n\nok\n\n"));
+    assert!(
+        !after.contains(&b'y'),
+        "no byte of the failed delivery is left"
+    );
+}
