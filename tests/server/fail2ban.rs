@@ -47,6 +47,34 @@ fn wait_log(log: &Path, needle: &str, n: usize) -> String {
     }
 }
 
+/// Starts poplar on a plain and a PROXY listener with `extra` flags, its log (stderr) going to
+/// `log`; returns it and the two addresses.
+fn spawn(d: &Path, log: &Path, extra: &[&str]) -> (Poplar, SocketAddr, SocketAddr) {
+    let child = Command::new(poplar_bin())
+        .arg("--users")
+        .arg(d.join("users"))
+        .arg("--mail")
+        .arg(format!("{}/mail/%n", d.display()))
+        .args(["--auth-delay", "0", "--max-bad-commands", "2"])
+        .args(["--listen", "127.0.0.1:0", "--proxy-protocol", "127.0.0.1:0"])
+        // The fake clients are off loopback: cleartext logins need --allow-cleartext.
+        .args(["--trusted-proxy", "127.0.0.0/8", "--allow-cleartext"])
+        .args(extra)
+        .env("POPLAR_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let poplar = Poplar(child);
+    let text = wait_log(log, "listening on ", 2);
+    let addrs: Vec<SocketAddr> = text
+        .lines()
+        .filter_map(|l| l.split("listening on ").nth(1))
+        .map(|a| a.trim().parse().unwrap())
+        .collect();
+    (poplar, addrs[0], addrs[1])
+}
+
 /// Connects (sending `header` first, if any) and reads the greeting.
 fn client(addr: SocketAddr, header: &str) -> Client {
     let mut c = Client::connect(addr);
@@ -177,44 +205,21 @@ fn the_fail2ban_filter_matches_every_failure_with_the_real_client_and_no_login()
     std::fs::write(d.join("users"), "alice:{PLAIN}secret\n").unwrap();
     std::fs::create_dir(d.join("mail")).unwrap();
     std::fs::write(d.join("mail/alice"), mbox(&[b"Subject: one\n\nbody\n"])).unwrap();
+    // One server for the sessions, with the default AUTHORIZATION deadline so that no slow
+    // moment cuts them short; one with a short deadline for the clients that never log in.
     let log = d.join("poplar.log");
-    let child = Command::new(poplar_bin())
-        .arg("--users")
-        .arg(d.join("users"))
-        .arg("--mail")
-        .arg(format!("{}/mail/%n", d.display()))
-        .args([
-            "--auth-delay",
-            "0",
-            "--auth-timeout",
-            "1",
-            "--max-bad-commands",
-            "2",
-        ])
-        .args(["--listen", "127.0.0.1:0", "--proxy-protocol", "127.0.0.1:0"])
-        // The fake clients are off loopback: cleartext logins need --allow-cleartext.
-        .args(["--trusted-proxy", "127.0.0.0/8", "--allow-cleartext"])
-        .env("POPLAR_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let poplar = Poplar(child);
-    let text = wait_log(&log, "listening on ", 2);
-    let addrs: Vec<SocketAddr> = text
-        .lines()
-        .filter_map(|l| l.split("listening on ").nth(1))
-        .map(|a| a.trim().parse().unwrap())
-        .collect();
-    let (plain, proxied) = (addrs[0], addrs[1]);
-
+    let (sessions_log, idle_log) = (d.join("sessions.log"), d.join("idle.log"));
+    let (poplar, plain, proxied) = spawn(d, &sessions_log, &[]);
     drive(plain, "");
     drive(proxied, &v1(FAKE_V4));
     drive(proxied, &v1(FAKE_V6));
-    // Clients that never log in, cut off after --auth-timeout.
-    let _idle = [client(plain, ""), client(proxied, &v1(FAKE_V4))];
-    wait_log(&log, " not logged in within ", 2);
-    drop(poplar);
+    let (idle_poplar, idle_plain, idle_proxied) = spawn(d, &idle_log, &["--auth-timeout", "1"]);
+    let _idle = [client(idle_plain, ""), client(idle_proxied, &v1(FAKE_V4))];
+    wait_log(&idle_log, " not logged in within ", 2);
+    drop((poplar, idle_poplar));
+    let both = std::fs::read_to_string(&sessions_log).unwrap()
+        + &std::fs::read_to_string(&idle_log).unwrap();
+    std::fs::write(&log, both).unwrap();
 
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
