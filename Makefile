@@ -147,8 +147,8 @@ FALLBACK_TOOLCHAIN := 1.94.1
 # The tests that start the poplar binary, run once more against the static one (POPLAR_BIN):
 # the binary's flags and modes, signals, TLS and reload in a process, deliver/check/seed,
 # crash and concurrency tests across processes, the docs, the password tool and the fail2ban
-# filter against its log. Tests that
-# set POPLAR_FAULT keep cargo's debug build, the only one with fault points.
+# filter against its log. Tests that set POPLAR_FAULT keep cargo's debug build, the only one
+# with fault points.
 BINARY_TESTS := --test server --test storage --test clients
 BINARY_FILTERS := binary:: modes:: reload:: tls:: dev_tools:: storage_deliver:: \
 	storage_interrupted:: storage_torture:: storage_concurrency:: storage_uid:: docs:: \
