@@ -67,6 +67,17 @@ deps: tls-deps
 	@# The mail fetchers tests/clients/interop.rs drives: fetchmail and getmail6 from Debian.
 	@command -v fetchmail >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fetchmail; }
 	@command -v getmail >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends getmail6; }
+# fail2ban-regex, which tests/server/fail2ban.rs runs on the shipped filter. Debian's package
+# would start and enable a fail2ban service (with its sshd jail) on this machine: a
+# policy-rc.d that denies every start covers the install (unless one is already there), the
+# unit is disabled after it, and no firewall package comes with it (--no-install-recommends).
+	@command -v fail2ban-regex >/dev/null || { apt-get update -qq && \
+		guard=; if [ ! -e /usr/sbin/policy-rc.d ]; then guard=/usr/sbin/policy-rc.d; \
+			printf '#!/bin/sh\nexit 101\n' > $$guard && chmod 0755 $$guard; fi; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fail2ban; \
+		rc=$$?; [ -z "$$guard" ] || rm -f $$guard; \
+		! command -v systemctl >/dev/null || systemctl disable fail2ban.service >/dev/null 2>&1; \
+		exit $$rc; } || true
 # The docs tests check the man page with groff and the example units with systemd-analyze;
 # each skips with a printed reason if its tool could not be installed.
 	@command -v groff >/dev/null || { apt-get update -qq && apt-get install -y -qq groff-base; } || true
@@ -135,12 +146,13 @@ LINKER.armv7-unknown-linux-musleabihf := arm-linux-gnueabihf-gcc
 FALLBACK_TOOLCHAIN := 1.94.1
 # The tests that start the poplar binary, run once more against the static one (POPLAR_BIN):
 # the binary's flags and modes, signals, TLS and reload in a process, deliver/check/seed,
-# crash and concurrency tests across processes, the docs and the password tool. Tests that
-# set POPLAR_FAULT keep cargo's debug build, the only one with fault points.
+# crash and concurrency tests across processes, the docs, the password tool and the fail2ban
+# filter against its log. Tests that set POPLAR_FAULT keep cargo's debug build, the only one
+# with fault points.
 BINARY_TESTS := --test server --test storage --test clients
 BINARY_FILTERS := binary:: modes:: reload:: tls:: dev_tools:: storage_deliver:: \
 	storage_interrupted:: storage_torture:: storage_concurrency:: storage_uid:: docs:: \
-	schemes::
+	schemes:: fail2ban::
 
 # toolchain TARGET: `+FALLBACK_TOOLCHAIN` when the default toolchain lacks TARGET, else nothing.
 toolchain = $$(rustup target list --installed | grep -qx $(1) || echo +$(FALLBACK_TOOLCHAIN))

@@ -1,7 +1,7 @@
 //! Admission: the open sessions, counted in total and per client address against the limits.
 
 use std::collections::HashMap;
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -16,10 +16,12 @@ pub(super) struct Sessions {
     changed: Condvar,
 }
 
-/// What [`Sessions`] guards: every open session's stream, and how many each address has.
+/// What [`Sessions`] guards: every open session's stream, its client's address once known,
+/// and how many sessions each address has.
 #[derive(Default)]
 struct Open {
     streams: HashMap<u64, TcpStream>,
+    peers: HashMap<u64, SocketAddr>,
     per_address: HashMap<ClientKey, usize>,
 }
 
@@ -93,14 +95,15 @@ impl Sessions {
     }
 
     /// Shuts down the sockets of those of `ids` still open, so that their sessions end;
-    /// returns those ids. No farewell line: a client that does not read could block the caller.
-    pub(super) fn cut_off(&self, ids: &[u64]) -> Vec<u64> {
+    /// returns those ids with their client's address where known (for the log line fail2ban
+    /// reads). No farewell line: a client that does not read could block the caller.
+    pub(super) fn cut_off(&self, ids: &[u64]) -> Vec<(u64, Option<SocketAddr>)> {
         let open = self.lock();
         let mut cut = Vec::new();
         for id in ids {
             if let Some(stream) = open.streams.get(id) {
                 let _ = stream.shutdown(Shutdown::Both);
-                cut.push(*id);
+                cut.push((*id, open.peers.get(id).copied()));
             }
         }
         cut
@@ -144,12 +147,19 @@ impl Slot {
         self.key = Some(key);
         Ok(())
     }
+
+    /// Records the client's real address: the socket's peer, or the address a PROXY header
+    /// gave (never the proxy's, which a ban on the logged address would lock out).
+    pub(super) fn set_peer(&self, peer: SocketAddr) {
+        self.sessions.lock().peers.insert(self.id, peer);
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.sessions.lock();
         open.streams.remove(&self.id);
+        open.peers.remove(&self.id);
         if let Some(key) = self.key
             && let Some(n) = open.per_address.get_mut(&key)
         {
@@ -301,7 +311,7 @@ mod tests {
         let (other_server, mut other_client) = pair(&l);
         let _slot = admitted(s.admit(1, Some(key(1)), server, (10, 10)));
         let _other = admitted(s.admit(2, Some(key(2)), other_server, (10, 10)));
-        assert_eq!(s.cut_off(&[1, 99]), vec![1]);
+        assert_eq!(s.cut_off(&[1, 99]), vec![(1, None)]);
         let mut buf = [0u8; 1];
         assert_eq!(
             client.read(&mut buf).unwrap(),
@@ -315,5 +325,20 @@ mod tests {
         assert!(other_client.read(&mut buf).is_err());
         s.cut_off_all();
         assert_eq!(other_client.read(&mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn cut_off_names_the_client_address_set_for_the_session() {
+        let (s, l) = (Arc::<Sessions>::default(), listener());
+        let slot = admitted(admit(&s, &l, 1, None, (10, 10)));
+        let _other = admitted(admit(&s, &l, 2, None, (10, 10)));
+        let real: SocketAddr = "203.0.113.7:4000".parse().unwrap();
+        slot.set_peer(real);
+        assert_eq!(s.cut_off(&[1, 2]), vec![(1, Some(real)), (2, None)]);
+        drop(slot);
+        assert!(
+            s.lock().peers.is_empty(),
+            "a dropped slot forgets its address"
+        );
     }
 }

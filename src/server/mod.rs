@@ -326,9 +326,10 @@ impl Server {
     fn reap(&self) -> Option<Instant> {
         let (expired, next) = self.ctx.guards.deadlines.expired(Instant::now());
         if !expired.is_empty() {
-            for id in self.sessions.cut_off(&expired) {
+            for (id, peer) in self.sessions.cut_off(&expired) {
+                let tag = Tag { id, peer };
                 log::warn!(
-                    "[{id}] not logged in within {:?}: closing",
+                    "{tag} not logged in within {:?}: closing",
                     self.auth_timeout
                 );
             }
@@ -404,6 +405,9 @@ impl Server {
                         None => return,
                     },
                 };
+                if let Some(real) = tag.peer {
+                    slot.set_peer(real);
+                }
                 if kind.proxied
                     && let Some(real) = tag.peer
                     && let Err(refusal) = slot.account(ClientKey::of(real.ip()), max_per_address)

@@ -12,6 +12,7 @@ mod certs;
 mod common;
 
 mod binary;
+mod fail2ban;
 mod limits;
 mod modes;
 mod protocol;
