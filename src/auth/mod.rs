@@ -15,9 +15,34 @@ use std::sync::{Arc, PoisonError, RwLock};
 use hmac::{KeyInit, Mac};
 use md5::{Digest, Md5};
 
+use crate::limits::{MAX_PASSWORD, MAX_USER_NAME};
 use crate::mailbox::UserName;
 pub use guard::Gate;
+
+/// Length of an MD5 digest in hex, as APOP and CRAM-MD5 send it.
+const MD5_HEX_LEN: usize = 32;
 pub use scheme::{Secret, ct_eq};
+
+/// Counts password and digest checks on the current thread, so that tests can tell a refusal
+/// that ran a hash from one that did not.
+#[cfg(test)]
+pub(crate) mod hash_count {
+    use std::cell::Cell;
+
+    thread_local! {
+        static CHECKS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// Counts one check.
+    pub(crate) fn bump() {
+        CHECKS.with(|c| c.set(c.get() + 1));
+    }
+
+    /// The checks counted since the last call, and starts again from zero.
+    pub(crate) fn take() -> usize {
+        CHECKS.with(|c| c.replace(0))
+    }
+}
 
 /// The users that may log in, by name.
 #[derive(Debug)]
@@ -120,13 +145,17 @@ impl Users {
     }
 
     /// Checks a USER/PASS (or SASL PLAIN/LOGIN) login. Unknown users cost the same work as
-    /// wrong passwords. Expensive hashes run through `gate`.
+    /// wrong passwords. Expensive hashes run through `gate`. A name or password over its cap
+    /// ([`MAX_USER_NAME`], [`MAX_PASSWORD`]) fails before any hashing, whoever the user.
     pub fn verify_password(
         &self,
         name: &[u8],
         password: &[u8],
         gate: &Gate,
     ) -> Result<Option<UserName>, CheckError> {
+        if name.len() > MAX_USER_NAME || password.len() > MAX_PASSWORD {
+            return Ok(None);
+        }
         if let Some(rule) = &self.anyone {
             return Ok(rule.verify(name, |s| s.verify(password)));
         }
@@ -161,15 +190,23 @@ impl Users {
     }
 
     /// The common part of APOP and CRAM-MD5: the expected hex digest from the plain secret
-    /// (a dummy for unknown users and users without one), compared in constant time.
+    /// (a dummy for unknown users and users without one), compared in constant time. A digest
+    /// of the wrong length, or a name over [`MAX_USER_NAME`], cannot match: it fails before
+    /// any hashing.
     fn verify_shared_secret(
         &self,
         name: &[u8],
         digest: &[u8],
         expected: impl Fn(&[u8]) -> String,
     ) -> Option<UserName> {
-        let matches =
-            |secret: &[u8]| ct_eq(expected(secret).as_bytes(), &digest.to_ascii_lowercase());
+        if name.len() > MAX_USER_NAME || digest.len() != MD5_HEX_LEN {
+            return None;
+        }
+        let matches = |secret: &[u8]| {
+            #[cfg(test)]
+            hash_count::bump();
+            ct_eq(expected(secret).as_bytes(), &digest.to_ascii_lowercase())
+        };
         if let Some(rule) = &self.anyone {
             return rule.verify(name, |s| matches(s.plain().unwrap_or_default()));
         }
@@ -267,6 +304,52 @@ mod tests {
         assert!(check(&u, b"\xff", b"x").is_none());
         assert_eq!(check(&u, b"hashed", b"password"), Some("hashed".into()));
         assert!(check(&u, b"hashed", b"Password").is_none());
+    }
+
+    #[test]
+    fn an_over_long_password_fails_before_any_hashing() {
+        let u = users();
+        let long = vec![b'p'; MAX_PASSWORD + 1];
+        hash_count::take();
+        for name in [&b"hashed"[..], b"alice", b"nobody"] {
+            assert!(check(&u, name, &long).is_none());
+        }
+        let any = Users::anyone(Anyone::AnyPassword);
+        assert!(
+            any.verify_password(b"alice", &long, &Gate::new(1))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(hash_count::take(), 0, "an over-long password was hashed");
+        // One at the cap is checked as usual.
+        assert!(check(&u, b"hashed", &long[..MAX_PASSWORD]).is_none());
+        assert_eq!(hash_count::take(), 1);
+    }
+
+    #[test]
+    fn over_long_digests_and_names_fail_before_any_hashing() {
+        let u = users();
+        let ts = "<1896.697170952@dbc.mtview.ca.us>";
+        let digest = b"c4c9334bac560ecc979e58001b3e22fb";
+        let long_name = vec![b'm'; MAX_USER_NAME + 1];
+        hash_count::take();
+        assert!(
+            u.verify_apop(b"mrose", ts, &[&digest[..], b"0"].concat())
+                .is_none()
+        );
+        assert!(u.verify_apop(&long_name, ts, digest).is_none());
+        assert!(u.verify_cram_md5(&long_name, b"<c@h>", digest).is_none());
+        assert!(
+            u.verify_cram_md5(b"mrose", b"<c@h>", &[&digest[..], b"0"].concat())
+                .is_none()
+        );
+        assert_eq!(
+            hash_count::take(),
+            0,
+            "an over-long digest or name was hashed"
+        );
+        assert!(u.verify_apop(b"mrose", ts, digest).is_some());
+        assert_eq!(hash_count::take(), 1);
     }
 
     #[test]

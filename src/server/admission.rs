@@ -128,6 +128,8 @@ fn count_address(open: &mut Open, key: ClientKey, max: usize) -> Result<(), Refu
 }
 
 /// A session's place in [`Sessions`]; freed when the session thread ends, panics included.
+/// Its count against the client's address is freed earlier, by [`Slot::leave_address`], once
+/// the session has answered QUIT.
 pub(super) struct Slot {
     sessions: Arc<Sessions>,
     id: u64,
@@ -153,6 +155,27 @@ impl Slot {
     pub(super) fn set_peer(&self, peer: SocketAddr) {
         self.sessions.lock().peers.insert(self.id, peer);
     }
+
+    /// Stops counting the session against its address: it has done its last work and is
+    /// about to send its last reply, and the client may reconnect the moment it reads it. The
+    /// session still counts against the total and is still waited for at shutdown until the
+    /// slot is dropped.
+    pub(super) fn leave_address(&mut self) {
+        let mut open = self.sessions.lock();
+        uncount_address(&mut open, self.key.take());
+    }
+}
+
+/// Undoes [`count_address`] for `key`, if the session was counted.
+fn uncount_address(open: &mut Open, key: Option<ClientKey>) {
+    if let Some(key) = key
+        && let Some(n) = open.per_address.get_mut(&key)
+    {
+        *n -= 1;
+        if *n == 0 {
+            open.per_address.remove(&key);
+        }
+    }
 }
 
 impl Drop for Slot {
@@ -160,14 +183,7 @@ impl Drop for Slot {
         let mut open = self.sessions.lock();
         open.streams.remove(&self.id);
         open.peers.remove(&self.id);
-        if let Some(key) = self.key
-            && let Some(n) = open.per_address.get_mut(&key)
-        {
-            *n -= 1;
-            if *n == 0 {
-                open.per_address.remove(&key);
-            }
-        }
+        uncount_address(&mut open, self.key.take());
         drop(open);
         self.sessions.changed.notify_all();
     }
@@ -287,6 +303,27 @@ mod tests {
         ));
         drop(first);
         let _third = admitted(admit(&s, &l, 3, Some(key(1)), limits));
+    }
+
+    #[test]
+    fn leaving_the_address_frees_it_at_once_and_only_once() {
+        let (s, l) = (Arc::<Sessions>::default(), listener());
+        let limits = (10, 1);
+        let mut first = admitted(admit(&s, &l, 1, Some(key(1)), limits));
+        first.leave_address();
+        // The same address gets in while the first session is still open (and counted).
+        let second = admitted(admit(&s, &l, 2, Some(key(1)), limits));
+        assert_eq!(s.open_count(), 2);
+        // Dropping the slot that left must not free the place the second one holds.
+        drop(first);
+        assert_eq!(s.open_count(), 1);
+        assert_eq!(s.lock().per_address[&key(1)], 1);
+        assert!(matches!(
+            admit(&s, &l, 3, Some(key(1)), limits),
+            Err(Refusal::PerAddress(_))
+        ));
+        drop(second);
+        assert!(s.lock().per_address.is_empty());
     }
 
     #[test]

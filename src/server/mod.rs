@@ -425,7 +425,7 @@ impl Server {
                     log::info!("{tag} TLS handshake failed: {e}");
                     return;
                 }
-                session::serve(&ctx, &tag, &mut link);
+                session::serve_then(&ctx, &tag, &mut link, || slot.leave_address());
                 ctx.guards.deadlines.clear(tag.id);
                 drop(slot);
             });

@@ -76,6 +76,19 @@ pub fn run<R: BufRead, W: Write>(ctx: &Context, tag: &Tag, input: R, output: W) 
 /// TRANSACTION commits the deletions. Any other ending commits nothing. After QUIT's reply
 /// the link is closed cleanly (a TLS close_notify).
 pub fn serve<L: Link>(ctx: &Context, tag: &Tag, link: &mut L) -> Ending {
+    serve_then(ctx, tag, link, || {})
+}
+
+/// [`serve`], calling `goodbye` once the session has done all its work for a QUIT (the
+/// commit included) and before its reply goes out: a client that reconnects the moment it
+/// reads that reply must find whatever `goodbye` frees (its place under the per-address cap)
+/// already free. Not called for any other ending.
+pub fn serve_then<L: Link>(
+    ctx: &Context,
+    tag: &Tag,
+    link: &mut L,
+    goodbye: impl FnOnce(),
+) -> Ending {
     let started = Instant::now();
     log::info!("{tag} session start tls={}", link.is_tls());
     // The APOP timestamp only when APOP can work (RFC 1939 §7: a client seeing one may try).
@@ -91,7 +104,14 @@ pub fn serve<L: Link>(ctx: &Context, tag: &Tag, link: &mut L) -> Ending {
     let ending = match send(link, &greeting) {
         Err(e) => io_ending(&e),
         Ok(()) => match command_loop(ctx, tag, phase, &mut login, link) {
-            Exit::Update(t) => update(tag, *t, &mut login.stats, link),
+            Exit::Update(t) => {
+                let (reply, ending) = update(tag, *t, &mut login.stats);
+                // The commit is done whether or not its answer reaches the client.
+                let _ = farewell(link, &reply, &mut login, goodbye);
+                ending
+            }
+            Exit::Quit(reply) => farewell(link, &reply, &mut login, goodbye)
+                .map_or_else(|e| io_ending(&e), |()| Ending::Quit),
             Exit::End(ending) => ending,
         },
     };
@@ -110,7 +130,7 @@ pub fn serve<L: Link>(ctx: &Context, tag: &Tag, link: &mut L) -> Ending {
 }
 
 /// Who logged in and what the session did, kept for the end-of-session line; the user's
-/// session slot is held until the session ends.
+/// session slot is held until QUIT is answered or the session ends.
 #[derive(Default)]
 struct Login {
     user: Option<String>,
@@ -118,10 +138,25 @@ struct Login {
     stats: Stats,
 }
 
+/// Sends the reply to QUIT, the session's last, once its user slot is given back and
+/// `goodbye` has run.
+fn farewell<L: Link>(
+    link: &mut L,
+    reply: &Reply,
+    login: &mut Login,
+    goodbye: impl FnOnce(),
+) -> io::Result<()> {
+    login.slot = None;
+    goodbye();
+    send(link, reply)
+}
+
 /// How the command loop ends.
 enum Exit {
     /// The session is over.
     End(Ending),
+    /// QUIT in AUTHORIZATION: send this reply and end.
+    Quit(Reply),
     /// QUIT in TRANSACTION: the UPDATE state, with the transaction that ends in it.
     Update(Box<Transaction>),
 }
@@ -204,7 +239,7 @@ fn authorization_turn<L: Link>(
 ) -> Turn {
     match step {
         AuthStep::Reply(r) => Turn::after(send(link, &r), Phase::Authorization(auth)),
-        AuthStep::Quit(r) => Turn::end(send(link, &r), Ending::Quit),
+        AuthStep::Quit(r) => Turn::Exit(Exit::Quit(r)),
         AuthStep::Close(r, ending) => Turn::end(send(link, &r), ending),
         AuthStep::StartTls(r) => match start_tls(ctx, tag, link, &r) {
             Ok(channel) => {
@@ -256,8 +291,8 @@ fn transaction_turn<L: Link>(
     Turn::after(sent, Phase::Transaction(t))
 }
 
-/// The UPDATE state: commits the deletions and answers the QUIT.
-fn update<L: Link>(tag: &Tag, t: Transaction, stats: &mut Stats, link: &mut L) -> Ending {
+/// The UPDATE state: commits the deletions; returns the reply to QUIT and the ending.
+fn update(tag: &Tag, t: Transaction, stats: &mut Stats) -> (Reply, Ending) {
     let committing = Instant::now();
     let (user, location) = (t.user().as_str().to_owned(), t.whose().location.to_owned());
     let committed = t.commit(stats);
@@ -275,8 +310,7 @@ fn update<L: Link>(tag: &Tag, t: Transaction, stats: &mut Stats, link: &mut L) -
             (commit_failed_reply(tag, &whose, &e), Ending::CommitFailed)
         }
     };
-    let _ = send(link, &reply);
-    ending
+    (reply, ending)
 }
 
 /// Decides what one line read in AUTHORIZATION leads to: a SASL response, or a command.

@@ -1101,3 +1101,79 @@ fn sasl_plain_in_two_steps_logs_in_and_the_payload_is_not_a_command() {
     assert!(lines[1].starts_with("+OK 3 messages"), "{}", lines[1]);
     assert_eq!(lines[2], "-ERR AUTH not valid in this state");
 }
+
+/// Issue 14 (1): a password, APOP digest or SASL response longer than any real one is an
+/// ordinary failed login (same reply, same delay, same count towards the close) and is refused
+/// before anything is hashed; a wrong one of normal length is hashed. A PASS line cannot carry
+/// an over-long password at all (the command line limit); `auth::tests` checks the cap there.
+#[test]
+fn over_long_credentials_fail_like_any_other_without_being_hashed() {
+    use crate::auth::hash_count;
+    use crate::auth::sasl::encode;
+    use crate::limits::{MAX_PASSWORD, MAX_USER_NAME};
+
+    let s = store();
+    let delay = Duration::from_millis(50);
+    let c = context(Arc::new(s.clone()), delay);
+    let long_password = "s".repeat(MAX_PASSWORD + 1);
+    let long_name = "a".repeat(MAX_USER_NAME + 1);
+    let digest = "c4c9334bac560ecc979e58001b3e22fb";
+    let plain = |pw: &str| encode(format!("\0alice\0{pw}").as_bytes());
+    let cram = |name: &str| encode(format!("{name} {digest}").as_bytes());
+    // Each attempt: its lines, and whether it is over a cap (else: merely wrong).
+    let attempts: Vec<(Vec<String>, bool)> = vec![
+        (vec![format!("APOP alice {digest}0")], true),
+        (vec![format!("APOP alice {}", "0".repeat(200))], true),
+        (vec![format!("APOP alice {digest}")], false),
+        (vec!["AUTH PLAIN".into(), plain(&long_password)], true),
+        (vec!["AUTH PLAIN".into(), plain("wrong")], false),
+        (
+            vec![
+                "AUTH LOGIN".into(),
+                encode(b"alice"),
+                encode(long_password.as_bytes()),
+            ],
+            true,
+        ),
+        (
+            vec!["AUTH LOGIN".into(), encode(b"alice"), encode(b"wrong")],
+            false,
+        ),
+        (vec!["AUTH CRAM-MD5".into(), cram(&long_name)], true),
+        (vec!["AUTH CRAM-MD5".into(), cram("alice")], false),
+    ];
+    let mut hashed_over_cap = Vec::new();
+    for (attempt, over) in attempts {
+        let mut lines: Vec<&str> = attempt.iter().map(String::as_str).collect();
+        lines.extend(["USER alice", "PASS secret", "QUIT"]);
+        hash_count::take();
+        let started = Instant::now();
+        let (ending, got) = talk(&c, &script(&lines));
+        let hashed = hash_count::take();
+        let shown = &attempt[0];
+        assert!(started.elapsed() >= delay, "{shown}: no failure delay");
+        assert_eq!(ending, Ending::Quit, "{shown}");
+        let failed = got.len() - 4;
+        assert_eq!(
+            got[failed..],
+            [
+                "-ERR [AUTH] authentication failed",
+                "+OK send PASS",
+                "+OK 3 messages (78 octets)",
+                "+OK bye, 3 messages left",
+            ],
+            "{shown}"
+        );
+        // The good login after the failure checks one password.
+        if over && hashed != 1 {
+            hashed_over_cap.push(attempt.join(" ").chars().take(40).collect::<String>());
+        }
+        if !over {
+            assert!(hashed >= 2, "{shown}: the wrong attempt was not checked");
+        }
+    }
+    assert!(
+        hashed_over_cap.is_empty(),
+        "over-long attempts that were hashed: {hashed_over_cap:?}"
+    );
+}

@@ -248,3 +248,25 @@ fn behind_a_proxy_the_client_address_from_the_header_is_what_counts() {
     let (_other, greeting) = via_proxy("192.0.2.8");
     assert!(greeting.starts_with("+OK poplar ready"), "{greeting}");
 }
+
+/// Issue 14 (5): a client that reconnects the moment it reads `+OK` to QUIT must not be
+/// refused by its own finished session, which used to count against its address until its
+/// thread ended. Both ways a session can say goodbye: QUIT before and after login.
+#[test]
+fn a_session_that_answered_quit_no_longer_counts_against_its_address() {
+    let s = alice_server(|c| c.max_per_address = 1);
+    let mut c = s.connect();
+    for round in 0..300 {
+        if round % 2 == 0 {
+            c.login("alice", "secret");
+        }
+        let bye = c.cmd("QUIT");
+        assert!(bye.starts_with("+OK"), "round {round}: {bye}");
+        c = Client::connect(s.addr);
+        let greeting = c.line();
+        assert!(
+            greeting.starts_with("+OK poplar ready"),
+            "round {round}: {greeting}"
+        );
+    }
+}
