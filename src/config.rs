@@ -33,6 +33,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Delay before a failed login is answered (`--auth-delay`).
     pub auth_failure_delay: Duration,
+    /// Least time between two logins of one user (`--login-delay`; zero: none).
+    pub login_delay: Duration,
     /// How long sessions may go on after SIGTERM/SIGINT (`--shutdown-grace`).
     pub shutdown_grace: Duration,
     /// Host name for the APOP timestamp (`--hostname`).
@@ -103,6 +105,7 @@ impl Config {
             idle_timeout: limits::DEFAULT_IDLE_TIMEOUT,
             max_connections: limits::DEFAULT_MAX_CONNECTIONS,
             auth_failure_delay: limits::DEFAULT_AUTH_FAILURE_DELAY,
+            login_delay: Duration::ZERO,
             shutdown_grace: limits::DEFAULT_SHUTDOWN_GRACE,
             hostname: crate::hostname::system_hostname(),
             max_per_address: limits::DEFAULT_MAX_PER_ADDRESS,

@@ -97,6 +97,12 @@ pub const AUTH_FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
 /// addresses an attacker uses. Expired entries are dropped first when it is reached.
 pub const MAX_TRACKED_ADDRESSES: usize = 65_536;
 
+/// Most users whose last login `--login-delay` remembers: a bound on memory however many
+/// users log in. Entries older than the delay are dropped first when it is reached; if every
+/// entry is still recent, further logins go unrecorded (the delay is a courtesy to the host,
+/// never a reason to refuse someone it has not seen).
+pub const MAX_LOGIN_DELAY_USERS: usize = 65_536;
+
 /// Failed logins in one session before it is closed.
 pub const MAX_AUTH_FAILURES_PER_SESSION: u32 = 3;
 

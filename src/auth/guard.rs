@@ -190,6 +190,59 @@ impl UserSlots {
     }
 }
 
+/// `--login-delay`: the least time between two logins of one user (RFC 2449 §6.5), so that an
+/// aggressive poller cannot hammer a small host. Only logins whose password was right count,
+/// and only in this server process.
+#[derive(Debug, Default)]
+pub struct LoginSpacing {
+    delay: Duration,
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl LoginSpacing {
+    /// Spacing of at least `delay` (zero: none).
+    pub fn new(delay: Duration) -> LoginSpacing {
+        LoginSpacing {
+            delay,
+            last: Mutex::default(),
+        }
+    }
+
+    /// Records a login of `user` at `now`, or, if their previous one was less than the delay
+    /// ago, refuses it with the time still to wait.
+    pub fn admit(&self, user: &UserName, now: Instant) -> Result<(), Duration> {
+        if self.delay.is_zero() {
+            return Ok(());
+        }
+        let mut last = lock(&self.last);
+        if let Some(&t) = last.get(user.as_str()) {
+            let since = now.saturating_duration_since(t);
+            if since < self.delay {
+                return Err(self.delay - since);
+            }
+        }
+        if last.len() >= limits::MAX_LOGIN_DELAY_USERS {
+            last.retain(|_, t| now.saturating_duration_since(*t) < self.delay);
+        }
+        if last.len() < limits::MAX_LOGIN_DELAY_USERS || last.contains_key(user.as_str()) {
+            last.insert(user.as_str().to_owned(), now);
+        }
+        Ok(())
+    }
+
+    /// Forgets the login of `user` just admitted, which did not happen after all (the
+    /// mailbox could not be opened): their retry meets the reason, not the delay. Their
+    /// previous login, if any, was at least the delay ago, so forgetting it changes nothing.
+    pub fn forget(&self, user: &UserName) {
+        lock(&self.last).remove(user.as_str());
+    }
+
+    /// How many users are remembered (for tests of the bound).
+    pub fn remembered(&self) -> usize {
+        lock(&self.last).len()
+    }
+}
+
 /// When each session still in AUTHORIZATION must have logged in: a total deadline, so that a
 /// client sending a byte now and then cannot stay unauthenticated for ever. The server sets
 /// and enforces them; a session clears its own on login.
@@ -234,6 +287,8 @@ pub struct Guards {
     pub users: Arc<UserSlots>,
     /// AUTHORIZATION deadlines.
     pub deadlines: LoginDeadlines,
+    /// The least time between two logins of one user (`--login-delay`).
+    pub spacing: LoginSpacing,
 }
 
 impl Guards {
@@ -244,7 +299,14 @@ impl Guards {
             gate: Gate::new(hash_slots),
             users: UserSlots::new(per_user),
             deadlines: LoginDeadlines::default(),
+            spacing: LoginSpacing::default(),
         }
+    }
+
+    /// These guards with at least `delay` between two logins of one user.
+    pub fn with_login_delay(mut self, delay: Duration) -> Guards {
+        self.spacing = LoginSpacing::new(delay);
+        self
     }
 }
 
@@ -336,5 +398,45 @@ mod tests {
         assert!(slots.acquire(&UserName::new(b"bob").unwrap()).is_some());
         drop(a);
         assert!(slots.acquire(&u).is_some());
+    }
+
+    #[test]
+    fn login_spacing_refuses_early_logins_per_user() {
+        let spacing = LoginSpacing::new(Duration::from_secs(10));
+        let (a, b) = (
+            UserName::new(b"alice").unwrap(),
+            UserName::new(b"bob").unwrap(),
+        );
+        let t0 = Instant::now();
+        assert_eq!(spacing.admit(&a, t0), Ok(()));
+        assert_eq!(
+            spacing.admit(&a, t0 + Duration::from_secs(4)),
+            Err(Duration::from_secs(6))
+        );
+        assert_eq!(spacing.admit(&b, t0 + Duration::from_secs(4)), Ok(()));
+        // A refused login does not restart the wait.
+        assert_eq!(spacing.admit(&a, t0 + Duration::from_secs(10)), Ok(()));
+        assert!(spacing.admit(&a, t0 + Duration::from_secs(11)).is_err());
+        spacing.forget(&a);
+        assert_eq!(spacing.admit(&a, t0 + Duration::from_secs(11)), Ok(()));
+        let none = LoginSpacing::new(Duration::ZERO);
+        assert_eq!(none.admit(&a, t0), Ok(()));
+        assert_eq!(none.admit(&a, t0), Ok(()));
+        assert_eq!(none.remembered(), 0);
+    }
+
+    #[test]
+    fn login_spacing_memory_is_bounded() {
+        let spacing = LoginSpacing::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let user = |i: usize| UserName::new(format!("u{i}").as_bytes()).unwrap();
+        for i in 0..limits::MAX_LOGIN_DELAY_USERS + 10 {
+            assert_eq!(spacing.admit(&user(i), t0), Ok(()));
+        }
+        assert_eq!(spacing.remembered(), limits::MAX_LOGIN_DELAY_USERS);
+        // Once the old entries have expired, they make room.
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(spacing.admit(&user(usize::MAX), later), Ok(()));
+        assert_eq!(spacing.remembered(), 1);
     }
 }

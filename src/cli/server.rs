@@ -46,6 +46,12 @@ fn options() -> Options {
     );
     o.optopt(
         "",
+        "login-delay",
+        "least seconds between two logins of one user, announced as LOGIN-DELAY (default 0: none)",
+        "SECS",
+    );
+    o.optopt(
+        "",
         "shutdown-grace",
         "seconds sessions may go on after SIGTERM/SIGINT (default 5)",
         "SECS",
@@ -275,6 +281,9 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
     }
     if let Some(d) = seconds(&m, "auth-delay")? {
         config.auth_failure_delay = d;
+    }
+    if let Some(d) = seconds(&m, "login-delay")? {
+        config.login_delay = d;
     }
     if let Some(d) = seconds(&m, "shutdown-grace")? {
         config.shutdown_grace = d;
@@ -517,6 +526,18 @@ mod tests {
         assert_eq!(c.auth_timeout, Duration::from_secs(30));
         assert_eq!(c.write_timeout, Duration::from_secs(9));
         assert!(!c.apop);
+    }
+
+    #[test]
+    fn login_delay_is_off_by_default_and_takes_seconds() {
+        assert_eq!(run("-u u -m /m/%n").login_delay, Duration::ZERO);
+        let c = run("-u u -m /m/%n --login-delay 0.3");
+        assert_eq!(c.login_delay, Duration::from_millis(300));
+        assert_eq!(
+            run("--dev --login-delay 900").login_delay,
+            Duration::from_secs(900)
+        );
+        assert!(parse(&args("-u u -m /m/%n --login-delay soon")).is_err());
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub enum RespCode {
     Auth,
     /// Authenticated, but the maildrop is in use (RFC 2449 §8.1.2).
     InUse,
+    /// Authenticated, but the user logged in too recently (RFC 2449 §8.1.1).
+    LoginDelay,
     /// A temporary system problem; retrying later may help (RFC 3206 §4).
     SysTemp,
     /// A permanent system problem (RFC 3206 §4).
@@ -86,6 +88,7 @@ impl RespCode {
         match self {
             RespCode::Auth => "AUTH",
             RespCode::InUse => "IN-USE",
+            RespCode::LoginDelay => "LOGIN-DELAY",
             RespCode::SysTemp => "SYS/TEMP",
             RespCode::SysPerm => "SYS/PERM",
         }

@@ -29,6 +29,7 @@ pub fn settings(config: &Config) -> Settings {
         apop: config.apop,
         max_bad_commands: config.max_bad_commands,
         command_timeout: config.idle_timeout,
+        login_delay: config.login_delay,
     }
 }
 
@@ -59,7 +60,10 @@ pub fn context_for(config: &Config, users: UsersHandle, store: Arc<dyn MailStore
     Context {
         users,
         store,
-        guards: Arc::new(Guards::new(limits::hash_parallelism(), config.max_per_user)),
+        guards: Arc::new(
+            Guards::new(limits::hash_parallelism(), config.max_per_user)
+                .with_login_delay(config.login_delay),
+        ),
         settings: settings(config),
     }
 }

@@ -1,6 +1,8 @@
 //! The AUTHORIZATION state: USER, PASS, APOP, AUTH (SASL), CAPA, STLS and QUIT; the
 //! cleartext policy, failure counting, delays and the bad-command cutoff.
 
+use std::time::Instant;
+
 use crate::auth::guard::UserSlot;
 use crate::auth::sasl::{Credentials, Exchange, Mechanism, Step};
 use crate::auth::{CheckError, sasl};
@@ -9,7 +11,7 @@ use crate::mailbox::UserName;
 use crate::protocol::command::Command;
 use crate::protocol::wire::{Reply, RespCode};
 
-use super::errors::Whose;
+use super::errors::{Whose, login_delay_reply};
 use super::transaction::Transaction;
 use super::{
     Channel, Context, Ending, Tag, apop_timestamp, capabilities, mailbox_reply, wrong_state,
@@ -85,7 +87,11 @@ impl Authorization {
 
     /// The CAPA reply for this connection now.
     pub(super) fn capabilities(&self, ctx: &Context) -> Reply {
-        capabilities(self.channel, &self.mechanisms(ctx))
+        capabilities(
+            self.channel,
+            &self.mechanisms(ctx),
+            ctx.settings.login_delay,
+        )
     }
 
     fn mechanism_usable(&self, ctx: &Context, m: Mechanism) -> bool {
@@ -279,11 +285,21 @@ impl Authorization {
                 "too many sessions for this user",
             ));
         };
+        // Checked only now, after the password: an unauthenticated client learns nothing.
+        if let Err(wait) = ctx.guards.spacing.admit(&user, Instant::now()) {
+            return AuthStep::Reply(login_delay_reply(tag, &shown, how, wait));
+        }
         let location = ctx.store.location(&user);
         match ctx.store.open(&user) {
             Ok(maildrop) => {
-                let t =
-                    Transaction::new(user, location, maildrop, self.channel, self.mechanisms(ctx));
+                let t = Transaction::new(
+                    user,
+                    location,
+                    maildrop,
+                    self.channel,
+                    self.mechanisms(ctx),
+                    ctx.settings.login_delay,
+                );
                 let (count, octets) = t.totals();
                 log::info!(
                     "{tag} login user={shown} method={how} messages={count} octets={octets}"
@@ -298,6 +314,7 @@ impl Authorization {
                 )
             }
             Err(e) => {
+                ctx.guards.spacing.forget(&user);
                 let whose = Whose {
                     user: user.as_str(),
                     location: &location,

@@ -1,6 +1,7 @@
 //! The one mapping from failures to replies, endings and log lines.
 
 use std::io;
+use std::time::Duration;
 
 use crate::mailbox::MailboxError;
 use crate::protocol::wire::{Reply, RespCode};
@@ -63,6 +64,19 @@ pub(super) fn mailbox_reply(tag: &Tag, whose: &Whose, e: &MailboxError) -> Reply
             Reply::err_code(RespCode::SysTemp, "mailbox unavailable, try again later")
         }
     }
+}
+
+/// The refusal of a login (password already checked) that came sooner after the user's last
+/// one than `--login-delay` allows; the mailbox was not opened.
+pub(super) fn login_delay_reply(tag: &Tag, shown: &str, how: &str, wait: Duration) -> Reply {
+    log::warn!(
+        "{tag} {how} login for {shown} refused: login delay, {} ms to go",
+        wait.as_millis()
+    );
+    Reply::err_code(
+        RespCode::LoginDelay,
+        "logged in too recently; wait before logging in again",
+    )
 }
 
 /// The reply to a QUIT whose commit failed, after logging why. Only an unfinished commit

@@ -12,7 +12,7 @@ mod transaction;
 
 use std::io::{self, BufRead, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::auth::guard::UserSlot;
 use crate::auth::sasl::Mechanism;
@@ -396,9 +396,11 @@ fn send<W: Write>(output: &mut W, reply: &Reply) -> io::Result<()> {
 }
 
 /// The capability list (RFC 2449 §5): STLS only while it can be used (RFC 2595 §4), USER only
-/// where cleartext passwords are accepted, and `SASL` with the mechanisms that can work (left
-/// out when none can).
-fn capabilities(channel: Channel, mechanisms: &[Mechanism]) -> Reply {
+/// where cleartext passwords are accepted, `SASL` with the mechanisms that can work (left
+/// out when none can), `EXPIRE NEVER` (poplar deletes only what a client deleted, §6.7) and,
+/// with `--login-delay`, `LOGIN-DELAY` (§6.5). Both are the same before and after login, as
+/// they are the same for every user.
+fn capabilities(channel: Channel, mechanisms: &[Mechanism], login_delay: Duration) -> Reply {
     let caps = [
         "TOP",
         "UIDL",
@@ -407,6 +409,8 @@ fn capabilities(channel: Channel, mechanisms: &[Mechanism]) -> Reply {
         "RESP-CODES",
         "AUTH-RESP-CODE",
         "PIPELINING",
+        "EXPIRE NEVER",
+        "LOGIN-DELAY",
         "IMPLEMENTATION poplar",
     ];
     let mut lines = String::new();
@@ -414,9 +418,12 @@ fn capabilities(channel: Channel, mechanisms: &[Mechanism]) -> Reply {
         let offered = match c {
             "USER" => channel.secure,
             "STLS" => channel.stls,
+            "LOGIN-DELAY" => !login_delay.is_zero(),
             _ => true,
         };
-        if offered {
+        if c == "LOGIN-DELAY" && offered {
+            lines.push_str(&format!("LOGIN-DELAY {}\r\n", whole_seconds(login_delay)));
+        } else if offered {
             lines.push_str(c);
             lines.push_str("\r\n");
         }
@@ -433,6 +440,12 @@ fn capabilities(channel: Channel, mechanisms: &[Mechanism]) -> Reply {
         first: "capability list follows".into(),
         lines,
     }
+}
+
+/// `delay` in whole seconds for `LOGIN-DELAY`, rounded up: a client that waits what it is told
+/// is never refused.
+fn whole_seconds(delay: Duration) -> u64 {
+    delay.as_secs() + u64::from(delay.subsec_nanos() > 0)
 }
 
 /// An APOP timestamp (RFC 1939 §7): a msg-id different for every greeting.

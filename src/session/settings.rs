@@ -31,6 +31,9 @@ pub struct Settings {
     /// The longest wait for one complete command line, however the client trickles it: the
     /// idle timeout, restarted by each command (RFC 1939 §3).
     pub command_timeout: Duration,
+    /// The least time between two logins of one user, announced in CAPA as `LOGIN-DELAY`
+    /// (`--login-delay`; zero: none). `Guards::spacing` enforces it.
+    pub login_delay: Duration,
 }
 
 impl Default for Settings {
@@ -44,6 +47,7 @@ impl Default for Settings {
             apop: true,
             max_bad_commands: crate::limits::DEFAULT_MAX_BAD_COMMANDS,
             command_timeout: crate::limits::DEFAULT_IDLE_TIMEOUT,
+            login_delay: Duration::ZERO,
         }
     }
 }

@@ -17,13 +17,14 @@ const M2: &[u8] = b"Subject: two\r\n\r\n.dot\r\n";
 const M3: &[u8] = b"Subject: three\n\nl1\nl2\nl3";
 
 /// What CAPA must list in both states (issue 2; other capabilities may join them).
-const REQUIRED_CAPS: [&str; 7] = [
+const REQUIRED_CAPS: [&str; 8] = [
     "TOP",
     "UIDL",
     "USER",
     "RESP-CODES",
     "AUTH-RESP-CODE",
     "PIPELINING",
+    "EXPIRE NEVER",
     "IMPLEMENTATION poplar",
 ];
 

@@ -2,6 +2,7 @@
 //! owns the deletion marks; only QUIT hands them to the maildrop.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use crate::auth::sasl::Mechanism;
 use crate::mailbox::{MailboxError, Maildrop, UserName};
@@ -23,6 +24,8 @@ pub(super) struct Transaction {
     channel: Channel,
     /// The SASL mechanisms offered before login, which CAPA keeps announcing (RFC 2449 §5).
     mechanisms: Vec<Mechanism>,
+    /// The `--login-delay` CAPA keeps announcing.
+    login_delay: Duration,
 }
 
 /// What a command in TRANSACTION leads to.
@@ -46,6 +49,7 @@ impl Transaction {
         maildrop: Box<dyn Maildrop>,
         channel: Channel,
         mechanisms: Vec<Mechanism>,
+        login_delay: Duration,
     ) -> Self {
         let n = maildrop.messages().len();
         Transaction {
@@ -59,6 +63,7 @@ impl Transaction {
                 ..channel
             },
             mechanisms,
+            login_delay,
         }
     }
 
@@ -161,7 +166,7 @@ impl Transaction {
                 ))
             }
             Command::Noop => Reply::ok(""),
-            Command::Capa => capabilities(self.channel, &self.mechanisms),
+            Command::Capa => capabilities(self.channel, &self.mechanisms, self.login_delay),
             Command::Quit => return TxStep::Quit,
             other => wrong_state(&other),
         };

@@ -270,3 +270,65 @@ fn a_session_that_answered_quit_no_longer_counts_against_its_address() {
         );
     }
 }
+
+#[test]
+fn capa_lists_expire_never_always_and_login_delay_only_when_set() {
+    let plain = alice_server(|_| {});
+    let mut c = plain.connect();
+    let before = String::from_utf8(c.multi("CAPA")).unwrap();
+    c.login("alice", "secret");
+    let after = String::from_utf8(c.multi("CAPA")).unwrap();
+    for caps in [&before, &after] {
+        assert!(caps.contains("\r\nEXPIRE NEVER\r\n"), "{caps}");
+        assert!(!caps.contains("LOGIN-DELAY"), "{caps}");
+    }
+    let delayed = alice_server(|c| c.login_delay = Duration::from_secs(900));
+    let mut c = delayed.connect();
+    let before = String::from_utf8(c.multi("CAPA")).unwrap();
+    c.login("alice", "secret");
+    let after = String::from_utf8(c.multi("CAPA")).unwrap();
+    for caps in [&before, &after] {
+        assert!(caps.contains("\r\nEXPIRE NEVER\r\n"), "{caps}");
+        assert!(caps.contains("\r\nLOGIN-DELAY 900\r\n"), "{caps}");
+    }
+}
+
+#[test]
+fn a_login_within_the_login_delay_is_refused_before_the_mailbox_is_opened() {
+    let s = alice_server(|c| c.login_delay = Duration::from_millis(300));
+    let original = std::fs::read(s.mbox("alice")).unwrap();
+    let mut first = s.connect();
+    // A fraction of a second is announced rounded up: waiting what CAPA says always works.
+    let caps = String::from_utf8(first.multi("CAPA")).unwrap();
+    assert!(caps.contains("\r\nLOGIN-DELAY 1\r\n"), "{caps}");
+    first.login("alice", "secret");
+    // The first session still holds the mailbox: opening it again would answer [IN-USE].
+    let mut second = s.connect();
+    second.cmd("USER alice");
+    assert_eq!(
+        second.cmd("PASS wrong"),
+        "-ERR [AUTH] authentication failed",
+        "the password is checked first"
+    );
+    second.cmd("USER alice");
+    let refused = second.cmd("PASS secret");
+    assert!(refused.starts_with("-ERR [LOGIN-DELAY] "), "{refused}");
+    assert_eq!(second.cmd("STAT"), "-ERR STAT not valid in this state");
+    assert_eq!(first.cmd("QUIT"), "+OK bye, 1 message left");
+    assert_eq!(std::fs::read(s.mbox("alice")).unwrap(), original);
+    // Once the delay has passed, the same user gets in.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        second.cmd("USER alice");
+        let r = second.cmd("PASS secret");
+        if r.starts_with("+OK") {
+            break;
+        }
+        assert!(r.starts_with("-ERR [LOGIN-DELAY] "), "{r}");
+        assert!(Instant::now() < deadline, "the login delay never ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(second.cmd("STAT").starts_with("+OK 1 "));
+    assert_eq!(second.cmd("QUIT"), "+OK bye, 1 message left");
+    assert_eq!(std::fs::read(s.mbox("alice")).unwrap(), original);
+}

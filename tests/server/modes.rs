@@ -167,6 +167,30 @@ fn dev_mode_lets_a_new_user_in_creates_the_mailbox_and_logs_commands_masked() {
     assert!(banner.contains(&format!("listening on {addr}")), "{banner}");
 }
 
+#[test]
+fn dev_mode_enforces_and_announces_the_login_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let boxes = dir.path().join("boxes");
+    let mut cmd = Command::new(poplar_bin());
+    cmd.arg("--dev")
+        .arg(&boxes)
+        .args(["--listen", "127.0.0.1:0", "--auth-delay", "0"])
+        .args(["--login-delay", "900"])
+        .stdout(Stdio::null());
+    let p = Proc::spawn(&mut cmd);
+    let addr = p.listening(1)[0];
+    let mut c = greeting(addr, b"").unwrap();
+    let caps = String::from_utf8(c.multi("CAPA")).unwrap();
+    assert!(caps.contains("\r\nLOGIN-DELAY 900\r\n"), "{caps}");
+    assert!(caps.contains("\r\nEXPIRE NEVER\r\n"), "{caps}");
+    c.login("newbie", "poplar");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    let mut again = greeting(addr, b"").unwrap();
+    assert!(again.cmd("USER newbie").starts_with("+OK"));
+    let r = again.cmd("PASS poplar");
+    assert!(r.starts_with("-ERR [LOGIN-DELAY] "), "{r}");
+}
+
 /// A user name for each sidecar suffix: `alice` and the suffix, with a variable part where
 /// one follows it (a dotlock's unique name, a set-aside journal).
 fn sidecar_user_names() -> Vec<String> {
