@@ -237,8 +237,9 @@ impl LoginSpacing {
         lock(&self.last).remove(user.as_str());
     }
 
-    /// How many users are remembered (for tests of the bound).
-    pub fn remembered(&self) -> usize {
+    /// How many users are remembered, for the test of the bound.
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
         lock(&self.last).len()
     }
 }
