@@ -425,6 +425,43 @@ mod tests {
     }
 
     #[test]
+    fn with_the_hashing_gate_full_every_failure_is_busy_alike() {
+        let u = Users::new([
+            (
+                UserName::new(b"alice").unwrap(),
+                Secret::Plain(b"wonderland".to_vec()),
+            ),
+            (
+                UserName::new(b"hashed").unwrap(),
+                Secret::parse(b"{MD5-CRYPT}$1$saltsalt$qjXMvbEw8oaL.CzflDtaK/").unwrap(),
+            ),
+        ]);
+        let gate = Gate::new(1);
+        let (held, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        let (got, alice) = std::thread::scope(|s| {
+            s.spawn(|| {
+                gate.run(|| {
+                    held.wait();
+                    release.wait();
+                })
+            });
+            held.wait();
+            let tries = [&b"nobody"[..], b"alice", b"hashed"]
+                .map(|name| s.spawn(|| u.verify_password(name, b"guess", &gate)));
+            let got = tries.map(|t| t.join().map(|r| r.map(|_| ())));
+            // A right {PLAIN} password needs no slot.
+            let alice = u.verify_password(b"alice", b"wonderland", &gate);
+            release.wait();
+            (got, alice)
+        });
+        for (got, name) in got.into_iter().zip(["nobody", "alice", "hashed"]) {
+            assert_eq!(got.unwrap(), Err(CheckError::Busy), "{name}");
+        }
+        let alice = alice.unwrap().map(|n| n.as_str().to_owned());
+        assert_eq!(alice, Some("alice".into()));
+    }
+
+    #[test]
     fn the_dummy_is_the_costliest_secret_by_its_own_parameters() {
         let sha = |rounds: &str| {
             Secret::Hashed(
