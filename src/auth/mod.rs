@@ -27,10 +27,13 @@ pub use scheme::{Secret, ct_eq};
 /// that ran a hash from one that did not.
 #[cfg(test)]
 pub(crate) mod hash_count {
-    use std::cell::Cell;
+    use std::cell::{Cell, RefCell};
+
+    use super::Secret;
 
     thread_local! {
         static CHECKS: Cell<usize> = const { Cell::new(0) };
+        static SECRETS: RefCell<Vec<(String, u64)>> = const { RefCell::new(Vec::new()) };
     }
 
     /// Counts one check.
@@ -42,14 +45,25 @@ pub(crate) mod hash_count {
     pub(crate) fn take() -> usize {
         CHECKS.with(|c| c.replace(0))
     }
+
+    /// Records which kind of secret, at what cost, a password was checked against.
+    pub(crate) fn saw(secret: &Secret) {
+        SECRETS.with(|s| s.borrow_mut().push((format!("{secret:?}"), secret.work())));
+    }
+
+    /// The secrets recorded by [`saw`] since the last call, as (kind, work), and forgets them.
+    pub(crate) fn take_secrets() -> Vec<(String, u64)> {
+        SECRETS.with(|s| s.take())
+    }
 }
 
 /// The users that may log in, by name.
 #[derive(Debug)]
 pub struct Users {
     by_name: HashMap<String, (UserName, Secret)>,
-    /// Checked for unknown users, so that they cost the same work as known ones: a copy of
-    /// the table's most common kind of secret (a wrong guess against it fails the same way).
+    /// Checked for unknown users, and after a wrong password for a user whose own secret is
+    /// cheaper, so that every failure costs the same work: a copy of the table's most expensive
+    /// secret, with its real cost parameters (a right guess against it still fails).
     dummy: Secret,
     /// `--dev`: every valid user name logs in by this rule instead of the table.
     anyone: Option<Anyone>,
@@ -94,16 +108,13 @@ impl Users {
             .into_iter()
             .map(|(n, s)| (n.as_str().to_owned(), (n, s)))
             .collect();
-        let mut kinds: HashMap<String, (usize, &Secret)> = HashMap::new();
-        for (_, s) in by_name.values() {
-            kinds.entry(format!("{s:?}")).or_insert((0, s)).0 += 1;
-        }
-        let dummy = kinds
-            .into_values()
-            .max_by_key(|(n, s)| (*n, s.is_expensive()))
+        // Ties go to the smallest name, so that a reload of the same file picks the same one.
+        let dummy = by_name
+            .iter()
+            .max_by(|(a, (_, x)), (b, (_, y))| x.work().cmp(&y.work()).then(b.cmp(a)))
             .map_or_else(
                 || Secret::Plain(b"\x00poplar-no-such-user\x00".to_vec()),
-                |(_, s)| s.clone(),
+                |(_, (_, s))| s.clone(),
             );
         Users {
             by_name,
@@ -144,8 +155,11 @@ impl Users {
         }
     }
 
-    /// Checks a USER/PASS (or SASL PLAIN/LOGIN) login. Unknown users cost the same work as
-    /// wrong passwords. Expensive hashes run through `gate`. A name or password over its cap
+    /// Checks a USER/PASS (or SASL PLAIN/LOGIN) login. Every failure costs at least one check
+    /// of the table's most expensive secret: an unknown user is checked against the dummy, and
+    /// a wrong password for a user with a cheaper secret is followed by a check of the dummy,
+    /// so neither the time nor the hashing gate tells who exists or what their scheme is.
+    /// Expensive hashes run through `gate`. A name or password over its cap
     /// ([`MAX_USER_NAME`], [`MAX_PASSWORD`]) fails before any hashing, whoever the user.
     pub fn verify_password(
         &self,
@@ -163,13 +177,20 @@ impl Users {
             Some((u, s)) => (Some(u), s),
             None => (None, &self.dummy),
         };
-        let ok = if secret.is_expensive() {
-            gate.run(|| secret.verify(password))
-                .ok_or(CheckError::Busy)?
-        } else {
-            secret.verify(password)
-        };
+        let ok = Self::check(secret, password, gate)?;
+        if !ok && secret.work() < self.dummy.work() {
+            Self::check(&self.dummy, password, gate)?;
+        }
         Ok(user.filter(|_| ok).cloned())
+    }
+
+    /// One password check, through `gate` when it costs real work.
+    fn check(secret: &Secret, password: &[u8], gate: &Gate) -> Result<bool, CheckError> {
+        if secret.is_expensive() {
+            gate.run(|| secret.verify(password)).ok_or(CheckError::Busy)
+        } else {
+            Ok(secret.verify(password))
+        }
     }
 
     /// Checks an APOP login: `digest` must be the hex MD5 of `timestamp` and the user's plain
@@ -360,6 +381,102 @@ mod tests {
         )]);
         assert!(u.dummy.is_expensive());
         assert!(check(&u, b"nobody", b"password").is_none());
+    }
+
+    #[test]
+    fn every_failure_on_a_mixed_table_checks_the_most_expensive_secret() {
+        let argon = Secret::parse(
+            scheme::hash(scheme::Scheme::Argon2id, b"bob's password")
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+        let expensive = ("Argon2id:***".to_owned(), argon.work());
+        let plain = ("{PLAIN}***".to_owned(), 0);
+        let u = Users::new([
+            (
+                UserName::new(b"alice").unwrap(),
+                Secret::Plain(b"wonderland".to_vec()),
+            ),
+            (UserName::new(b"bob").unwrap(), argon),
+            (
+                UserName::new(b"carol").unwrap(),
+                Secret::Plain(b"lewis".to_vec()),
+            ),
+        ]);
+        hash_count::take_secrets();
+        let checked = |name: &[u8], pass: &[u8]| {
+            let ok = check(&u, name, pass).is_some();
+            (ok, hash_count::take_secrets())
+        };
+        assert_eq!(
+            checked(b"nobody", b"guess"),
+            (false, vec![expensive.clone()])
+        );
+        assert_eq!(checked(b"bob", b"guess"), (false, vec![expensive.clone()]));
+        assert_eq!(
+            checked(b"alice", b"guess"),
+            (false, vec![plain.clone(), expensive.clone()])
+        );
+        // A right password costs only its own check, and the dummy lets no one in.
+        assert_eq!(checked(b"alice", b"wonderland"), (true, vec![plain]));
+        assert_eq!(checked(b"bob", b"bob's password"), (true, vec![expensive]));
+        assert!(!checked(b"nobody", b"bob's password").0);
+    }
+
+    #[test]
+    fn with_the_hashing_gate_full_every_failure_is_busy_alike() {
+        let u = Users::new([
+            (
+                UserName::new(b"alice").unwrap(),
+                Secret::Plain(b"wonderland".to_vec()),
+            ),
+            (
+                UserName::new(b"hashed").unwrap(),
+                Secret::parse(b"{MD5-CRYPT}$1$saltsalt$qjXMvbEw8oaL.CzflDtaK/").unwrap(),
+            ),
+        ]);
+        let gate = Gate::new(1);
+        let (held, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        let (got, alice) = std::thread::scope(|s| {
+            s.spawn(|| {
+                gate.run(|| {
+                    held.wait();
+                    release.wait();
+                })
+            });
+            held.wait();
+            let tries = [&b"nobody"[..], b"alice", b"hashed"]
+                .map(|name| s.spawn(|| u.verify_password(name, b"guess", &gate)));
+            let got = tries.map(|t| t.join().map(|r| r.map(|_| ())));
+            // A right {PLAIN} password needs no slot.
+            let alice = u.verify_password(b"alice", b"wonderland", &gate);
+            release.wait();
+            (got, alice)
+        });
+        for (got, name) in got.into_iter().zip(["nobody", "alice", "hashed"]) {
+            assert_eq!(got.unwrap(), Err(CheckError::Busy), "{name}");
+        }
+        let alice = alice.unwrap().map(|n| n.as_str().to_owned());
+        assert_eq!(alice, Some("alice".into()));
+    }
+
+    #[test]
+    fn the_dummy_is_the_costliest_secret_by_its_own_parameters() {
+        let sha = |rounds: &str| {
+            Secret::Hashed(
+                scheme::Algorithm::Sha512,
+                format!("$6${rounds}saltsalt${}", "a".repeat(86)),
+            )
+        };
+        let u = Users::new([
+            (UserName::new(b"a").unwrap(), sha("")),
+            (UserName::new(b"b").unwrap(), sha("rounds=50000$")),
+            (UserName::new(b"c").unwrap(), sha("")),
+            (UserName::new(b"d").unwrap(), Secret::Plain(b"x".to_vec())),
+        ]);
+        assert_eq!(u.dummy, sha("rounds=50000$"));
+        assert!(Users::default().dummy.plain().is_some());
     }
 
     #[test]

@@ -243,7 +243,10 @@ impl Secret {
     /// crates or modules.
     pub fn verify(&self, password: &[u8]) -> bool {
         #[cfg(test)]
-        super::hash_count::bump();
+        {
+            super::hash_count::bump();
+            super::hash_count::saw(self);
+        }
         match self {
             Secret::Plain(p) => ct_eq(p, password),
             Secret::Hashed(a, hash) => verify_hash(*a, hash, password),
@@ -264,6 +267,47 @@ impl Secret {
     pub fn is_expensive(&self) -> bool {
         matches!(self, Secret::Hashed(..))
     }
+
+    /// A rough estimate of what one check costs, in nanoseconds of one core, read from the
+    /// hash's own cost parameters. It only has to order secrets: exactly within one algorithm
+    /// (more rounds, memory or passes cost more), roughly across algorithms.
+    pub fn work(&self) -> u64 {
+        let Secret::Hashed(algorithm, hash) = self else {
+            return 0;
+        };
+        match algorithm {
+            Algorithm::Des => 10_000,
+            Algorithm::Md5 => 300_000,
+            Algorithm::Sha256 => 500 * sha_rounds(hash),
+            Algorithm::Sha512 => 800 * sha_rounds(hash),
+            Algorithm::Bcrypt => {
+                let cost = bcrypt::HashParts::from_str(hash).map_or(0, |p| p.get_cost());
+                60_000u64.saturating_mul(1u64 << cost.min(31))
+            }
+            Algorithm::Argon2i | Algorithm::Argon2id => {
+                let param = |name: &str| {
+                    hash.split('$')
+                        .flat_map(|part| part.split(','))
+                        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+                        .unwrap_or(1u64)
+                };
+                // About a microsecond per KiB block per pass, on one lane at a time.
+                1_000u64
+                    .saturating_mul(param("m"))
+                    .saturating_mul(param("t"))
+            }
+            // The crate's default cost (16 MiB); its parameter string is not worth decoding to
+            // order it against the rare table that mixes yescrypt with another expensive hash.
+            Algorithm::Yescrypt => 30_000_000,
+        }
+    }
+}
+
+/// The rounds of a SHA-crypt string: its `rounds=` field, or crypt(3)'s default of 5,000.
+fn sha_rounds(hash: &str) -> u64 {
+    hash.split('$')
+        .find_map(|part| part.strip_prefix("rounds=")?.parse().ok())
+        .unwrap_or(5_000)
 }
 
 /// A scheme name with an optional encoding suffix (`SSHA256.HEX`).
@@ -481,6 +525,32 @@ mod tests {
         ] {
             assert!(Secret::parse(bad.as_bytes()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn work_follows_each_hashs_cost_parameters() {
+        let hashed = |a, h: &str| Secret::Hashed(a, h.to_owned()).work();
+        let argon = |m: u32, t: u32| {
+            hashed(
+                Algorithm::Argon2id,
+                &format!("$argon2id$v=19$m={m},t={t},p=1$c2FsdHNhbHQ$aGFzaA"),
+            )
+        };
+        assert!(argon(65536, 3) > argon(19456, 2));
+        assert!(argon(19456, 3) > argon(19456, 2));
+        let bcrypt = |cost: u32| {
+            hashed(
+                Algorithm::Bcrypt,
+                &format!("$2y${cost:02}$L6Bc/AlTQHyd9liGgGEZyOFLPHNgyxeEPfgYfBCVxJ7JIlwxyVU3u"),
+            )
+        };
+        assert!(bcrypt(12) > bcrypt(10));
+        let sha = hashed(Algorithm::Sha512, "$6$salt$x");
+        assert!(hashed(Algorithm::Sha512, "$6$rounds=50000$salt$x") > sha);
+        assert!(sha > hashed(Algorithm::Md5, "$1$salt$x"));
+        // The slow schemes at their defaults outweigh SHA-crypt at its default.
+        assert!(bcrypt(10) > sha && argon(19456, 2) > sha);
+        assert_eq!(Secret::Plain(b"x".to_vec()).work(), 0);
     }
 
     #[test]
