@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::auth::{Anyone, Secret, Users};
 use crate::limits;
+use crate::logline::LogFormat;
 use crate::mailbox::mbox::MboxOptions;
 use crate::mailbox::template::MailTemplate;
 use crate::protocol::proxy::Cidr;
@@ -71,6 +72,11 @@ pub struct Config {
     /// Loopback peers to treat as remote for the cleartext policy. No flag sets it: tests use
     /// it to exercise the off-loopback rules on a machine whose only network is loopback.
     pub treat_as_remote: Vec<IpAddr>,
+    /// How log lines are written (`--log-format`).
+    pub log_format: LogFormat,
+    /// Where to serve the Prometheus metrics over HTTP (`--metrics`); loopback unless
+    /// `--metrics-public` was given.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The PEM files of the server's certificate chain and private key.
@@ -122,6 +128,8 @@ impl Config {
             allow_cleartext: false,
             tls_handshake_timeout: limits::TLS_HANDSHAKE_TIMEOUT,
             treat_as_remote: Vec::new(),
+            log_format: LogFormat::Text,
+            metrics: None,
         }
     }
 }

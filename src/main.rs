@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use poplar::cli::{self, Action};
+use poplar::logline::{self, LogFormat};
 use poplar::run;
 
 // The 64-bit static (musl) builds use mimalloc: with musl's own malloc poplar served 20 to 70 %
@@ -23,7 +24,7 @@ fn main() -> ExitCode {
         }
         Ok(Action::Command(command)) => {
             if command.logs() {
-                init_logging();
+                logline::init(LogFormat::Text);
             }
             return command.run();
         }
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
     };
     // Under classic inetd stderr is the client's socket: log nowhere rather than to the client.
     if !(config.inetd && run::inetd::stderr_is_the_client()) {
-        init_logging();
+        logline::init(config.log_format);
     }
     match run::serve(&config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -45,8 +46,4 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::new().filter_or("POPLAR_LOG", "info")).init();
 }

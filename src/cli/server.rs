@@ -8,6 +8,7 @@ use getopts::Options;
 use super::flags::{mbox_flags, mbox_options, seconds};
 use super::{Action, CliError};
 use crate::config::{Config, DEFAULT_LISTEN, DEV_PASSWORD, DevMode, TlsFiles};
+use crate::logline::LogFormat;
 use crate::mailbox::template::MailTemplate;
 use crate::protocol::proxy::Cidr;
 
@@ -146,6 +147,23 @@ fn options() -> Options {
         "",
         "dev-keep-deleted",
         "with --dev: move messages deleted at QUIT into <mbox>.deleted instead of dropping them",
+    );
+    o.optopt(
+        "",
+        "log-format",
+        "how log lines are written: text (default) or json, one object per line",
+        "text|json",
+    );
+    o.optopt(
+        "",
+        "metrics",
+        "serve Prometheus metrics over HTTP at http://ADDR/metrics (a loopback address)",
+        "ADDR",
+    );
+    o.optflag(
+        "",
+        "metrics-public",
+        "with --metrics: allow an address other than loopback",
     );
     mbox_options(&mut o);
     o.optflag("h", "help", "print this help and exit");
@@ -329,9 +347,39 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
         }
         config.hostname = h;
     }
+    observe_flags(&m, &mut config)?;
     mbox_flags(&m, &mut config.mbox)?;
     config.mbox.keep_deleted = m.opt_present("dev-keep-deleted");
     Ok(Action::Serve(Box::new(config)))
+}
+
+/// `--log-format`, `--metrics` and `--metrics-public`. Metrics tell who logs in and how much
+/// mail moves: off loopback only when asked for in so many words.
+fn observe_flags(m: &getopts::Matches, config: &mut Config) -> Result<(), CliError> {
+    if let Some(f) = m.opt_str("log-format") {
+        config.log_format = LogFormat::parse(&f)
+            .ok_or_else(|| CliError(format!("--log-format: '{f}' is not one of text, json")))?;
+    }
+    if let Some(a) = m.opt_str("metrics") {
+        let addr: SocketAddr = a.parse().map_err(|_| {
+            CliError(format!(
+                "--metrics: '{a}' is not an address like 127.0.0.1:9110"
+            ))
+        })?;
+        if !addr.ip().is_loopback() && !m.opt_present("metrics-public") {
+            return Err(CliError(format!(
+                "--metrics {addr} is not a loopback address; add --metrics-public to serve the \
+                 metrics there"
+            )));
+        }
+        if config.inetd {
+            return Err(CliError("--metrics does not apply to --inetd".into()));
+        }
+        config.metrics = Some(addr);
+    } else if m.opt_present("metrics-public") {
+        return Err(CliError("--metrics-public needs --metrics".into()));
+    }
+    Ok(())
 }
 
 /// A count above zero.
@@ -486,6 +534,27 @@ mod tests {
         assert_eq!(c.tls, None);
         assert!(c.listen_tls.is_empty());
         assert!(!c.allow_cleartext);
+    }
+
+    #[test]
+    fn log_format_and_metrics_flags() {
+        let c = run("--users u --mail /m/%n");
+        assert_eq!((c.log_format, c.metrics), (LogFormat::Text, None));
+        let c = run("--users u --mail /m/%n --log-format json --metrics [::1]:9110");
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.metrics, Some("[::1]:9110".parse().unwrap()));
+        let c = run("--users u --mail /m/%n --metrics 0.0.0.0:9110 --metrics-public");
+        assert_eq!(c.metrics, Some("0.0.0.0:9110".parse().unwrap()));
+        let refused = |s: &str| match parse(&args(&format!("--users u --mail /m/%n {s}"))) {
+            Err(e) => e.0,
+            other => panic!("{s}: {other:?}"),
+        };
+        assert!(refused("--log-format xml").contains("not one of text, json"));
+        assert!(refused("--metrics 192.0.2.1:9110").contains("add --metrics-public"));
+        assert!(refused("--metrics 0.0.0.0:9110").contains("not a loopback address"));
+        assert!(refused("--metrics localhost").contains("is not an address"));
+        assert!(refused("--metrics-public").contains("needs --metrics"));
+        assert!(refused("--inetd --metrics 127.0.0.1:9110").contains("--inetd"));
     }
 
     #[test]

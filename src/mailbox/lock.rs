@@ -213,8 +213,10 @@ fn wait(deadline: Instant, attempt: &mut u32) -> Result<(), MailboxError> {
         return Err(MailboxError::Busy);
     }
     let pause = LOCK_RETRY_FIRST * (1 << (*attempt).min(LOCK_RETRY_DOUBLINGS));
+    let slept = pause.min(deadline - now);
+    crate::metrics::lock_waited(*attempt == 0, slept);
     *attempt += 1;
-    std::thread::sleep(pause.min(deadline - now));
+    std::thread::sleep(slept);
     Ok(())
 }
 

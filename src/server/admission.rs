@@ -6,6 +6,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Instant;
 
 use crate::auth::guard::ClientKey;
+use crate::logline::emit;
+use crate::metrics;
 use crate::session::Tag;
 
 /// Open sessions, so that shutdown can cut them off and wait for them, and their count per
@@ -191,10 +193,27 @@ impl Drop for Slot {
 
 /// The warning for a refused connection.
 pub(super) fn log_refusal(tag: &Tag, refusal: &Refusal, limit: usize) {
+    let event = tag.event("refused").num("limit", limit as u64);
     match refusal {
-        Refusal::Total => log::warn!("{tag} refused: {limit} sessions open"),
+        Refusal::Total => {
+            metrics::refused(metrics::Refusal::Global);
+            let event = event.text("cap", "max-connections");
+            emit!(
+                log::Level::Warn,
+                event,
+                "{tag} refused: {limit} sessions open"
+            );
+        }
         Refusal::PerAddress(key) => {
-            log::warn!("{tag} refused: {limit} sessions open from {key}");
+            metrics::refused(metrics::Refusal::PerAddress);
+            let event = event
+                .text("cap", "max-per-address")
+                .text("address", key.to_string());
+            emit!(
+                log::Level::Warn,
+                event,
+                "{tag} refused: {limit} sessions open from {key}"
+            );
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod admission;
 pub(crate) mod listeners;
+mod scrape;
 pub(crate) mod tls;
 pub(crate) mod transport;
 pub(crate) mod wiring;
@@ -24,6 +25,7 @@ use crate::auth::guard::ClientKey;
 use crate::auth::passwd;
 use crate::config::Config;
 use crate::limits;
+use crate::logline::emit;
 use crate::protocol::proxy::Cidr;
 use crate::session::{self, Context, Link, Tag};
 
@@ -77,6 +79,8 @@ pub struct Server {
     shutdown_grace: Duration,
     sessions: Arc<Sessions>,
     next_id: AtomicU64,
+    /// The `--metrics` endpoint, serving from start-up until shutdown.
+    scrape: Option<scrape::Scrape>,
 }
 
 impl Server {
@@ -189,6 +193,7 @@ impl Server {
             shutdown_grace: config.shutdown_grace,
             sessions: Arc::default(),
             next_id: AtomicU64::new(1),
+            scrape: config.metrics.map(scrape::Scrape::start).transpose()?,
         })
     }
 
@@ -225,6 +230,9 @@ impl Server {
     pub fn run(mut self) -> io::Result<()> {
         for addr in self.local_addrs() {
             log::info!("listening on {addr}");
+        }
+        if let Some(m) = &self.scrape {
+            log::info!("metrics at http://{}/metrics", m.local_addr());
         }
         let mut events = Events::with_capacity(64);
         // Listeners whose backlog was not drained in one batch (edge-triggered readiness).
@@ -328,9 +336,14 @@ impl Server {
         if !expired.is_empty() {
             for (id, peer) in self.sessions.cut_off(&expired) {
                 let tag = Tag { id, peer };
-                log::warn!(
-                    "{tag} not logged in within {:?}: closing",
-                    self.auth_timeout
+                let limit = self.auth_timeout;
+                emit!(
+                    log::Level::Warn,
+                    tag.event("auth-timeout").num(
+                        "timeout_ms",
+                        limit.as_millis().try_into().unwrap_or(u64::MAX)
+                    ),
+                    "{tag} not logged in within {limit:?}: closing"
                 );
             }
         }
@@ -422,7 +435,11 @@ impl Server {
                 if kind.implicit_tls
                     && let Err(e) = link.start_tls()
                 {
-                    log::info!("{tag} TLS handshake failed: {e}");
+                    emit!(
+                        log::Level::Info,
+                        tag.event("tls-failed").text("error", e.to_string()),
+                        "{tag} TLS handshake failed: {e}"
+                    );
                     return;
                 }
                 session::serve_then(&ctx, &tag, &mut link, || slot.leave_address());
@@ -469,6 +486,8 @@ impl Server {
                 log::error!("{stuck} sessions did not end in time");
             }
         }
+        // Last, so that a final scrape can see the sessions end.
+        self.scrape = None;
         log::info!("shut down");
     }
 }

@@ -199,12 +199,14 @@ impl Link for Connection {
         self.rpos = 0;
         self.rlen = 0;
         let mut conn = ServerConnection::new(certificates).map_err(io::Error::other)?;
-        tls::handshake(
+        let shaken = tls::handshake(
             &mut conn,
             &mut self.tcp,
             self.timeouts.handshake,
             self.timeouts.idle,
-        )?;
+        );
+        crate::metrics::tls_handshake(shaken.is_ok());
+        shaken?;
         // The handshake left both timeouts at the idle one.
         self.tcp.set_write_timeout(Some(self.timeouts.write))?;
         self.tls = Some(Box::new(conn));

@@ -7,7 +7,9 @@ use crate::auth::guard::UserSlot;
 use crate::auth::sasl::{Credentials, Exchange, Mechanism, Step};
 use crate::auth::{CheckError, sasl};
 use crate::limits::MAX_AUTH_FAILURES_PER_SESSION;
+use crate::logline::{Event, emit};
 use crate::mailbox::UserName;
+use crate::metrics;
 use crate::protocol::command::Command;
 use crate::protocol::wire::{Reply, RespCode};
 
@@ -271,7 +273,12 @@ impl Authorization {
             Ok(Some(user)) => user,
             Ok(None) => return self.failed(ctx, tag, &shown, how),
             Err(CheckError::Busy) => {
-                log::warn!("{tag} {how} login for {shown} not checked: every hashing slot busy");
+                metrics::refused(metrics::Refusal::HashingBusy);
+                emit!(
+                    log::Level::Warn,
+                    login_event(tag, "login-refused", &shown, how).text("cap", "hashing-busy"),
+                    "{tag} {how} login for {shown} not checked: every hashing slot busy"
+                );
                 return AuthStep::Reply(Reply::err_code(
                     RespCode::SysTemp,
                     "server busy, try again later",
@@ -279,7 +286,12 @@ impl Authorization {
             }
         };
         let Some(slot) = ctx.guards.users.acquire(&user) else {
-            log::warn!("{tag} {how} login for {shown} refused: too many sessions for this user");
+            metrics::refused(metrics::Refusal::PerUser);
+            emit!(
+                log::Level::Warn,
+                login_event(tag, "login-refused", &shown, how).text("cap", "max-per-user"),
+                "{tag} {how} login for {shown} refused: too many sessions for this user"
+            );
             return AuthStep::Reply(Reply::err_code(
                 RespCode::InUse,
                 "too many sessions for this user",
@@ -301,7 +313,12 @@ impl Authorization {
                     ctx.settings.login_delay,
                 );
                 let (count, octets) = t.totals();
-                log::info!(
+                metrics::login(how, true);
+                emit!(
+                    log::Level::Info,
+                    login_event(tag, "login", &shown, how)
+                        .num("messages", count as u64)
+                        .num("octets", octets),
                     "{tag} login user={shown} method={how} messages={count} octets={octets}"
                 );
                 AuthStep::LoggedIn(
@@ -331,10 +348,16 @@ impl Authorization {
             .guards
             .throttle
             .fail(tag.peer.map(|p| p.ip()), ctx.settings.auth_failure_delay);
-        log::warn!(
-            "{tag} {how} login failed for {shown} (failure {} in this session, delay {} ms)",
+        metrics::login(how, false);
+        metrics::auth_delayed(delay);
+        let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        emit!(
+            log::Level::Warn,
+            login_event(tag, "login-failed", shown, how)
+                .num("failures", u64::from(self.failures))
+                .num("delay_ms", delay_ms),
+            "{tag} {how} login failed for {shown} (failure {} in this session, delay {delay_ms} ms)",
             self.failures,
-            delay.as_millis()
         );
         std::thread::sleep(delay);
         let reply = Reply::err_code(RespCode::Auth, "authentication failed");
@@ -344,4 +367,15 @@ impl Authorization {
             AuthStep::Reply(reply)
         }
     }
+}
+
+/// The fields every line about a login attempt has: the session, the user as the client named
+/// them (escaped) and the method.
+pub(super) fn login_event<'a>(
+    tag: &Tag,
+    name: &'static str,
+    user: &'a str,
+    how: &'a str,
+) -> Event<'a> {
+    tag.event(name).text("user", user).text("method", how)
 }

@@ -3,9 +3,12 @@
 use std::io;
 use std::time::Duration;
 
+use crate::logline::emit;
 use crate::mailbox::MailboxError;
+use crate::metrics;
 use crate::protocol::wire::{Reply, RespCode};
 
+use super::authorization::login_event;
 use super::{Ending, Tag};
 
 /// How a session ends when the connection fails with `e`.
@@ -69,9 +72,14 @@ pub(super) fn mailbox_reply(tag: &Tag, whose: &Whose, e: &MailboxError) -> Reply
 /// The refusal of a login (password already checked) that came sooner after the user's last
 /// one than `--login-delay` allows; the mailbox was not opened.
 pub(super) fn login_delay_reply(tag: &Tag, shown: &str, how: &str, wait: Duration) -> Reply {
-    log::warn!(
-        "{tag} {how} login for {shown} refused: login delay, {} ms to go",
-        wait.as_millis()
+    metrics::refused(metrics::Refusal::LoginDelay);
+    let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+    emit!(
+        log::Level::Warn,
+        login_event(tag, "login-refused", shown, how)
+            .text("cap", "login-delay")
+            .num("wait_ms", wait_ms),
+        "{tag} {how} login for {shown} refused: login delay, {wait_ms} ms to go"
     );
     Reply::err_code(
         RespCode::LoginDelay,

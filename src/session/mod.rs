@@ -17,6 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::auth::guard::UserSlot;
 use crate::auth::sasl::Mechanism;
 use crate::limits::{MAX_COMMAND_LINE, MAX_SASL_LINE};
+use crate::logline::emit;
+use crate::metrics;
 use crate::plural::plural;
 use crate::protocol::command::{self, Command};
 use crate::protocol::wire::{self, Line, Reply};
@@ -90,7 +92,13 @@ pub fn serve_then<L: Link>(
     goodbye: impl FnOnce(),
 ) -> Ending {
     let started = Instant::now();
-    log::info!("{tag} session start tls={}", link.is_tls());
+    let _open = crate::metrics::OpenSession::start();
+    let tls = link.is_tls();
+    emit!(
+        log::Level::Info,
+        tag.event("session-start").flag("tls", tls),
+        "{tag} session start tls={tls}"
+    );
     // The APOP timestamp only when APOP can work (RFC 1939 §7: a client seeing one may try).
     let apop = ctx.settings.apop && ctx.users.current().any_plain();
     let timestamp = apop.then(|| apop_timestamp(tag.id, &ctx.settings.hostname));
@@ -120,11 +128,13 @@ pub fn serve_then<L: Link>(
     {
         log::debug!("{tag} closing: {e}");
     }
-    log::info!(
+    crate::metrics::session_ended(ending.as_str());
+    let user = login.user.as_deref();
+    emit!(
+        log::Level::Info,
+        login.stats.end_event(tag, user, ending, started),
         "{tag} {}",
-        login
-            .stats
-            .end_line(tag, login.user.as_deref(), ending, started)
+        login.stats.end_line(tag, user, ending, started)
     );
     ending
 }
@@ -298,11 +308,17 @@ fn update(tag: &Tag, t: Transaction, stats: &mut Stats) -> (Reply, Ending) {
     let committed = t.commit(stats);
     stats.commit_time = Some(committing.elapsed());
     let (reply, ending) = match committed {
-        Ok(left) => (
-            Reply::ok(format!("bye, {} left", plural(left as u64, "message"))),
-            Ending::Quit,
-        ),
+        Ok(left) => {
+            metrics::COMMITS.inc();
+            metrics::DELETED_MESSAGES.add(stats.deleted);
+            metrics::DELETED_OCTETS.add(stats.deleted_octets);
+            (
+                Reply::ok(format!("bye, {} left", plural(left as u64, "message"))),
+                Ending::Quit,
+            )
+        }
         Err(e) => {
+            metrics::COMMITS_FAILED.inc();
             let whose = Whose {
                 user: &user,
                 location: &location,
@@ -383,7 +399,11 @@ fn start_tls<L: Link>(
             Ok(Channel::of(&ctx.settings, tag, link))
         }
         Err(e) => {
-            log::info!("{tag} TLS handshake after STLS failed: {e}");
+            emit!(
+                log::Level::Info,
+                tag.event("tls-failed").text("error", e.to_string()),
+                "{tag} TLS handshake after STLS failed: {e}"
+            );
             Err(Ending::TlsFailed)
         }
     }

@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::logline::{Event, Field};
+
 /// How a session ended, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
@@ -104,6 +106,40 @@ impl Stats {
             self.deleted_octets,
         )
     }
+
+    /// The end-of-session line's fields for a structured log: the same values as
+    /// [`end_line`](Stats::end_line), with the session number as `session`.
+    pub(super) fn end_event<'a>(
+        &self,
+        tag: &Tag,
+        user: Option<&'a str>,
+        ending: Ending,
+        started: Instant,
+    ) -> Event<'a> {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let user = user.map_or(Field::Missing, |u| {
+            Field::Text(crate::logsafe::token(u.as_bytes()).into())
+        });
+        tag.event("session-end")
+            .field("user", user)
+            .text("reason", ending.as_str())
+            .num("duration_ms", ms(started.elapsed()))
+            .opt_num(
+                "login_ms",
+                self.logged_in
+                    .map(|t| ms(t.saturating_duration_since(started))),
+            )
+            .opt_num("commit_ms", self.commit_time.map(ms))
+            .num("messages", self.messages as u64)
+            .num("retr", self.retr)
+            .num("retr_octets", self.retr_octets)
+            .num("top", self.top)
+            .num("top_octets", self.top_octets)
+            .num("dele", self.deleted)
+            .num("dele_octets", self.deleted_octets)
+            .opt_num("mailbox_before", self.mailbox_bytes.map(|(b, _)| b))
+            .opt_num("mailbox_after", self.mailbox_bytes.map(|(_, a)| a))
+    }
 }
 
 /// A session's identity: its number and the client's address (for logs, limits and policy).
@@ -112,6 +148,14 @@ pub struct Tag {
     pub id: u64,
     /// The client's real address, when known (not for a session on stdin/stdout).
     pub peer: Option<std::net::SocketAddr>,
+}
+
+impl Tag {
+    /// An event about this session for a structured log line, with its number and client
+    /// address.
+    pub(crate) fn event<'a>(&self, name: &'static str) -> Event<'a> {
+        Event::new(name).session(self.id, self.peer)
+    }
 }
 
 impl std::fmt::Display for Tag {

@@ -196,8 +196,11 @@ impl Transaction {
     ) {
         match portion {
             Portion::Whole => {
+                let size = self.maildrop.messages()[index].size;
                 stats.retr += 1;
-                stats.retr_octets += self.maildrop.messages()[index].size;
+                stats.retr_octets += size;
+                crate::metrics::RETRIEVED_MESSAGES.inc();
+                crate::metrics::RETRIEVED_OCTETS.add(size);
             }
             Portion::Top(_) => {
                 stats.top += 1;
