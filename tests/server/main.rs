@@ -15,6 +15,7 @@ mod binary;
 mod fail2ban;
 mod limits;
 mod modes;
+mod observe;
 mod protocol;
 mod reload;
 mod sasl;
