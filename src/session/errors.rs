@@ -1,9 +1,10 @@
 //! The one mapping from failures to replies, endings and log lines.
 
+use std::fmt::Display;
 use std::io;
 use std::time::Duration;
 
-use crate::logline::emit;
+use crate::logline::{Event, emit};
 use crate::mailbox::MailboxError;
 use crate::metrics;
 use crate::protocol::wire::{Reply, RespCode};
@@ -36,37 +37,55 @@ impl std::fmt::Display for Whose<'_> {
     }
 }
 
+impl Whose<'_> {
+    /// An event about this mailbox for a structured log line: the session, the user, the
+    /// mailbox and the error, as the text line names them.
+    pub(super) fn event(&self, tag: &Tag, name: &'static str, e: &dyn Display) -> Event<'_> {
+        tag.event(name)
+            .text("user", self.user)
+            .text("mailbox", self.location)
+            .text("error", e.to_string())
+    }
+}
+
 /// The one mapping from a mailbox failure to a reply and a log line.
 pub(super) fn mailbox_reply(tag: &Tag, whose: &Whose, e: &MailboxError) -> Reply {
-    match e {
-        MailboxError::InUse => {
-            log::warn!("{tag} {e} {whose}");
-            Reply::err_code(RespCode::InUse, "mailbox is locked by another POP3 session")
-        }
-        MailboxError::Busy => {
-            log::warn!("{tag} {e} {whose}");
-            Reply::err_code(RespCode::SysTemp, "mailbox busy, try again later")
-        }
-        MailboxError::Changed => {
-            log::warn!("{tag} {e} {whose}");
+    use log::Level::{Error, Warn};
+    let (level, reply) = match e {
+        MailboxError::InUse => (
+            Warn,
+            Reply::err_code(RespCode::InUse, "mailbox is locked by another POP3 session"),
+        ),
+        MailboxError::Busy => (
+            Warn,
+            Reply::err_code(RespCode::SysTemp, "mailbox busy, try again later"),
+        ),
+        MailboxError::Changed => (
+            Warn,
             Reply::err_code(
                 RespCode::SysTemp,
                 "mailbox changed by another program, log in again",
-            )
-        }
-        MailboxError::Permission(_) => {
-            log::error!("{tag} {e} {whose}");
-            Reply::err_code(RespCode::SysPerm, "mailbox not accessible")
-        }
-        MailboxError::Unusable(why) => {
-            log::warn!("{tag} {e} {whose}");
-            Reply::err_code(RespCode::SysPerm, format!("mailbox unusable ({why})"))
-        }
-        MailboxError::Io(_) | MailboxError::Unfinished { .. } => {
-            log::error!("{tag} {e} {whose}");
-            Reply::err_code(RespCode::SysTemp, "mailbox unavailable, try again later")
-        }
-    }
+            ),
+        ),
+        MailboxError::Permission(_) => (
+            Error,
+            Reply::err_code(RespCode::SysPerm, "mailbox not accessible"),
+        ),
+        MailboxError::Unusable(why) => (
+            Warn,
+            Reply::err_code(RespCode::SysPerm, format!("mailbox unusable ({why})")),
+        ),
+        MailboxError::Io(_) | MailboxError::Unfinished { .. } => (
+            Error,
+            Reply::err_code(RespCode::SysTemp, "mailbox unavailable, try again later"),
+        ),
+    };
+    emit!(
+        level,
+        whose.event(tag, "mailbox-error", e),
+        "{tag} {e} {whose}"
+    );
+    reply
 }
 
 /// The refusal of a login (password already checked) that came sooner after the user's last
@@ -92,23 +111,28 @@ pub(super) fn login_delay_reply(tag: &Tag, shown: &str, how: &str, wait: Duratio
 /// answer -ERR when deleted messages were not removed), or, after a second fault, perhaps
 /// never; every other failure left the mailbox as it was.
 pub(super) fn commit_failed_reply(tag: &Tag, whose: &Whose, e: &MailboxError) -> Reply {
+    let event = whose.event(tag, "commit-failed", e);
     match e {
         MailboxError::Unfinished { pending: true, .. } => {
-            log::error!("{tag} {e} {whose}");
+            emit!(log::Level::Error, event, "{tag} {e} {whose}");
             Reply::err_code(
                 RespCode::SysTemp,
                 "deleted messages not removed yet; your next login removes them",
             )
         }
         MailboxError::Unfinished { pending: false, .. } => {
-            log::error!("{tag} {e} {whose}");
+            emit!(log::Level::Error, event, "{tag} {e} {whose}");
             Reply::err_code(
                 RespCode::SysTemp,
                 "deleted messages not removed; some may still be there at your next login",
             )
         }
         _ => {
-            log::warn!("{tag} commit failed, nothing deleted: {e} {whose}");
+            emit!(
+                log::Level::Warn,
+                event,
+                "{tag} commit failed, nothing deleted: {e} {whose}"
+            );
             Reply::err_code(
                 RespCode::SysTemp,
                 "could not remove deleted messages; mailbox unchanged",

@@ -292,7 +292,11 @@ fn transaction_turn<L: Link>(
             Err(SendError::Client(e)) => Err(e),
             Err(SendError::Midway(e)) => {
                 let whose = t.whose();
-                log::warn!("{tag} mailbox failed while sending a message: {e} {whose}");
+                emit!(
+                    log::Level::Warn,
+                    whose.event(tag, "mailbox-error", &e),
+                    "{tag} mailbox failed while sending a message: {e} {whose}"
+                );
                 return Turn::Exit(Exit::End(Ending::MailboxError));
             }
         },
