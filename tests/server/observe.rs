@@ -388,10 +388,18 @@ fn metrics_move_with_a_session_and_stop_with_the_server() {
         assert_eq!(*v, 0.0, "{series} before any session");
     }
 
+    // A delivery's dotlock makes the login wait for it, as long as this thread keeps it.
+    let dotlock = d.join("mail/alice.lock");
+    std::fs::write(&dotlock, "4242 mta.example\n").unwrap();
+    let delivery = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::remove_file(dotlock).unwrap();
+    });
     let mut c = greeted(addr);
     assert!(c.cmd("USER alice").starts_with("+OK"));
     assert!(c.cmd("PASS wrong").starts_with("-ERR [AUTH]"));
     c.login("alice", PASSWORD);
+    delivery.join().unwrap();
     let size: f64 = c.cmd("LIST 2").rsplit(' ').next().unwrap().parse().unwrap();
     c.multi("RETR 2");
     assert!(c.cmd("DELE 2").starts_with("+OK"));
@@ -405,6 +413,8 @@ fn metrics_move_with_a_session_and_stop_with_the_server() {
     // DELE only marks: nothing is deleted or committed before QUIT.
     assert_eq!(value(&during, "poplar_deleted_messages_total"), 0.0);
     assert_eq!(value(&during, "poplar_commits_total"), 0.0);
+    assert_eq!(value(&during, "poplar_lock_waits_total"), 1.0);
+    assert!(value(&during, "poplar_lock_wait_seconds_total") > 0.0);
     assert!(c.cmd("QUIT").starts_with("+OK"));
     wait_log(&log, "session end", 1);
 
@@ -443,4 +453,69 @@ fn metrics_off_loopback_need_metrics_public() {
         stderr.contains("--metrics 0.0.0.0:9110 is not a loopback address; add --metrics-public"),
         "{stderr}"
     );
+}
+
+#[test]
+fn tls_handshakes_are_counted_by_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    crate::certs::issue_certificates(d, "cert.pem", "key.pem");
+    let log = d.join("poplar.log");
+    let (cert, key) = (d.join("cert.pem"), d.join("key.pem"));
+    let tls_flags = [
+        "--listen-tls",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--metrics",
+        "127.0.0.1:0",
+    ];
+    let (_poplar, _, metrics) = spawn(d, &log, &tls_flags);
+    let text = wait_log(&log, "listening on ", 2);
+    let pop3s: SocketAddr = text
+        .lines()
+        .filter_map(|l| l.split("listening on ").nth(1))
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // A client that speaks no TLS: the handshake fails.
+    let mut s = TcpStream::connect(pop3s).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.write_all(b"USER alice\r\n").unwrap();
+    let _ = s.read_to_end(&mut Vec::new());
+    // curl completes one and lists the mailbox.
+    let url = format!("pop3s://127.0.0.1:{}/", pop3s.port());
+    let out = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(d.join("ca.pem"))
+        .args(["-u", &format!("alice:{PASSWORD}"), &url])
+        .output()
+        .expect("curl runs (make deps installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_log(&log, "session end", 1);
+    let (_, got) = scrape(metrics.unwrap(), "/metrics");
+    assert_eq!(
+        value(&got, "poplar_tls_handshakes_total{result=\"ok\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&got, "poplar_tls_handshakes_total{result=\"failed\"}"),
+        1.0
+    );
+    // curl picks its mechanism (CRAM-MD5 when offered): one login ok, whichever.
+    let logins: f64 = got
+        .iter()
+        .filter(|(k, _)| k.starts_with("poplar_logins_total{result=\"ok\""))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(logins, 1.0);
 }
