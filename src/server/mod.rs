@@ -486,7 +486,7 @@ impl Server {
                 log::error!("{stuck} sessions did not end in time");
             }
         }
-        // Last, so that a final scrape can see the sessions end.
+        // Last: the endpoint serves through the whole shutdown, so a scrape sees sessions end.
         self.scrape = None;
         log::info!("shut down");
     }
