@@ -419,9 +419,13 @@ fn apply<R>(raw: &mut [u8], f: impl FnOnce(&mut Bucket) -> R) -> R {
     for (r, chunk) in bucket.iter_mut().zip(raw.chunks_exact(RECORD)) {
         *r = Record::read(chunk);
     }
+    let before = bucket;
     let result = f(&mut bucket);
-    for (r, chunk) in bucket.iter().zip(raw.chunks_exact_mut(RECORD)) {
-        r.write(chunk);
+    // Only what changed is written: a lookup leaves the (lazily zeroed) pages alone.
+    for ((r, old), chunk) in bucket.iter().zip(&before).zip(raw.chunks_exact_mut(RECORD)) {
+        if r != old {
+            r.write(chunk);
+        }
     }
     result
 }
