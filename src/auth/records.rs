@@ -226,9 +226,16 @@ impl Records {
         if !file.metadata()?.is_file() {
             return Err(io::Error::other("not a regular file"));
         }
-        lock_range(&file, INIT_LOCK, 1, limits::GUARD_LOCK_WAIT)?;
-        let salt = check_or_build(&file, &path);
-        unlock_range(&file, INIT_LOCK, 1);
+        let salt = match lock_range(&file, INIT_LOCK, 1, limits::GUARD_LOCK_WAIT) {
+            Ok(()) => {
+                let salt = check_or_build(&file, &path);
+                unlock_range(&file, INIT_LOCK, 1);
+                salt
+            }
+            // A process stuck while checking the file must not keep every other one out: a
+            // good file is used without the lock, only a rebuild needs it.
+            Err(e) => read_salt(&file)?.ok_or(e),
+        };
         Ok(Records {
             backing: Backing::File { file, path },
             salt: salt?,
@@ -437,18 +444,28 @@ fn random_salt() -> [u8; 16] {
     salt
 }
 
+/// The salt of a file whose header and length are of this layout; `None` for any other.
+fn read_salt(file: &File) -> io::Result<Option<[u8; 16]>> {
+    let len = file.metadata()?.len();
+    let mut header = [0u8; HEADER as usize];
+    if len < total_len() || file.read_exact_at(&mut header, 0).is_err() {
+        return Ok(None);
+    }
+    if header[..48] != expected_header() {
+        return Ok(None);
+    }
+    let mut salt = [0u8; 16];
+    salt.copy_from_slice(&header[48..64]);
+    Ok(Some(salt))
+}
+
 /// Checks the file's header and length (under the init lock); rebuilds a file that is empty,
 /// not ours, of another layout or cut short. Returns the salt.
 fn check_or_build(file: &File, path: &Path) -> io::Result<[u8; 16]> {
-    let expected = expected_header();
-    let len = file.metadata()?.len();
-    let mut header = [0u8; HEADER as usize];
-    let read = file.read_exact_at(&mut header, 0);
-    if read.is_ok() && header[..48] == expected && len >= total_len() {
-        let mut salt = [0u8; 16];
-        salt.copy_from_slice(&header[48..64]);
+    if let Some(salt) = read_salt(file)? {
         return Ok(salt);
     }
+    let len = file.metadata()?.len();
     if len > 0 {
         log::warn!(
             "login guard state {} is not usable (wrong header or cut short): starting it afresh",
@@ -458,7 +475,8 @@ fn check_or_build(file: &File, path: &Path) -> io::Result<[u8; 16]> {
     file.set_len(0)?;
     file.set_len(total_len())?;
     let salt = random_salt();
-    header[..48].copy_from_slice(&expected);
+    let mut header = [0u8; HEADER as usize];
+    header[..48].copy_from_slice(&expected_header());
     header[48..].copy_from_slice(&salt);
     file.write_all_at(&header, 0)?;
     Ok(salt)
@@ -563,6 +581,23 @@ mod tests {
             let k = r.key(&[b"k"]);
             assert_eq!(r.update(Table::Trust, &k, |b| b[0].count), Some(0));
         }
+    }
+
+    #[test]
+    fn a_process_stuck_holding_the_init_lock_keeps_no_one_out_of_a_good_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Records::open(dir.path()).unwrap();
+        let stuck = File::options()
+            .read(true)
+            .write(true)
+            .open(dir.path().join(STATE_FILE))
+            .unwrap();
+        lock_range(&stuck, INIT_LOCK, 1, Duration::ZERO).unwrap();
+        let second = Records::open(dir.path()).unwrap();
+        assert_eq!(first.key(&[b"k"]), second.key(&[b"k"]));
+        // A bad file cannot be rebuilt without the lock: refused, not guessed at.
+        std::fs::write(dir.path().join(STATE_FILE), b"garbage").unwrap();
+        assert!(Records::open(dir.path()).is_err());
     }
 
     #[test]
