@@ -155,7 +155,7 @@ FALLBACK_TOOLCHAIN := 1.94.1
 BINARY_TESTS := --test server --test storage --test clients
 BINARY_FILTERS := binary:: modes:: reload:: tls:: dev_tools:: storage_deliver:: \
 	storage_interrupted:: storage_torture:: storage_concurrency:: storage_uid:: docs:: \
-	schemes:: fail2ban:: observe::
+	schemes:: fail2ban:: observe:: inetd_guards::
 
 # toolchain TARGET: `+FALLBACK_TOOLCHAIN` when the default toolchain lacks TARGET, else nothing.
 toolchain = $$(rustup target list --installed | grep -qx $(1) || echo +$(FALLBACK_TOOLCHAIN))

@@ -14,6 +14,10 @@ use crate::protocol::proxy::Cidr;
 /// The default listening address: loopback only, an unprivileged port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1110";
 
+/// Where `--inetd` processes keep the login guards they share, unless `--state-dir` says:
+/// the run directory a tmpfiles.d line or systemd's `RuntimeDirectory=poplar` makes.
+pub const DEFAULT_STATE_DIR: &str = "/run/poplar";
+
 /// Everything `poplar` needs to serve.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -58,6 +62,8 @@ pub struct Config {
     pub mbox: MboxOptions,
     /// Serve one session on stdin/stdout and exit (`--inetd`).
     pub inetd: bool,
+    /// Where `--inetd` processes share their login guards (`--state-dir`).
+    pub state_dir: PathBuf,
     /// Development mode (`--dev`), with its directory and password rule.
     pub dev: Option<DevMode>,
     /// Certificate chain and key (`--tls-cert`, `--tls-key`); STLS is offered when set.
@@ -122,6 +128,7 @@ impl Config {
             apop: true,
             mbox: MboxOptions::default(),
             inetd: false,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             dev: None,
             tls: None,
             listen_tls: Vec::new(),

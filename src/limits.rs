@@ -93,9 +93,44 @@ pub const MAX_AUTH_FAILURE_DELAY: Duration = Duration::from_secs(15);
 /// How long an address's failures are remembered after its last one.
 pub const AUTH_FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
 
-/// Most client addresses whose failures are remembered: a bound on memory however many
-/// addresses an attacker uses. Expired entries are dropped first when it is reached.
+/// Most client addresses (IPv4 addresses, IPv6 /48s) whose failures are remembered: a bound
+/// on memory however many addresses an attacker uses. They are kept in buckets of 8 by a
+/// salted hash; a newcomer takes an expired place in its bucket, and when all 8 are still
+/// active it waits the longest delay rather than pushing a recent attacker out.
 pub const MAX_TRACKED_ADDRESSES: usize = 65_536;
+
+/// Most account names whose recent failures are remembered (for the per-account throttle);
+/// in a full bucket the entry with the fewest failures makes room.
+pub const MAX_TRACKED_ACCOUNTS: usize = 16_384;
+
+/// Most (client network, user) pairs remembered as having logged in, which the per-account
+/// throttle does not slow; in a full bucket the oldest makes room.
+pub const MAX_TRUSTED_LOGINS: usize = 16_384;
+
+/// Failures of one account (from anywhere) within [`AUTH_FAILURE_MEMORY`] before logins to
+/// it from networks it has not logged in from wait before their check: a user mistyping a
+/// few times is not slowed, a guesser soon is.
+pub const ACCOUNT_FREE_FAILURES: u32 = 5;
+
+/// How long a successful login keeps its client network trusted for that user: longer than
+/// any holiday between two mail checks.
+pub const TRUSTED_LOGIN_MEMORY: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Session slots in the shared state file (`--inetd`): each session holds at most two (its
+/// address and, once logged in, its user), so twice the default total of connections.
+pub const MAX_SHARED_SLOTS: usize = 2 * DEFAULT_MAX_CONNECTIONS;
+
+/// The longest wait for a lock on a bucket or on the slots of the shared state file; holders
+/// keep one for a read and a write, so a longer wait means something is wrong, and the guard
+/// falls back (warned) rather than hang the login.
+pub const GUARD_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// How far in the future a record's time may be before it is taken for garbage: the clock
+/// steps a little now and then, a record from next week is not a real one.
+pub const GUARD_CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// How often a login waiting for a hashing slot held by another process looks again.
+pub const SHARED_GATE_POLL: Duration = Duration::from_millis(10);
 
 /// Most users whose last login `--login-delay` remembers: a bound on memory however many
 /// users log in. Entries older than the delay are dropped first when it is reached; if every

@@ -1,5 +1,6 @@
-//! Guards around logins: failure delays that grow per client address, per-user session slots,
-//! and the gate that bounds how many password hashes run at once.
+//! Guards around logins: failure delays (in `throttle.rs`), per-user session slots, the gate
+//! that bounds how many password hashes run at once, AUTHORIZATION deadlines and login
+//! spacing; kept in this process or, for `--inetd`, in the state file its processes share.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -8,6 +9,10 @@ use std::time::{Duration, Instant};
 
 use crate::limits;
 use crate::mailbox::UserName;
+
+use super::records::{Hold, Records};
+
+pub use super::throttle::{Network, Throttle};
 
 /// The unit that per-address limits count: an IPv4 address, or an IPv6 /64 (one host or
 /// one customer's network can hold a whole /64, so single IPv6 addresses are no limit).
@@ -39,63 +44,29 @@ impl std::fmt::Display for ClientKey {
     }
 }
 
+impl ClientKey {
+    /// The address as 16 octets (IPv4 as IPv4-mapped), for keys of the shared records.
+    pub fn octets(&self) -> [u8; 16] {
+        match self.0 {
+            IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            IpAddr::V6(a) => a.octets(),
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Recent failures from one client address.
-#[derive(Debug, Clone, Copy)]
-struct Strikes {
-    count: u32,
-    last: Instant,
-}
-
-/// Failed-login delays: the first failure from an address waits the base delay
-/// (`--auth-delay`), each further one twice as long, up to
-/// [`limits::MAX_AUTH_FAILURE_DELAY`] (or the base, if that is longer). An address that stays
-/// quiet for [`limits::AUTH_FAILURE_MEMORY`] starts again at the base. Successes are never
-/// slowed.
-#[derive(Debug, Default)]
-pub struct Throttle {
-    strikes: Mutex<HashMap<ClientKey, Strikes>>,
-}
-
-impl Throttle {
-    /// Records a failure from `peer` and returns how long to wait before answering it.
-    pub fn fail(&self, peer: Option<IpAddr>, base: Duration) -> Duration {
-        let cap = base.max(limits::MAX_AUTH_FAILURE_DELAY);
-        let Some(ip) = peer else {
-            return base;
-        };
-        let now = Instant::now();
-        let mut map = lock(&self.strikes);
-        if map.len() >= limits::MAX_TRACKED_ADDRESSES {
-            map.retain(|_, s| now.duration_since(s.last) < limits::AUTH_FAILURE_MEMORY);
-            if map.len() >= limits::MAX_TRACKED_ADDRESSES {
-                // Still full of active attackers: everyone new waits the longest.
-                return cap;
-            }
-        }
-        let s = map.entry(ClientKey::of(ip)).or_insert(Strikes {
-            count: 0,
-            last: now,
-        });
-        if now.duration_since(s.last) >= limits::AUTH_FAILURE_MEMORY {
-            s.count = 0;
-        }
-        s.count = s.count.saturating_add(1);
-        s.last = now;
-        let doublings = (s.count - 1).min(16);
-        base.saturating_mul(1 << doublings).min(cap)
-    }
-}
-
 /// Bounds how many password hashes run at once, so that a flood of logins against expensive
-/// hashes cannot take every core from sessions that are already logged in.
+/// hashes cannot take every core from sessions that are already logged in. With the shared
+/// records, the bound holds across every process using them.
 #[derive(Debug)]
 pub struct Gate {
     free: Mutex<usize>,
     freed: Condvar,
+    slots: usize,
+    shared: Option<Arc<Records>>,
 }
 
 /// A taken hashing slot, given back on drop (panics included).
@@ -108,12 +79,31 @@ impl Drop for Permit<'_> {
     }
 }
 
+/// A taken gate byte of the shared records, given back on drop.
+struct SharedPermit<'r>(&'r Records, usize);
+
+impl Drop for SharedPermit<'_> {
+    fn drop(&mut self) {
+        self.0.release_gate(self.1);
+    }
+}
+
 impl Gate {
     /// A gate letting `slots` hashes run at once (at least one).
     pub fn new(slots: usize) -> Gate {
         Gate {
             free: Mutex::new(slots.max(1)),
             freed: Condvar::new(),
+            slots: slots.max(1),
+            shared: None,
+        }
+    }
+
+    /// A gate letting `slots` hashes run at once among every process sharing `records`.
+    pub fn shared(slots: usize, records: Arc<Records>) -> Gate {
+        Gate {
+            shared: Some(records),
+            ..Gate::new(slots)
         }
     }
 
@@ -136,15 +126,43 @@ impl Gate {
         *free -= 1;
         drop(free);
         let _permit = Permit(self);
+        let _shared = match &self.shared {
+            None => None,
+            Some(records) => Some(SharedPermit(records, self.wait_shared(records, deadline)?)),
+        };
         Some(f())
+    }
+
+    /// Takes a gate byte of the shared records by `deadline`; a state file that fails is
+    /// warned about and the hash runs under this process's bound alone.
+    fn wait_shared(&self, records: &Records, deadline: Instant) -> Option<usize> {
+        loop {
+            match records.try_gate(self.slots) {
+                Ok(Some(i)) => return Some(i),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(limits::SHARED_GATE_POLL);
+                }
+                Ok(None) => return None,
+                Err(e) => {
+                    log::warn!("login guard state {records:?}: hashing gate: {e}");
+                    return Some(MAX_GATE_NONE);
+                }
+            }
+        }
     }
 }
 
-/// Counts logged-in sessions per user, so one account cannot hold every connection.
+/// The gate byte of a permit taken without the shared records (their file failed); giving
+/// it back is a no-op, as [`Records::release_gate`] ignores bytes out of range.
+const MAX_GATE_NONE: usize = usize::MAX;
+
+/// Counts logged-in sessions per user, so one account cannot hold every connection; with the
+/// shared records, across every process using them.
 #[derive(Debug)]
 pub struct UserSlots {
     max: usize,
     open: Mutex<HashMap<String, usize>>,
+    shared: Option<Arc<Records>>,
 }
 
 /// One logged-in session's place in [`UserSlots`]; freed on drop.
@@ -152,17 +170,12 @@ pub struct UserSlots {
 pub struct UserSlot {
     slots: Arc<UserSlots>,
     user: String,
+    _shared: Option<Hold>,
 }
 
 impl Drop for UserSlot {
     fn drop(&mut self) {
-        let mut open = lock(&self.slots.open);
-        if let Some(n) = open.get_mut(&self.user) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.user);
-            }
-        }
+        self.slots.forget(&self.user);
     }
 }
 
@@ -172,20 +185,61 @@ impl UserSlots {
         Arc::new(UserSlots {
             max,
             open: Mutex::default(),
+            shared: None,
         })
+    }
+
+    /// At most `max` sessions per user among every process sharing `records`.
+    pub fn shared(max: usize, records: Arc<Records>) -> Arc<UserSlots> {
+        Arc::new(UserSlots {
+            max,
+            open: Mutex::default(),
+            shared: Some(records),
+        })
+    }
+
+    fn forget(&self, user: &str) {
+        let mut open = lock(&self.open);
+        if let Some(n) = open.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(user);
+            }
+        }
     }
 
     /// A slot for `user`, unless they already have `max` sessions.
     pub fn acquire(self: &Arc<Self>, user: &UserName) -> Option<UserSlot> {
-        let mut open = lock(&self.open);
-        let n = open.entry(user.as_str().to_owned()).or_insert(0);
-        if *n >= self.max {
-            return None;
+        {
+            let mut open = lock(&self.open);
+            let n = open.entry(user.as_str().to_owned()).or_insert(0);
+            if *n >= self.max {
+                return None;
+            }
+            *n += 1;
         }
-        *n += 1;
+        let shared = match &self.shared {
+            None => None,
+            Some(records) => {
+                let key = records.key(&[b"user", user.as_str().as_bytes()]);
+                match records.hold(&key, self.max) {
+                    Ok(Some(hold)) => Some(hold),
+                    Ok(None) => {
+                        self.forget(user.as_str());
+                        return None;
+                    }
+                    Err(e) => {
+                        // A broken state file must not lock every user out.
+                        log::warn!("login guard state {records:?}: user slots: {e}");
+                        None
+                    }
+                }
+            }
+        };
         Some(UserSlot {
             slots: self.clone(),
             user: user.as_str().to_owned(),
+            _shared: shared,
         })
     }
 }
@@ -256,6 +310,11 @@ impl LoginDeadlines {
         lock(&self.0).insert(id, deadline);
     }
 
+    /// Session `id`'s deadline, while it has one.
+    pub fn pending(&self, id: u64) -> Option<Instant> {
+        lock(&self.0).get(&id).copied()
+    }
+
     /// Session `id` has logged in, or ended: it has no deadline any more.
     pub fn clear(&self, id: u64) {
         lock(&self.0).remove(&id);
@@ -280,7 +339,7 @@ impl LoginDeadlines {
 /// Everything that guards logins, shared by all sessions.
 #[derive(Debug)]
 pub struct Guards {
-    /// Failed-login delays per client address.
+    /// Failed-login delays per client network and per account.
     pub throttle: Throttle,
     /// The password-hashing gate.
     pub gate: Gate,
@@ -290,17 +349,36 @@ pub struct Guards {
     pub deadlines: LoginDeadlines,
     /// The least time between two logins of one user (`--login-delay`).
     pub spacing: LoginSpacing,
+    /// Where the throttle's records live; shared with other processes when it is the state
+    /// file, which then also holds the gate and the session slots.
+    pub records: Arc<Records>,
 }
 
 impl Guards {
-    /// Guards with `hash_slots` parallel hashes and at most `per_user` sessions per user.
+    /// Guards with `hash_slots` parallel hashes and at most `per_user` sessions per user,
+    /// kept in this process.
     pub fn new(hash_slots: usize, per_user: usize) -> Guards {
+        let records = Arc::new(Records::memory());
         Guards {
-            throttle: Throttle::default(),
+            throttle: Throttle::new(records.clone()),
             gate: Gate::new(hash_slots),
             users: UserSlots::new(per_user),
             deadlines: LoginDeadlines::default(),
             spacing: LoginSpacing::default(),
+            records,
+        }
+    }
+
+    /// The same guards over `records` shared by processes (the state file): the failure
+    /// delays, the hashing gate and the per-user cap hold across all of them.
+    pub fn shared(hash_slots: usize, per_user: usize, records: Arc<Records>) -> Guards {
+        Guards {
+            throttle: Throttle::new(records.clone()),
+            gate: Gate::shared(hash_slots, records.clone()),
+            users: UserSlots::shared(per_user, records.clone()),
+            deadlines: LoginDeadlines::default(),
+            spacing: LoginSpacing::default(),
+            records,
         }
     }
 
@@ -329,23 +407,6 @@ mod tests {
         assert_eq!(k("::ffff:192.0.2.7"), k("192.0.2.7"));
         assert_ne!(k("192.0.2.7"), k("192.0.2.8"));
         assert_eq!(k("2001:db8:1:2:aaaa::1").to_string(), "2001:db8:1:2::/64");
-    }
-
-    #[test]
-    fn delays_double_per_address_up_to_the_cap() {
-        let t = Throttle::default();
-        let two = Duration::from_secs(2);
-        let a = Some("192.0.2.1".parse().unwrap());
-        let b = Some("2001:db8::1".parse().unwrap());
-        let got: Vec<u64> = (0..6).map(|_| t.fail(a, two).as_secs()).collect();
-        assert_eq!(got, vec![2, 4, 8, 15, 15, 15]);
-        assert_eq!(t.fail(b, two), two);
-        assert_eq!(
-            t.fail(Some("2001:db8::2".parse().unwrap()), two).as_secs(),
-            4
-        );
-        assert_eq!(t.fail(None, two), two);
-        assert_eq!(t.fail(a, Duration::ZERO), Duration::ZERO);
     }
 
     #[test]

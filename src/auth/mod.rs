@@ -5,9 +5,11 @@ pub mod des_crypt;
 pub mod guard;
 pub mod md5_crypt;
 pub mod passwd;
+pub mod records;
 pub mod sasl;
 pub mod scheme;
 pub mod sha_digest;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};

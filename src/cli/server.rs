@@ -133,6 +133,13 @@ fn options() -> Options {
         "inetd",
         "serve one session on stdin/stdout (inetd, systemd Accept=yes)",
     );
+    o.optopt(
+        "",
+        "state-dir",
+        "with --inetd: directory where its processes share failure delays, caps and the \
+         hashing gate (default /run/poplar; must exist and be writable)",
+        "DIR",
+    );
     o.optflagopt(
         "",
         "dev",
@@ -284,6 +291,12 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
     }
     config.allow_cleartext = m.opt_present("allow-cleartext");
     config.inetd = m.opt_present("inetd");
+    if let Some(dir) = m.opt_str("state-dir") {
+        if !config.inetd {
+            return Err(CliError("--state-dir goes with --inetd".into()));
+        }
+        config.state_dir = dir.into();
+    }
     check_modes(&m, &config)?;
     if let Some(d) = seconds(&m, "idle-timeout")? {
         if d.is_zero() {
@@ -665,6 +678,15 @@ mod tests {
     #[test]
     fn inetd_is_a_flag() {
         assert!(run("--inetd -u u -m /m/%n --idle-timeout 30").inetd);
+    }
+
+    #[test]
+    fn the_state_dir_defaults_to_run_poplar_and_goes_with_inetd() {
+        let c = run("--inetd -u u -m /m/%n");
+        assert_eq!(c.state_dir, std::path::Path::new("/run/poplar"));
+        let c = run("--inetd -u u -m /m/%n --state-dir /var/lib/poplar");
+        assert_eq!(c.state_dir, std::path::Path::new("/var/lib/poplar"));
+        assert!(parse(&args("-u u -m /m/%n --state-dir /tmp")).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 
 use crate::auth::guard::Guards;
+use crate::auth::records::{Records, STATE_FILE};
 use crate::auth::{UsersHandle, passwd};
 use crate::config::Config;
 use crate::limits;
@@ -57,15 +58,41 @@ pub fn prepare_socket(stream: &TcpStream, timeouts: &Timeouts) -> io::Result<()>
 /// The sessions' context for `users` and `store`, with the guards and settings `config` asks
 /// for.
 pub fn context_for(config: &Config, users: UsersHandle, store: Arc<dyn MailStore>) -> Context {
+    guarded_context(config, users, store, None)
+}
+
+/// [`context_for`], with the guards kept in `shared` records when given.
+fn guarded_context(
+    config: &Config,
+    users: UsersHandle,
+    store: Arc<dyn MailStore>,
+    shared: Option<Arc<Records>>,
+) -> Context {
+    let (slots, per_user) = (limits::hash_parallelism(), config.max_per_user);
+    let guards = match shared {
+        None => Guards::new(slots, per_user),
+        Some(records) => Guards::shared(slots, per_user, records),
+    };
     Context {
         users,
         store,
-        guards: Arc::new(
-            Guards::new(limits::hash_parallelism(), config.max_per_user)
-                .with_login_delay(config.login_delay),
-        ),
+        guards: Arc::new(guards.with_login_delay(config.login_delay)),
         settings: settings(config),
     }
+}
+
+/// The login guards' state file in `--state-dir`, which every `--inetd` process shares. A
+/// process that cannot use it refuses to serve: each would otherwise start with fresh guards,
+/// and an attacker would get the base delay and empty caps at every connection.
+pub fn shared_records(config: &Config) -> Result<Arc<Records>, String> {
+    let dir = &config.state_dir;
+    Records::open(dir).map(Arc::new).map_err(|e| {
+        format!(
+            "--inetd keeps its login guards in {}: {e} (create the directory, writable by \
+             poplar, or name another with --state-dir)",
+            dir.join(STATE_FILE).display()
+        )
+    })
 }
 
 /// The TLS certificate and key of `--tls-cert`/`--tls-key`, loaded, if configured.
@@ -87,14 +114,15 @@ pub fn certificates(config: &Config) -> io::Result<Option<Arc<Certificates>>> {
 /// lines logged by number), the mbox store, the login guards, the settings; and, as a daemon
 /// serves everyone from here on, every user's interrupted commit finished first.
 pub fn context(config: &Config) -> Result<Context, String> {
-    context_with(config, Recovery::EveryUser)
+    context_with(config, Recovery::EveryUser, None)
 }
 
 /// The context for a process that serves one session (`--inetd`): no pass over every user's
 /// mailbox, which would cost a stat per user per connection. The one user who logs in gets
 /// their journal replayed all the same, as every login does before it scans.
 pub fn one_session_context(config: &Config) -> Result<Context, String> {
-    context_with(config, Recovery::AtLogin)
+    let records = shared_records(config)?;
+    context_with(config, Recovery::AtLogin, Some(records))
 }
 
 /// When interrupted commits are finished.
@@ -106,7 +134,11 @@ enum Recovery {
     AtLogin,
 }
 
-fn context_with(config: &Config, recovery: Recovery) -> Result<Context, String> {
+fn context_with(
+    config: &Config,
+    recovery: Recovery,
+    shared: Option<Arc<Records>>,
+) -> Result<Context, String> {
     let users_file = config
         .users_file
         .as_ref()
@@ -127,9 +159,10 @@ fn context_with(config: &Config, recovery: Recovery) -> Result<Context, String> 
             }
         }
     }
-    Ok(context_for(
+    Ok(guarded_context(
         config,
         UsersHandle::new(users),
         Arc::new(store),
+        shared,
     ))
 }

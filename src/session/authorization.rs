@@ -153,6 +153,7 @@ impl Authorization {
                 let Some(ts) = &self.timestamp else {
                     return self.bad_command(ctx, Reply::err("APOP is not offered"));
                 };
+                account_wait(ctx, tag, &name, "APOP");
                 let verified = ctx.users.current().verify_apop(&name, ts, &digest);
                 self.finish_login(ctx, tag, &name, Ok(verified), "APOP")
             }
@@ -244,6 +245,7 @@ impl Authorization {
 
     /// Checks credentials against the users table in force.
     fn check(&mut self, ctx: &Context, tag: &Tag, creds: &Credentials, how: &str) -> AuthStep {
+        account_wait(ctx, tag, creds.user(), how);
         let users = ctx.users.current();
         let verified = match creds {
             Credentials::Password { user, password } => {
@@ -271,7 +273,7 @@ impl Authorization {
         let shown = crate::logsafe::escape(name);
         let user = match verified {
             Ok(Some(user)) => user,
-            Ok(None) => return self.failed(ctx, tag, &shown, how),
+            Ok(None) => return self.failed(ctx, tag, name, &shown, how),
             Err(CheckError::Busy) => {
                 metrics::refused(metrics::Refusal::HashingBusy);
                 emit!(
@@ -285,6 +287,8 @@ impl Authorization {
                 ));
             }
         };
+        // The password was right: this network is the user's, whatever happens next.
+        ctx.guards.throttle.logged_in(name, peer_ip(tag));
         let Some(slot) = ctx.guards.users.acquire(&user) else {
             metrics::refused(metrics::Refusal::PerUser);
             emit!(
@@ -341,13 +345,22 @@ impl Authorization {
         }
     }
 
-    /// A failed login: wait out the delay for this client address, then reply.
-    fn failed(&mut self, ctx: &Context, tag: &Tag, shown: &str, how: &str) -> AuthStep {
+    /// A failed login for `name`: counted against the account, then wait out the delay for
+    /// this client's network, then reply.
+    fn failed(
+        &mut self,
+        ctx: &Context,
+        tag: &Tag,
+        name: &[u8],
+        shown: &str,
+        how: &str,
+    ) -> AuthStep {
         self.failures += 1;
+        ctx.guards.throttle.account_failed(name);
         let delay = ctx
             .guards
             .throttle
-            .fail(tag.peer.map(|p| p.ip()), ctx.settings.auth_failure_delay);
+            .fail(peer_ip(tag), ctx.settings.auth_failure_delay);
         metrics::login(how, false);
         metrics::auth_delayed(delay);
         let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
@@ -378,4 +391,27 @@ pub(super) fn login_event<'a>(
     how: &'a str,
 ) -> Event<'a> {
     tag.event(name).text("user", user).text("method", how)
+}
+
+fn peer_ip(tag: &Tag) -> Option<std::net::IpAddr> {
+    tag.peer.map(|p| p.ip())
+}
+
+/// Before the check of a login for `name`: the per-account wait, when the account has had
+/// many recent failures and this client's network has not logged in as it (see
+/// `auth::guard::Throttle`). Before the check, not after, so that a guesser gains nothing by
+/// hanging up early: the answer comes only after the wait.
+fn account_wait(ctx: &Context, tag: &Tag, name: &[u8], how: &str) {
+    let throttle = &ctx.guards.throttle;
+    if let Some((wait, failures)) =
+        throttle.account_wait(name, peer_ip(tag), ctx.settings.auth_failure_delay)
+    {
+        log::warn!(
+            "{tag} {how} login for {} waits {} ms before its check: {failures} recent failures \
+             for this user",
+            crate::logsafe::escape(name),
+            wait.as_millis()
+        );
+        std::thread::sleep(wait);
+    }
 }

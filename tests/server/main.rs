@@ -13,6 +13,7 @@ mod common;
 
 mod binary;
 mod fail2ban;
+mod inetd_guards;
 mod limits;
 mod modes;
 mod observe;

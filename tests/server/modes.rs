@@ -101,6 +101,15 @@ fn alice(dir: &std::path::Path) -> Vec<String> {
     ]
 }
 
+/// `alice`'s flags plus the state directory every `--inetd` process needs.
+fn inetd_alice(dir: &std::path::Path) -> Vec<String> {
+    let state = dir.join("state");
+    std::fs::create_dir(&state).unwrap();
+    let mut args = alice(dir);
+    args.extend(["--state-dir".into(), state.display().to_string()]);
+    args
+}
+
 /// Reads the greeting; `None` if the server closed the connection without one.
 fn greeting(addr: SocketAddr, prefix: &[u8]) -> Option<Client> {
     let mut c = Client::connect(addr);
@@ -284,7 +293,7 @@ fn inetd_serves_one_session_on_a_socket_and_logs_the_peer_and_the_end_line() {
     let (conn, _) = listener.accept().unwrap();
     let mut cmd = Command::new(poplar_bin());
     cmd.arg("--inetd")
-        .args(alice(dir.path()))
+        .args(inetd_alice(dir.path()))
         .stdin(Stdio::from(OwnedFd::from(conn.try_clone().unwrap())))
         .stdout(Stdio::from(OwnedFd::from(conn)));
     let mut p = Proc::spawn(&mut cmd);
@@ -338,7 +347,7 @@ fn inetd_on_a_socket_offers_stls_with_a_certificate() {
     let (conn, _) = listener.accept().unwrap();
     let mut cmd = Command::new(poplar_bin());
     cmd.arg("--inetd")
-        .args(alice(dir.path()))
+        .args(inetd_alice(dir.path()))
         .arg("--tls-cert")
         .arg(dir.path().join("cert.pem"))
         .arg("--tls-key")
@@ -371,7 +380,7 @@ fn inetd_on_a_socket_ends_an_idle_session_at_the_idle_timeout() {
     let (conn, _) = listener.accept().unwrap();
     let mut cmd = Command::new(poplar_bin());
     cmd.arg("--inetd")
-        .args(alice(dir.path()))
+        .args(inetd_alice(dir.path()))
         .args(["--idle-timeout", "0.2"])
         .stdin(Stdio::from(OwnedFd::from(conn.try_clone().unwrap())))
         .stdout(Stdio::from(OwnedFd::from(conn)));
@@ -379,10 +388,13 @@ fn inetd_on_a_socket_ends_an_idle_session_at_the_idle_timeout() {
     // The Command holds our copies of the server's end; only poplar may keep it open.
     drop(cmd);
     client.set_read_timeout(Some(PATIENCE)).unwrap();
+    // Logged in (before login the AUTHORIZATION deadline, at most the idle timeout, ends
+    // it), then nothing more is sent: the server closes the idle connection.
+    client.write_all(b"USER alice\r\nPASS secret\r\n").unwrap();
     let mut got = Vec::new();
-    // Nothing is sent: the greeting comes, then the server closes the idle connection.
     client.read_to_end(&mut got).unwrap();
     assert!(got.starts_with(b"+OK "), "{got:?}");
+    assert_eq!(got.split(|&b| b == b'\n').count(), 4, "{got:?}");
     assert!(p.child.wait().unwrap().success());
     let log = p.wait_log("session end");
     assert_eq!(value(end_line(&log), "reason"), "timeout");
@@ -393,7 +405,7 @@ fn inetd_over_pipes_answers_pipelined_commands_and_has_no_peer() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(poplar_bin());
     cmd.arg("--inetd")
-        .args(alice(dir.path()))
+        .args(inetd_alice(dir.path()))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
     let mut p = Proc::spawn(&mut cmd);

@@ -646,6 +646,8 @@ fn inetd_leaves_other_users_mailboxes_alone_and_recovers_its_own_at_login() {
     std::fs::write(&alice_journal, b"torn").unwrap();
     let mut child = Command::new(poplar_bin())
         .arg("--inetd")
+        .arg("--state-dir")
+        .arg(dir.path())
         .arg("--users")
         .arg(dir.path().join("users"))
         .arg("--mail")
