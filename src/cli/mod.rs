@@ -8,6 +8,7 @@ mod flags;
 mod pw;
 mod seed;
 mod server;
+mod undelete;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -39,13 +40,18 @@ pub enum Command {
     Seed(Box<seed::Seed>),
     /// `poplar check`: report on a mailbox without changing it.
     Check(Box<check::Check>),
+    /// `poplar undelete`: put kept deleted messages back into a user's mbox.
+    Undelete(Box<undelete::Undelete>),
 }
 
 impl Command {
     /// Whether it logs (breaking a stale dotlock is a warning worth seeing), so that the
     /// caller sets up logging first.
     pub fn logs(&self) -> bool {
-        matches!(self, Command::Deliver(_) | Command::Seed(_))
+        matches!(
+            self,
+            Command::Deliver(_) | Command::Seed(_) | Command::Undelete(_)
+        )
     }
 
     /// Runs it; the exit code is its own (deliver's follow sysexits.h for the MTA).
@@ -55,6 +61,7 @@ impl Command {
             Command::Deliver(d) => deliver::run(&d),
             Command::Seed(s) => seed::run(&s),
             Command::Check(c) => check::run(&c),
+            Command::Undelete(u) => undelete::run(&u),
         }
     }
 }
@@ -101,9 +108,9 @@ struct Subcommand {
     usage_exit: u8,
 }
 
-/// Every subcommand. `-h`/`--help` anywhere after deliver, seed or check prints its usage,
-/// whatever else is on the line; `pw` reads its own (`pw -s -h` names a scheme `-h`).
-const SUBCOMMANDS: [Subcommand; 4] = [
+/// Every subcommand. `-h`/`--help` anywhere after deliver, seed, check or undelete prints its
+/// usage, whatever else is on the line; `pw` reads its own (`pw -s -h` names a scheme `-h`).
+const SUBCOMMANDS: [Subcommand; 5] = [
     Subcommand {
         name: "deliver",
         usage: deliver::usage,
@@ -130,6 +137,16 @@ const SUBCOMMANDS: [Subcommand; 4] = [
         parse: |a| {
             with_help(a, check::usage, |a| {
                 check::parse(a).map(|c| Command::Check(Box::new(c)))
+            })
+        },
+        usage_exit: 2,
+    },
+    Subcommand {
+        name: "undelete",
+        usage: undelete::usage,
+        parse: |a| {
+            with_help(a, undelete::usage, |a| {
+                undelete::parse(a).map(|u| Command::Undelete(Box::new(u)))
             })
         },
         usage_exit: 2,
@@ -240,7 +257,7 @@ mod tests {
         assert!(matches!(parse(&args("-h --users x")), Ok(Action::Print(t)) if t == usage));
         assert!(matches!(parse(&args("-V")), Ok(Action::Print(t)) if t.starts_with("poplar ")));
         assert!(usage.contains("--listen"));
-        for sub in ["deliver", "seed", "check"] {
+        for sub in ["deliver", "seed", "check", "undelete"] {
             for flag in ["-h", "--help"] {
                 match parse(&args(&format!("{sub} --to x {flag}"))) {
                     Ok(Action::Print(text)) => assert!(text.contains(sub), "{text}"),
