@@ -21,6 +21,12 @@ pub fn mbox_options(o: &mut Options) {
         "uidl-from-header",
         "use unique X-UIDL: headers as UIDs (migration from qpopper; spam can forge them)",
     );
+    lock_options(o);
+}
+
+/// The storage flags about locks and which files are used, without those about what clients
+/// see: for `poplar undelete`, which shows nothing.
+pub fn lock_options(o: &mut Options) {
     o.optopt(
         "",
         "mbox-locks",
@@ -55,6 +61,11 @@ pub fn mbox_options(o: &mut Options) {
 pub fn mbox_flags(m: &getopts::Matches, mbox: &mut MboxOptions) -> Result<(), CliError> {
     mbox.view.unquote = m.opt_present("mbox-unquote");
     mbox.view.uidl_from_header = m.opt_present("uidl-from-header");
+    lock_flags(m, mbox)
+}
+
+/// Reads the flags of [`lock_options`] into `mbox`.
+pub fn lock_flags(m: &getopts::Matches, mbox: &mut MboxOptions) -> Result<(), CliError> {
     mbox.trust.follow_symlinks = m.opt_present("mbox-follow-symlinks");
     mbox.trust.any_owner = m.opt_present("mbox-any-owner");
     if let Some(list) = m.opt_str("mbox-locks") {

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use getopts::Options;
 
 use super::CliError;
-use super::flags::{mbox_flags, mbox_options};
+use super::flags::{lock_flags, lock_options};
 use crate::mailbox::UserName;
 use crate::mailbox::files;
 use crate::mailbox::keep::unix_days;
@@ -52,7 +52,7 @@ fn options() -> Options {
          (2026-11-26, 2026-11-26T09:00:00Z)",
         "WHEN",
     );
-    mbox_options(&mut o);
+    lock_options(&mut o);
     o.optflag("h", "help", "print this help and exit");
     o
 }
@@ -91,7 +91,7 @@ pub fn parse(args: &[String]) -> Result<Undelete, CliError> {
         None => None,
     };
     let mut mbox = MboxOptions::default();
-    mbox_flags(&m, &mut mbox)?;
+    lock_flags(&m, &mut mbox)?;
     Ok(Undelete {
         path: mail.expand(&user),
         since,

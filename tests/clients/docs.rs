@@ -85,7 +85,7 @@ fn subcommand_usage(name: &str) -> String {
 fn every_subcommand_flag_is_in_its_configuration_section_and_the_man_page() {
     let config = read("docs/configuration.md");
     let man = read("docs/poplar.8").replace("\\-", "-");
-    for name in ["deliver", "seed", "check", "pw"] {
+    for name in ["deliver", "seed", "check", "undelete", "pw"] {
         let usage = subcommand_usage(name);
         assert!(usage.contains(&format!("Usage: poplar {name}")), "{usage}");
         let heading = format!("### `poplar {name}`");
@@ -116,7 +116,7 @@ fn every_subcommand_flag_is_in_its_configuration_section_and_the_man_page() {
 #[test]
 fn every_flag_in_the_readme_exists() {
     let mut known = long_flags(&help());
-    for name in ["deliver", "seed", "check", "pw"] {
+    for name in ["deliver", "seed", "check", "undelete", "pw"] {
         known.extend(long_flags(&subcommand_usage(name)));
     }
     // Lines about cargo name cargo's flags (`cargo fmt --check`), not ours.
