@@ -7,7 +7,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEMO := target/demo
 
-.PHONY: run run-tls demo-mail test deps tls-deps fmt clippy layout unit fuzz bench \
+.PHONY: run run-tls demo-mail test deps tls-deps fmt clippy layout unit fuzz bench install uninstall \
 	static-deps static static-test dist-deps dist $(foreach t,$(STATIC) $(CROSS),build-$(t))
 
 demo-mail:
@@ -121,6 +121,46 @@ unit: deps
 	$(CARGO) test
 
 test: deps fmt clippy layout unit static-test
+
+# ---- install ----------------------------------------------------------------------------------
+# `make install` (as root, or with DESTDIR for a package or a test) puts the binary, the man
+# page, the systemd units (their ExecStart= pointed at BINDIR) and the fail2ban filter and jails
+# in place; `make uninstall` removes exactly those files, never a directory. INSTALL_BIN is the
+# binary installed: the release build by default (built by cargo when a source is newer), or any
+# other, e.g. a static one: `make install INSTALL_BIN=target/x86_64-unknown-linux-musl/release/poplar`.
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+# systemd reads units from /usr/local/lib/systemd/system as well as /usr/lib/systemd/system.
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+INSTALL_BIN ?= target/release/poplar
+INSTALLED := $(BINDIR)/poplar $(MANDIR)/man8/poplar.8 $(UNITDIR)/poplar.service \
+	$(UNITDIR)/poplar.socket $(SYSCONFDIR)/fail2ban/filter.d/poplar.conf \
+	$(SYSCONFDIR)/fail2ban/jail.d/poplar.conf
+
+target/release/poplar: Cargo.toml Cargo.lock $(shell find src -name '*.rs')
+	$(CARGO) build --release --locked --bin poplar
+
+install: $(INSTALL_BIN)
+	install -D -m 0755 $(INSTALL_BIN) $(DESTDIR)$(BINDIR)/poplar
+	install -D -m 0644 docs/poplar.8 $(DESTDIR)$(MANDIR)/man8/poplar.8
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed 's|/usr/local/bin/poplar|$(BINDIR)/poplar|g' examples/poplar.service \
+		> $(DESTDIR)$(UNITDIR)/poplar.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/poplar.service
+	install -m 0644 examples/poplar.socket $(DESTDIR)$(UNITDIR)/poplar.socket
+	install -D -m 0644 examples/fail2ban/filter.d/poplar.conf \
+		$(DESTDIR)$(SYSCONFDIR)/fail2ban/filter.d/poplar.conf
+	install -D -m 0644 examples/fail2ban/jail.d/poplar.conf \
+		$(DESTDIR)$(SYSCONFDIR)/fail2ban/jail.d/poplar.conf
+	@echo "installed: $(INSTALLED)"
+	@echo "next: the user, /etc/poplar/users and the certificate (docs/operations.md), then"
+	@echo "      systemctl daemon-reload && systemctl enable --now poplar.socket"
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
 
 # ---- static binaries for small hosts ---------------------------------------------------------
 # Rust's musl targets bring their own musl libc and start files, so the binaries are static
