@@ -316,7 +316,9 @@ impl Server {
         match certificates.reload() {
             Ok(()) => log::info!("reloaded the TLS certificate from {cert}"),
             Err(e) => {
-                log::warn!("cannot reload the TLS certificate: {e}; keeping the one loaded before")
+                log::warn!(
+                    "cannot reload the TLS certificate and key: {e}; keeping the one loaded before"
+                )
             }
         }
     }

@@ -76,7 +76,7 @@ pub fn certificates(config: &Config) -> io::Result<Option<Arc<Certificates>>> {
     let c = Certificates::open(files.clone()).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("cannot load the TLS certificate: {e}"),
+            format!("cannot load the TLS certificate and key: {e}"),
         )
     })?;
     log::info!("TLS certificate loaded from {}", files.cert.display());
