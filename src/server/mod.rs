@@ -24,6 +24,7 @@ use crate::auth::guard::ClientKey;
 use crate::auth::passwd;
 use crate::config::Config;
 use crate::limits;
+use crate::plural::plural;
 use crate::protocol::proxy::Cidr;
 use crate::session::{self, Context, Link, Tag};
 
@@ -279,26 +280,27 @@ impl Server {
         }
     }
 
-    /// Reloads the users file; a file that cannot be read or has errors keeps the old table.
+    /// Reloads the users file as start-up loads it: bad lines are logged and skipped, the
+    /// others are in force; a file that cannot be read keeps the old table.
     fn reload_users(&self) {
         let Some(users_file) = &self.users_file else {
             log::info!("SIGHUP: no users file to reload");
             return;
         };
         match passwd::load(users_file) {
-            Ok((users, problems)) if problems.is_empty() => {
-                log::info!("reloaded {} ({} users)", users_file.display(), users.len());
-                self.ctx.users.replace(users);
-            }
-            Ok((_, problems)) => {
-                for p in &problems {
-                    log::warn!("{}: {p}", users_file.display());
-                }
-                log::warn!(
-                    "{} has {} bad lines; keeping the users loaded before",
+            Ok((users, problems)) => {
+                wiring::log_skipped_lines(users_file, &problems);
+                let skipped = if problems.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} skipped", plural(problems.len() as u64, "line"))
+                };
+                log::info!(
+                    "reloaded {} ({}{skipped})",
                     users_file.display(),
-                    problems.len()
+                    plural(users.len() as u64, "user")
                 );
+                self.ctx.users.replace(users);
             }
             Err(e) => log::warn!(
                 "cannot reload {}: {e}; keeping the users loaded before",

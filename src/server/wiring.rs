@@ -5,14 +5,17 @@
 
 use std::io;
 use std::net::TcpStream;
+use std::path::Path;
 use std::sync::Arc;
 
+use crate::auth::UsersHandle;
 use crate::auth::guard::Guards;
-use crate::auth::{UsersHandle, passwd};
+use crate::auth::passwd::{self, LineProblem};
 use crate::config::Config;
 use crate::limits;
 use crate::mailbox::MailStore;
 use crate::mailbox::mbox::MboxStore;
+use crate::plural::plural;
 use crate::session::{Context, Settings};
 
 use super::tls::Certificates;
@@ -83,6 +86,14 @@ pub fn certificates(config: &Config) -> io::Result<Option<Arc<Certificates>>> {
     Ok(Some(Arc::new(c)))
 }
 
+/// Logs each skipped line of the users file, at start-up and at a reload alike: the other
+/// lines are in force either way.
+pub fn log_skipped_lines(users_file: &Path, problems: &[LineProblem]) {
+    for p in problems {
+        log::warn!("{}: {p}", users_file.display());
+    }
+}
+
 /// The sessions' context from the users file and `--mail`: the users file loaded (unusable
 /// lines logged by number), the mbox store, the login guards, the settings; and, as a daemon
 /// serves everyone from here on, every user's interrupted commit finished first.
@@ -114,12 +125,13 @@ fn context_with(config: &Config, recovery: Recovery) -> Result<Context, String> 
     let users_path = users_file.display();
     let (users, problems) =
         passwd::load(users_file).map_err(|e| format!("cannot read {users_path}: {e}"))?;
-    for p in &problems {
-        log::warn!("{users_path}: {p}; that user cannot log in");
-    }
+    log_skipped_lines(users_file, &problems);
     let store = MboxStore::with_options(config.mail.clone(), config.mbox.clone());
     if recovery == Recovery::EveryUser {
-        log::info!("{} users loaded from {users_path}", users.len());
+        log::info!(
+            "{} loaded from {users_path}",
+            plural(users.len() as u64, "user")
+        );
         for user in users.names() {
             // Finish any commit a crash interrupted before serving anyone.
             if let Err(e) = store.recover(user) {

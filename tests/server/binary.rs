@@ -285,7 +285,11 @@ fn an_address_in_use_is_a_one_line_error_and_exit_1() {
 fn bad_lines_in_the_users_file_are_reported_and_the_server_still_starts() {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users");
-    std::fs::write(&users, "alice:{PLAIN}secret\nbroken line\nbob:{MD5}x\n").unwrap();
+    std::fs::write(
+        &users,
+        "alice:{PLAIN}secret\nbroken line\nbob:{MD5}x\nalice:{PLAIN}again\n",
+    )
+    .unwrap();
     let mail = format!("{}/%n", dir.path().display());
     let mut child = Command::new(poplar_bin())
         .args(["--listen", "127.0.0.1:0", "--users"])
@@ -309,7 +313,15 @@ fn bad_lines_in_the_users_file_are_reported_and_the_server_still_starts() {
     let all = seen.join("\n");
     assert!(all.contains("line 2:"), "{all}");
     assert!(all.contains("line 3:") && all.contains("MD5"), "{all}");
-    assert!(all.contains("1 users loaded"), "{all}");
+    assert!(all.contains("1 user loaded"), "{all}");
+    // A duplicate says which line is used, and that the user can log in (with it).
+    assert!(
+        all.contains(
+            "line 4: user alice is already on line 1, which is the one used; this line is skipped"
+        ),
+        "{all}"
+    );
+    assert!(!all.contains("cannot log in"), "{all}");
 }
 
 #[test]
