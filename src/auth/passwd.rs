@@ -113,7 +113,7 @@ mod tests {
         assert!(problems[1].reason.contains("SHA1"), "{}", problems[1]);
         assert_eq!(
             problems[4].to_string(),
-            "line 9: user alice is already on line 1, which is the one used; this line is skipped"
+            "line 9: user alice is already on line 2, which is the one used; this line is skipped"
         );
     }
 
