@@ -45,7 +45,7 @@ pub fn usage() -> String {
         "Usage: poplar check [--mail TEMPLATE] USER|MBOX\n\n\
          Reports what poplar sees in a mailbox, changing nothing and taking no lock. Exit\n\
          codes: 0 no problems, 1 problems found (listed as 'problem' lines), 2 usage,\n\
-         3 the mailbox cannot be read.",
+         3 the mailbox does not exist or cannot be read.",
     )
 }
 
@@ -71,6 +71,18 @@ pub fn parse(args: &[String]) -> Result<Check, CliError> {
 
 /// Inspects the mailbox and prints the report on stdout.
 pub fn run(c: &Check) -> ExitCode {
+    // Most often a mistyped path or template: say so rather than report an empty mailbox.
+    if let Err(e) = std::fs::symlink_metadata(&c.path)
+        && e.kind() == std::io::ErrorKind::NotFound
+    {
+        let dir = c.path.parent().filter(|d| !d.as_os_str().is_empty());
+        let why = match dir {
+            Some(d) if !d.is_dir() => format!("its directory {} does not exist", d.display()),
+            _ => "no such file (the server shows an empty maildrop until mail arrives)".into(),
+        };
+        eprintln!("poplar check: {}: {why}", c.path.display());
+        return ExitCode::from(EXIT_UNREADABLE);
+    }
     match inspect(&c.path, &c.mbox) {
         Ok(report) => {
             let (text, problems) = render(&report, &c.mbox);

@@ -416,10 +416,21 @@ fn check_reports_a_clean_mailbox_with_the_uids_sessions_see_and_changes_nothing(
     );
     assert!(out.ends_with("result    ok\n"), "{out}");
     let (code, out) = check(dir.path(), "nobody");
-    assert_eq!(code, 0);
+    assert_eq!(code, 3, "a mailbox that does not exist: {out}");
     assert!(
-        out.contains("file      missing (an empty maildrop)"),
+        out.contains("/mail/nobody: no such file (the server shows an empty maildrop"),
         "{out}"
+    );
+    let missing = dir.path().join("no-such-dir/alice");
+    let (code, _, err) = poplar(&["check", s(&missing)], &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: its directory {} does not exist",
+            missing.display(),
+            dir.path().join("no-such-dir").display()
+        )),
+        "{err}"
     );
 }
 
