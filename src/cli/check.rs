@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use getopts::Options;
 
 use super::CliError;
-use super::flags::{mbox_flags, mbox_options};
+use super::flags::{StorageUse, mbox_flags, mbox_options};
 use crate::mailbox::UserName;
 use crate::mailbox::inspect::{Dotlock, Garbled, Journal, Report, inspect};
 use crate::mailbox::mbox::MboxOptions;
@@ -35,14 +35,17 @@ fn options() -> Options {
         "path of each user's mbox: the argument is then a USER (as for the server)",
         "TEMPLATE",
     );
-    mbox_options(&mut o);
+    mbox_options(&mut o, StorageUse::Inspect);
+    o.optflag("h", "help", "print this help and exit");
     o
 }
 
 /// The usage text of `poplar check`.
 pub fn usage() -> String {
     options().usage(
-        "Usage: poplar check [--mail TEMPLATE] USER|MBOX\n\n\
+        "Usage: poplar check [--mail TEMPLATE] [--mbox-unquote] [--uidl-from-header]\n       \
+         [--mbox-locks LIST] [--stale-lock-age SECS] [--lock-timeout SECS]\n       \
+         [--mbox-follow-symlinks] [--mbox-any-owner] [-h] USER|MBOX\n\n\
          Reports what poplar sees in a mailbox, changing nothing and taking no lock. Exit\n\
          codes: 0 no problems, 1 problems found (listed as 'problem' lines), 2 usage,\n\
          3 the mailbox does not exist or cannot be read.",

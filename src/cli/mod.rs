@@ -271,6 +271,48 @@ mod tests {
         ));
     }
 
+    /// Whether `flag` stands in `text` as a word of its own (`-h` is not in `--from-header`).
+    fn mentions(text: &str, flag: &str) -> bool {
+        let part = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-');
+        text.match_indices(flag).any(|(i, _)| {
+            !part(text[..i].chars().next_back()) && !part(text[i + flag.len()..].chars().next())
+        })
+    }
+
+    #[test]
+    fn each_subcommand_usage_line_names_every_flag_of_its_help() {
+        for sub in &SUBCOMMANDS {
+            let text = (sub.usage)();
+            let (line, rest) = text.split_once("\n\n").unwrap();
+            assert!(
+                line.starts_with(&format!("Usage: poplar {} ", sub.name)),
+                "{line}"
+            );
+            let options = rest.split_once("Options:").unwrap().1;
+            let mut flags = 0;
+            for l in options
+                .lines()
+                .map(str::trim_start)
+                .filter(|l| l.starts_with('-'))
+            {
+                flags += 1;
+                // "-m, --mail TEMPLATE", "--to USER", "-h, --help": either form will do.
+                let forms: Vec<&str> = l
+                    .split_whitespace()
+                    .map(|w| w.trim_end_matches(','))
+                    .take_while(|w| w.starts_with('-'))
+                    .collect();
+                assert!(
+                    forms.iter().any(|f| mentions(line, f)),
+                    "poplar {}: {forms:?} is not in the usage line: {line}",
+                    sub.name
+                );
+            }
+            assert!(flags > 1, "{text}");
+            assert!(mentions(&text, "-h") && mentions(&text, "--help"), "{text}");
+        }
+    }
+
     #[test]
     fn usage_errors_name_the_subcommand_and_deliver_exits_64() {
         let e = parse(&args("deliver")).unwrap_err();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use getopts::Options;
 
-use super::flags::{mbox_flags, mbox_options, seconds};
+use super::flags::{StorageUse, mbox_flags, mbox_options, seconds};
 use super::{Action, CliError};
 use crate::config::{Config, DEFAULT_LISTEN, DEV_PASSWORD, DevMode, TlsFiles};
 use crate::limits::MAX_KEEP_DELETED_DAYS;
@@ -155,7 +155,7 @@ fn options() -> Options {
         "dev-keep-deleted",
         "with --dev: --keep-deleted, never pruned",
     );
-    mbox_options(&mut o);
+    mbox_options(&mut o, StorageUse::Serve);
     o.optflag("h", "help", "print this help and exit");
     o.optflag("V", "version", "print the version and exit");
     o

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use getopts::Options;
 
 use super::CliError;
-use super::flags::{lock_flags, lock_options};
+use super::flags::{StorageUse, lock_flags, lock_options};
 use crate::mailbox::UserName;
 use crate::mailbox::files;
 use crate::mailbox::keep::unix_days;
@@ -52,7 +52,7 @@ fn options() -> Options {
          (2026-11-26, 2026-11-26T09:00:00Z)",
         "WHEN",
     );
-    lock_options(&mut o);
+    lock_options(&mut o, StorageUse::Append);
     o.optflag("h", "help", "print this help and exit");
     o
 }
@@ -62,7 +62,7 @@ pub fn usage() -> String {
     options().usage(
         "Usage: poplar undelete --mail TEMPLATE [--since WHEN] [--mbox-locks LIST]\n       \
          [--lock-timeout SECS] [--stale-lock-age SECS] [--mbox-follow-symlinks]\n       \
-         [--mbox-any-owner] USER\n\n\
+         [--mbox-any-owner] [-h] USER\n\n\
          Puts the messages that --keep-deleted kept in USER's <mbox>.deleted back into the\n\
          mbox, as new messages (new UIDLs) under the delivery locks, and removes them from\n\
          <mbox>.deleted once they are safely in the mbox. Run it as the user the server runs\n\
