@@ -93,3 +93,59 @@ fn make_install_puts_each_file_under_prefix_and_destdir_and_uninstall_removes_th
     make("uninstall", dest.path());
     assert_eq!(files(dest.path()), ["etc/fail2ban/jail.d/sshd.conf"]);
 }
+
+/// `make -n deps` (the commands, not run) as a user whose `id -u` is `uid`.
+fn deps_commands_as(uid: u32) -> String {
+    let bin = tempfile::tempdir().unwrap();
+    let id = bin.path().join("id");
+    std::fs::write(&id, format!("#!/bin/sh\necho {uid}\n")).unwrap();
+    std::fs::set_permissions(&id, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let out = Command::new("make")
+        .args([
+            "-n",
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "deps",
+            "static-deps",
+        ])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn make_deps_installs_through_sudo_unless_root_and_says_what_it_installs() {
+    let user = deps_commands_as(1000);
+    let root = deps_commands_as(0);
+    for (who, text) in [("user", &user), ("root", &root)] {
+        let installs: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("apt-get install"))
+            .collect();
+        assert!(installs.len() >= 10, "{who}: {text}");
+        for l in installs {
+            assert!(
+                l.contains("echo \"make: installing Debian package(s) "),
+                "{who}: an install that does not say so: {l}"
+            );
+            let sudo = l.contains("sudo apt-get update") && l.contains("sudo env DEBIAN_FRONTEND");
+            assert_eq!(sudo, who == "user", "{who}: {l}");
+        }
+    }
+    assert!(
+        user.contains("fail2ban-regex for the filter test"),
+        "{user}"
+    );
+    assert!(user.contains("sudo tee /usr/sbin/policy-rc.d") || user.contains("sudo tee $guard"));
+}
