@@ -21,6 +21,7 @@ use crate::mailbox::positioned::RangeReader;
 use crate::mailbox::quote::Unquote;
 use crate::mailbox::scan::scan;
 use crate::mailbox::template::MailTemplate;
+use crate::plural::plural;
 
 /// A parsed `poplar seed` command line.
 #[derive(Debug)]
@@ -152,10 +153,10 @@ pub fn run(s: &Seed) -> ExitCode {
     };
     let result = s.sources.iter().try_for_each(|src| seeder.source(src));
     println!(
-        "{}: {} added ({} octets)",
+        "{}: {} added ({})",
         target.display(),
-        crate::plural::plural(seeder.messages, "message"),
-        seeder.octets
+        plural(seeder.messages, "message"),
+        plural(seeder.octets, "octet")
     );
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -226,7 +227,11 @@ impl Seeder<'_> {
             let body = Unquote::new(RangeReader::new(file, e.data, e.end));
             self.append(path, &mut envelope.chain(body))?;
         }
-        println!("{}: {} messages", path.display(), extents.len());
+        println!(
+            "{}: {}",
+            path.display(),
+            plural(extents.len() as u64, "message")
+        );
         Ok(())
     }
 

@@ -268,11 +268,11 @@ impl MboxDrop {
             }
             let view = uid::reconcile(&path, file, options.view)?;
             log::debug!(
-                "{}: {} messages, {} of {} bytes read",
+                "{}: {}, {} of {} read",
                 path.display(),
-                view.infos.len(),
+                plural(view.infos.len() as u64, "message"),
                 view.bytes_scanned,
-                view.len
+                plural(view.len, "byte")
             );
             let snapshot = Snapshot::take(file, view.len)?;
             Ok((view, snapshot))

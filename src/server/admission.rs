@@ -6,6 +6,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Instant;
 
 use crate::auth::guard::ClientKey;
+use crate::plural::plural;
 use crate::session::Tag;
 
 /// Open sessions, so that shutdown can cut them off and wait for them, and their count per
@@ -192,9 +193,12 @@ impl Drop for Slot {
 /// The warning for a refused connection.
 pub(super) fn log_refusal(tag: &Tag, refusal: &Refusal, limit: usize) {
     match refusal {
-        Refusal::Total => log::warn!("{tag} refused: {limit} sessions open"),
+        Refusal::Total => log::warn!("{tag} refused: {} open", plural(limit as u64, "session")),
         Refusal::PerAddress(key) => {
-            log::warn!("{tag} refused: {limit} sessions open from {key}");
+            log::warn!(
+                "{tag} refused: {} open from {key}",
+                plural(limit as u64, "session")
+            );
         }
     }
 }

@@ -459,18 +459,18 @@ impl Server {
         }
         self.listeners.clear();
         let open = self.sessions.open_count();
-        log::info!("stopped accepting; {open} sessions open");
+        log::info!("stopped accepting; {} open", plural(open as u64, "session"));
         let left = self
             .sessions
             .wait_empty(Instant::now() + self.shutdown_grace);
         if left > 0 {
-            log::info!("cutting off {left} sessions");
+            log::info!("cutting off {}", plural(left as u64, "session"));
             self.sessions.cut_off_all();
             let stuck = self
                 .sessions
                 .wait_empty(Instant::now() + limits::SHUTDOWN_JOIN_DEADLINE);
             if stuck > 0 {
-                log::error!("{stuck} sessions did not end in time");
+                log::error!("{} did not end in time", plural(stuck as u64, "session"));
             }
         }
         log::info!("shut down");

@@ -720,3 +720,68 @@ fn a_failed_copy_to_deleted_stops_the_commit_and_is_cut_back() {
         b"From old\n\nkept before\n\n"
     );
 }
+
+/// Where `text` counts one of something in the plural ("1 messages").
+fn plural_of_one(text: &str) -> Option<String> {
+    let nouns = [
+        "message", "octet", "byte", "session", "user", "line", "problem", "socket",
+    ];
+    for noun in nouns {
+        for (i, _) in text.match_indices(&format!("1 {noun}s")) {
+            let before = text[..i].chars().next_back();
+            // `messages=1 octets=19` is a key=value line, not English.
+            if !before.is_some_and(|c| c.is_ascii_digit() || c == '.' || c == '=') {
+                return Some(
+                    text[i.saturating_sub(40)..]
+                        .lines()
+                        .next()
+                        .unwrap()
+                        .to_owned(),
+                );
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn counts_of_one_read_in_the_singular() {
+    let dir = mail_dir(USERS, &[]);
+    let source = dir.path().join("one.mbox");
+    std::fs::write(
+        &source,
+        b"From a@b Thu Nov 26 09:00:00 2026\nSubject: one\n\nx\n",
+    )
+    .unwrap();
+    let mail = format!("{}/mail/%n", dir.path().display());
+    let (code, seeded, err) = poplar(&["seed", "--mail", &mail, "--to", "alice", s(&source)], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(seeded.contains(": 1 message\n"), "{seeded}");
+    assert!(seeded.contains(": 1 message added ("), "{seeded}");
+
+    let server = ServerProcess::spawn(dir.path(), &["--max-connections", "1"], &[]);
+    let mut first = server.connect();
+    let mut second = Client::connect(server.addr);
+    let refused = second.line();
+    assert!(refused.starts_with("-ERR"), "{refused}");
+    first.login("alice", "pw");
+    assert!(first.cmd("QUIT").starts_with("+OK"));
+    let mut log = server.log();
+    for _ in 0..100 {
+        if log.contains(" refused: ") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        log = server.log();
+    }
+    assert!(log.contains("refused: 1 session open"), "{log}");
+    let (code, checked) = check(dir.path(), "alice");
+    assert_eq!(code, 0, "{checked}");
+    assert!(
+        checked.contains("uids      1 of 1 message in the UID index"),
+        "{checked}"
+    );
+    for text in [&seeded, &log, &checked] {
+        assert_eq!(plural_of_one(text), None, "{text}");
+    }
+}
