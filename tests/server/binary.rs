@@ -176,7 +176,7 @@ fn a_session_cut_off_by_shutdown_commits_nothing() {
     assert_eq!(c.cmd("DELE 1"), "+OK message 1 deleted");
     assert_eq!(c.cmd("DELE 2"), "+OK message 2 deleted");
     p.signal("-TERM");
-    p.wait_for("cutting off 1 sessions");
+    p.wait_for("cutting off 1 session");
     // The connection is closed under the client without a word.
     let mut rest = Vec::new();
     std::io::Read::read_to_end(&mut c.reader, &mut rest).unwrap();
@@ -191,7 +191,7 @@ fn a_session_that_quits_within_the_grace_period_commits() {
     let mut c = p.connect();
     c.login("alice", "secret");
     p.signal("-TERM");
-    p.wait_for("stopped accepting; 1 sessions open");
+    p.wait_for("stopped accepting; 1 session open");
     assert_eq!(c.cmd("DELE 1"), "+OK message 1 deleted");
     assert_eq!(c.cmd("QUIT"), "+OK bye, 1 message left");
     assert_eq!(p.wait().code(), Some(0));
