@@ -7,7 +7,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEMO := target/demo
 
-.PHONY: run run-tls demo-mail test deps tls-deps fmt clippy layout unit fuzz bench \
+.PHONY: run run-tls demo-mail test deps tls-deps fmt clippy layout unit fuzz bench install uninstall \
 	static-deps static static-test dist-deps dist $(foreach t,$(STATIC) $(CROSS),build-$(t))
 
 demo-mail:
@@ -48,40 +48,48 @@ run-tls: demo-mail tls-deps
 	  --tls-cert $(DEMO)/tls/cert.pem --tls-key $(DEMO)/tls/key.pem \
 	  --users $(DEMO)/users --mail '$(DEMO)/mail/%n' --mbox-unquote
 
+# Debian packages are installed as root, through sudo for anyone else. $(call apt,PKGS,WHY)
+# says which packages it installs and why before it does.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+apt = { echo "make: installing Debian package(s) $(1): $(2)$(if $(SUDO), (with sudo))"; \
+	$(SUDO) apt-get update -qq && \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(1); }
+
 # openssl, for the TLS demo's certificate and the s_client test.
 tls-deps:
-	@command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl; }
+	@command -v openssl >/dev/null || $(call apt,openssl,the TLS demo certificate and s_client test)
 
 # Tools the tests drive: python3 with poplib (it also execs poplar with inherited sockets for
 # the socket-activation test), and curl (installed from Debian if missing).
 deps: tls-deps
-	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3; }
+	@command -v python3 >/dev/null || $(call apt,python3,poplib as a test client)
 	@python3 -c 'import poplib, ssl' || { echo "python3 lacks poplib or ssl" >&2; exit 1; }
-	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+	@command -v curl >/dev/null || $(call apt,curl,curl as a test client)
 	@# Reference password tools for tests/clients/schemes.rs: mkpasswd, openssl passwd, doveadm pw.
-	@command -v mkpasswd >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends whois; }
-	@command -v doveadm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dovecot-core; }
+	@command -v mkpasswd >/dev/null || $(call apt,whois,mkpasswd for the password scheme tests)
+	@command -v doveadm >/dev/null || $(call apt,dovecot-core,doveadm pw for the password scheme tests)
 	@# Dovecot's own POP3 server, which tests/clients/dovecot.rs compares poplar with.
-	@test -x /usr/lib/dovecot/pop3 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dovecot-pop3d; }
+	@test -x /usr/lib/dovecot/pop3 || $(call apt,dovecot-pop3d,Dovecot's POP3 server to compare with)
 	@python3 -W ignore -c 'import crypt' || { echo "python3 lacks the crypt module" >&2; exit 1; }
 	@# The mail fetchers tests/clients/interop.rs drives: fetchmail and getmail6 from Debian.
-	@command -v fetchmail >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fetchmail; }
-	@command -v getmail >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends getmail6; }
+	@command -v fetchmail >/dev/null || $(call apt,fetchmail,a mail fetcher as a test client)
+	@command -v getmail >/dev/null || $(call apt,getmail6,a mail fetcher as a test client)
 # fail2ban-regex, which tests/server/fail2ban.rs runs on the shipped filter. Debian's package
 # would start and enable a fail2ban service (with its sshd jail) on this machine: a
 # policy-rc.d that denies every start covers the install (unless one is already there), the
 # unit is disabled after it, and no firewall package comes with it (--no-install-recommends).
-	@command -v fail2ban-regex >/dev/null || { apt-get update -qq && \
+	@command -v fail2ban-regex >/dev/null || { \
 		guard=; if [ ! -e /usr/sbin/policy-rc.d ]; then guard=/usr/sbin/policy-rc.d; \
-			printf '#!/bin/sh\nexit 101\n' > $$guard && chmod 0755 $$guard; fi; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fail2ban; \
-		rc=$$?; [ -z "$$guard" ] || rm -f $$guard; \
-		! command -v systemctl >/dev/null || systemctl disable fail2ban.service >/dev/null 2>&1; \
+			printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee $$guard >/dev/null && \
+			$(SUDO) chmod 0755 $$guard; fi; \
+		$(call apt,fail2ban,fail2ban-regex for the filter test; its service is not started); \
+		rc=$$?; [ -z "$$guard" ] || $(SUDO) rm -f $$guard; \
+		! command -v systemctl >/dev/null || $(SUDO) systemctl disable fail2ban.service >/dev/null 2>&1; \
 		exit $$rc; } || true
 # The docs tests check the man page with groff and the example units with systemd-analyze;
 # each skips with a printed reason if its tool could not be installed.
-	@command -v groff >/dev/null || { apt-get update -qq && apt-get install -y -qq groff-base; } || true
-	@command -v systemd-analyze >/dev/null || { apt-get update -qq && apt-get install -y -qq systemd; } || true
+	@command -v groff >/dev/null || $(call apt,groff-base,groff to check the man page) || true
+	@command -v systemd-analyze >/dev/null || $(call apt,systemd,systemd-analyze to check the units) || true
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -124,6 +132,46 @@ unit: deps
 	$(CARGO) test
 
 test: deps fmt clippy layout unit static-test
+
+# ---- install ----------------------------------------------------------------------------------
+# `make install` (as root, or with DESTDIR for a package or a test) puts the binary, the man
+# page, the systemd units (their ExecStart= pointed at BINDIR) and the fail2ban filter and jails
+# in place; `make uninstall` removes exactly those files, never a directory. INSTALL_BIN is the
+# binary installed: the release build by default (built by cargo when a source is newer), or any
+# other, e.g. a static one: `make install INSTALL_BIN=target/x86_64-unknown-linux-musl/release/poplar`.
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+# systemd reads units from /usr/local/lib/systemd/system as well as /usr/lib/systemd/system.
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+INSTALL_BIN ?= target/release/poplar
+INSTALLED := $(BINDIR)/poplar $(MANDIR)/man8/poplar.8 $(UNITDIR)/poplar.service \
+	$(UNITDIR)/poplar.socket $(SYSCONFDIR)/fail2ban/filter.d/poplar.conf \
+	$(SYSCONFDIR)/fail2ban/jail.d/poplar.conf
+
+target/release/poplar: Cargo.toml Cargo.lock $(shell find src -name '*.rs')
+	$(CARGO) build --release --locked --bin poplar
+
+install: $(INSTALL_BIN)
+	install -D -m 0755 $(INSTALL_BIN) $(DESTDIR)$(BINDIR)/poplar
+	install -D -m 0644 docs/poplar.8 $(DESTDIR)$(MANDIR)/man8/poplar.8
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed 's|/usr/local/bin/poplar|$(BINDIR)/poplar|g' examples/poplar.service \
+		> $(DESTDIR)$(UNITDIR)/poplar.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/poplar.service
+	install -m 0644 examples/poplar.socket $(DESTDIR)$(UNITDIR)/poplar.socket
+	install -D -m 0644 examples/fail2ban/filter.d/poplar.conf \
+		$(DESTDIR)$(SYSCONFDIR)/fail2ban/filter.d/poplar.conf
+	install -D -m 0644 examples/fail2ban/jail.d/poplar.conf \
+		$(DESTDIR)$(SYSCONFDIR)/fail2ban/jail.d/poplar.conf
+	@echo "installed: $(INSTALLED)"
+	@echo "next: the user, /etc/poplar/users and the certificate (docs/operations.md), then"
+	@echo "      systemctl daemon-reload && systemctl enable --now poplar.socket"
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
 
 # ---- static binaries for small hosts ---------------------------------------------------------
 # Rust's musl targets bring their own musl libc and start files, so the binaries are static
@@ -171,9 +219,8 @@ build-%:
 
 # musl-gcc and the x86_64 musl target, for `make test`'s static binary.
 static-deps:
-	@command -v musl-gcc >/dev/null || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends musl-tools; }
-	@command -v readelf >/dev/null || { apt-get update -qq && apt-get install -y -qq binutils; }
+	@command -v musl-gcc >/dev/null || $(call apt,musl-tools,musl-gcc for the static binary)
+	@command -v readelf >/dev/null || $(call apt,binutils,readelf to check the binary is static)
 	@rustup target list --installed | grep -qx $(STATIC) || rustup target add $(STATIC)
 
 static: static-deps build-$(STATIC)
@@ -188,14 +235,12 @@ static-test: deps static
 dist-deps: static-deps
 	@for p in aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf \
 		qemu-aarch64-static:qemu-user-static qemu-arm-static:qemu-user-static; do \
-		command -v $${p%%:*} >/dev/null || { apt-get update -qq && \
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $${p#*:}; } \
+		command -v $${p%%:*} >/dev/null || $(call apt,$${p#*:},a cross compiler or qemu-user) \
 			|| exit 1; \
 	done
 	@for h in /usr/aarch64-linux-gnu/include/stdint.h:libc6-dev-arm64-cross \
 		/usr/arm-linux-gnueabihf/include/stdint.h:libc6-dev-armhf-cross; do \
-		[ -e $${h%%:*} ] || { apt-get update -qq && \
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $${h#*:}; } \
+		[ -e $${h%%:*} ] || $(call apt,$${h#*:},C headers for a cross target) \
 			|| exit 1; \
 	done
 	@for t in $(CROSS); do \

@@ -177,6 +177,10 @@ pub fn hash_parallelism() -> usize {
 /// any sensible value, and far below what would overflow a deadline computed from it.
 pub const MAX_FLAG_SECONDS: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// The longest `--keep-deleted DAYS`: ten years, for "keep them for ever" without a date
+/// computed from it ever leaving the clock's range.
+pub const MAX_KEEP_DELETED_DAYS: u32 = 3653;
+
 /// Bcrypt cost of the hashes `poplar pw -s BLF-CRYPT` makes: 2^10 rounds, about Dovecot's and
 /// OpenBSD's choice (tens of milliseconds per login on a small host).
 pub const BCRYPT_COST: u32 = 10;

@@ -1,13 +1,14 @@
 //! Dovecot-style passwd-files: `name:{SCHEME}secret[:uid:gid:gecos:home:shell:extra]`.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
 use super::{Secret, Users};
 use crate::mailbox::UserName;
 
-/// A line that could not be used; that user cannot log in, the others can.
+/// A line that is skipped: it cannot be used, or it names a user an earlier line named (the
+/// first line wins). Everyone else's lines are used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineProblem {
     /// 1-based line number.
@@ -18,7 +19,11 @@ pub struct LineProblem {
 
 impl fmt::Display for LineProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}", self.line, self.reason)
+        write!(
+            f,
+            "line {}: {}; this line is skipped",
+            self.line, self.reason
+        )
     }
 }
 
@@ -34,7 +39,7 @@ pub fn parse(text: &[u8]) -> (Users, Vec<LineProblem>) {
     let mut entries: Vec<(UserName, Secret)> = Vec::new();
     // A set beside the list: a linear search per line made loading quadratic (2 s for
     // 20 000 users), paid by every `--inetd` connection and every SIGHUP.
-    let mut seen: HashSet<UserName> = HashSet::new();
+    let mut seen: HashMap<UserName, usize> = HashMap::new();
     let mut problems = Vec::new();
     for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
@@ -42,16 +47,19 @@ pub fn parse(text: &[u8]) -> (Users, Vec<LineProblem>) {
             continue;
         }
         match parse_line(line) {
-            Ok(entry) => {
-                if !seen.insert(entry.0.clone()) {
-                    problems.push(LineProblem {
-                        line: i + 1,
-                        reason: format!("user {} appears again; the first line wins", entry.0),
-                    });
-                } else {
+            Ok(entry) => match seen.get(&entry.0) {
+                Some(first) => problems.push(LineProblem {
+                    line: i + 1,
+                    reason: format!(
+                        "user {} is already on line {first}, which is the one used",
+                        entry.0
+                    ),
+                }),
+                None => {
+                    seen.insert(entry.0.clone(), i + 1);
                     entries.push(entry);
                 }
-            }
+            },
             Err(reason) => problems.push(LineProblem {
                 line: i + 1,
                 reason,
@@ -103,6 +111,10 @@ mod tests {
         let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
         assert_eq!(lines, vec![5, 6, 7, 8, 9]);
         assert!(problems[1].reason.contains("SHA1"), "{}", problems[1]);
+        assert_eq!(
+            problems[4].to_string(),
+            "line 9: user alice is already on line 2, which is the one used; this line is skipped"
+        );
     }
 
     #[test]

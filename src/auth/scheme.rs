@@ -419,12 +419,7 @@ pub fn hash(scheme: Scheme, password: &[u8]) -> Result<String, String> {
             StoredDigest::make(h, password, &salt)
         }
     };
-    let shown = if scheme == Scheme::Crypt {
-        Scheme::Sha512Crypt
-    } else {
-        scheme
-    };
-    Ok(format!("{{{shown}}}{value}"))
+    Ok(format!("{{{scheme}}}{value}"))
 }
 
 fn sha_crypt(algorithm: sha_crypt::Algorithm, password: &[u8]) -> Result<String, String> {

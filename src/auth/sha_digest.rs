@@ -111,8 +111,8 @@ impl StoredDigest {
         };
         if !fits {
             return Err(format!(
-                "the value holds {} octets, not a {}-octet digest{}",
-                raw.len(),
+                "the value holds {}, not a {}-octet digest{}",
+                crate::plural::plural(raw.len() as u64, "octet"),
                 hash.len(),
                 if salted { " and a salt" } else { "" }
             ));

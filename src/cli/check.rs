@@ -8,12 +8,13 @@ use std::process::ExitCode;
 use getopts::Options;
 
 use super::CliError;
-use super::flags::{mbox_flags, mbox_options};
+use super::flags::{StorageUse, mbox_flags, mbox_options};
 use crate::mailbox::UserName;
 use crate::mailbox::inspect::{Dotlock, Garbled, Journal, Report, inspect};
 use crate::mailbox::mbox::MboxOptions;
 use crate::mailbox::rollback::Pending;
 use crate::mailbox::template::MailTemplate;
+use crate::plural::plural;
 
 /// Exit code: the mailbox could not be read at all.
 pub const EXIT_UNREADABLE: u8 = 3;
@@ -35,17 +36,20 @@ fn options() -> Options {
         "path of each user's mbox: the argument is then a USER (as for the server)",
         "TEMPLATE",
     );
-    mbox_options(&mut o);
+    mbox_options(&mut o, StorageUse::Inspect);
+    o.optflag("h", "help", "print this help and exit");
     o
 }
 
 /// The usage text of `poplar check`.
 pub fn usage() -> String {
     options().usage(
-        "Usage: poplar check [--mail TEMPLATE] USER|MBOX\n\n\
+        "Usage: poplar check [--mail TEMPLATE] [--mbox-unquote] [--uidl-from-header]\n       \
+         [--mbox-locks LIST] [--stale-lock-age SECS] [--lock-timeout SECS]\n       \
+         [--mbox-follow-symlinks] [--mbox-any-owner] [-h] USER|MBOX\n\n\
          Reports what poplar sees in a mailbox, changing nothing and taking no lock. Exit\n\
          codes: 0 no problems, 1 problems found (listed as 'problem' lines), 2 usage,\n\
-         3 the mailbox cannot be read.",
+         3 the mailbox does not exist or cannot be read.",
     )
 }
 
@@ -71,6 +75,18 @@ pub fn parse(args: &[String]) -> Result<Check, CliError> {
 
 /// Inspects the mailbox and prints the report on stdout.
 pub fn run(c: &Check) -> ExitCode {
+    // Most often a mistyped path or template: say so rather than report an empty mailbox.
+    if let Err(e) = std::fs::symlink_metadata(&c.path)
+        && e.kind() == std::io::ErrorKind::NotFound
+    {
+        let dir = c.path.parent().filter(|d| !d.as_os_str().is_empty());
+        let why = match dir {
+            Some(d) if !d.is_dir() => format!("its directory {} does not exist", d.display()),
+            _ => "no such file (the server shows an empty maildrop until mail arrives)".into(),
+        };
+        eprintln!("poplar check: {}: {why}", c.path.display());
+        return ExitCode::from(EXIT_UNREADABLE);
+    }
     match inspect(&c.path, &c.mbox) {
         Ok(report) => {
             let (text, problems) = render(&report, &c.mbox);
@@ -102,20 +118,23 @@ pub fn render(r: &Report, options: &MboxOptions) -> (String, usize) {
         Some(f) => line(
             "file",
             format!(
-                "{} bytes, mode {:04o}, uid {}, gid {}",
-                f.len, f.mode, f.uid, f.gid
+                "{}, mode {:04o}, uid {}, gid {}",
+                plural(f.len, "byte"),
+                f.mode,
+                f.uid,
+                f.gid
             ),
         ),
     }
     let total: u64 = r.messages.iter().map(|m| m.size).sum();
     let sizes = if options.view.unquote {
-        "octets as sent, unquoted"
+        "as sent, unquoted"
     } else {
-        "octets as sent"
+        "as sent"
     };
     line(
         "messages",
-        format!("{} ({total} {sizes})", r.messages.len()),
+        format!("{} ({} {sizes})", r.messages.len(), plural(total, "octet")),
     );
     for (i, m) in r.messages.iter().enumerate() {
         let uid = m.uid.as_deref().unwrap_or("(assigned at next login)");
@@ -133,7 +152,10 @@ pub fn render(r: &Report, options: &MboxOptions) -> (String, usize) {
         "uids",
         match r.indexed {
             0 => "no UID index yet".into(),
-            n => format!("{n} of {} messages in the UID index", r.messages.len()),
+            n => format!(
+                "{n} of {} in the UID index",
+                plural(r.messages.len() as u64, "message")
+            ),
         },
     );
     let d = &r.dialect;
@@ -141,10 +163,10 @@ pub fn render(r: &Report, options: &MboxOptions) -> (String, usize) {
         "dialect",
         if d.length_framed > 0 {
             format!(
-                "mboxcl2: Content-Length on {} of {} messages, as Dovecot, UW-IMAP and Solaris mail \
+                "mboxcl2: Content-Length on {} of {}, as Dovecot, UW-IMAP and Solaris mail \
                  write ({} kept inside {})",
                 d.length_framed,
-                r.messages.len(),
+                plural(r.messages.len() as u64, "message"),
                 crate::plural::plural(d.unsplit, "body 'From ' line"),
                 if d.unsplit == 1 {
                     "its message"
@@ -246,10 +268,12 @@ pub fn render(r: &Report, options: &MboxOptions) -> (String, usize) {
             }
             Pending::Interrupted { at, extra } => {
                 problems.push(format!(
-                    "a killed delivery left {extra} octets at {at}; the next login or delivery cuts them"
+                    "a killed delivery left {} at {at}; the next login or delivery cuts them",
+                    plural(*extra, "octet")
                 ));
                 format!(
-                    "interrupted: the mbox is cut back to {at} octets at the next login or delivery"
+                    "interrupted: the mbox is cut back to {} at the next login or delivery",
+                    plural(*at, "octet")
                 )
             }
             Pending::Kept(why) => {
@@ -261,12 +285,18 @@ pub fn render(r: &Report, options: &MboxOptions) -> (String, usize) {
         },
     );
     if let Some(n) = r.kept_deleted {
-        line("deleted", format!("{n} bytes kept in the .deleted mbox"));
+        line(
+            "deleted",
+            format!("{} kept in the .deleted mbox", plural(n, "byte")),
+        );
     }
     for g in &r.garbled {
         problems.push(match g {
             Garbled::Preamble(n) => {
-                format!("{n} bytes before the first From_ line (no message; never sent)")
+                format!(
+                    "{} before the first From_ line (no message; never sent)",
+                    plural(*n, "byte")
+                )
             }
             Garbled::Nul { count, first } => {
                 format!("NUL bytes: {count}, the first at offset {first}")
@@ -286,8 +316,7 @@ pub fn render(r: &Report, options: &MboxOptions) -> (String, usize) {
         "result",
         match count {
             0 => "ok".into(),
-            1 => "1 problem".into(),
-            n => format!("{n} problems"),
+            n => plural(n as u64, "problem"),
         },
     );
     (out, count)

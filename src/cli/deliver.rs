@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use getopts::Options;
 
 use super::CliError;
-use super::flags::{mbox_flags, mbox_options};
+use super::flags::{StorageUse, mbox_flags, mbox_options};
 use crate::mailbox::UserName;
 use crate::mailbox::append::{AppendError, append};
 use crate::mailbox::mbox::MboxOptions;
@@ -51,14 +51,17 @@ fn options() -> Options {
         "envelope sender for the From_ line (empty or <> for a bounce)",
         "SENDER",
     );
-    mbox_options(&mut o);
+    mbox_options(&mut o, StorageUse::Append);
+    o.optflag("h", "help", "print this help and exit");
     o
 }
 
 /// The usage text of `poplar deliver`.
 pub fn usage() -> String {
     options().usage(
-        "Usage: poplar deliver --mail TEMPLATE [-f SENDER] USER < message\n\n\
+        "Usage: poplar deliver --mail TEMPLATE [-f SENDER] [--mbox-locks LIST] [--lock-timeout SECS]\n       \
+         [--stale-lock-age SECS] [--mbox-follow-symlinks] [--mbox-any-owner]\n       \
+         [--mbox-unquote] [--uidl-from-header] [-h] USER < message\n\n\
          Appends one message to USER's mbox. The From_ line carries SENDER (MAILER-DAEMON when\n\
          it is empty or <>), with spaces, control and non-ASCII octets written as \\xNN.\n\
          Exit codes: 0 delivered; 64 usage, 65 empty message, 67 no such user or mailbox\n\

@@ -9,45 +9,92 @@ use crate::limits::MAX_FLAG_SECONDS;
 use crate::mailbox::lock::LockKind;
 use crate::mailbox::mbox::MboxOptions;
 
-/// The storage flags, shared by the server and `poplar deliver`.
-pub fn mbox_options(o: &mut Options) {
-    o.optflag(
-        "",
-        "mbox-unquote",
-        "send '>From ' lines with one '>' less (mboxrd writers); sizes follow",
-    );
-    o.optflag(
-        "",
-        "uidl-from-header",
-        "use unique X-UIDL: headers as UIDs (migration from qpopper; spam can forge them)",
-    );
+/// Who takes the storage flags: each says in its help what a flag does there. Every command
+/// accepts every storage flag, so the server's flags can be passed to it unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageUse {
+    /// The server: what clients see, and the locks.
+    Serve,
+    /// `poplar deliver` and `seed`: appending, under the locks.
+    Append,
+    /// `poplar check`: what the server would show; no lock is taken.
+    Inspect,
+}
+
+/// The storage flags, shared by the server and the subcommands, with help for `used`.
+pub fn mbox_options(o: &mut Options, used: StorageUse) {
+    let unquote = match used {
+        StorageUse::Serve => "send '>From ' lines with one '>' less (mboxrd writers); sizes follow",
+        StorageUse::Append => {
+            "no effect here, accepted as the server takes it (a delivery always adds one '>' to \
+             '>*From ' lines, which the server's --mbox-unquote takes off)"
+        }
+        StorageUse::Inspect => "show sizes as a server with --mbox-unquote sends them",
+    };
+    let uidl = match used {
+        StorageUse::Serve => {
+            "use unique X-UIDL: headers as UIDs (migration from qpopper; spam can forge them)"
+        }
+        StorageUse::Append => "no effect here, accepted as the server takes it",
+        StorageUse::Inspect => "show UIDs as a server with --uidl-from-header gives them",
+    };
+    o.optflag("", "mbox-unquote", unquote);
+    o.optflag("", "uidl-from-header", uidl);
+    lock_options(o, used);
+}
+
+/// The storage flags about locks and which files are used, without those about what clients
+/// see (`poplar undelete` takes only these), with help for `used`.
+pub fn lock_options(o: &mut Options, used: StorageUse) {
+    let inspect = used == StorageUse::Inspect;
     o.optopt(
         "",
         "mbox-locks",
-        "locks toward delivery agents, in order (default dotlock,fcntl)",
+        if inspect {
+            "the locks the server takes, in order: whether dotlocks must be possible \
+             (default dotlock,fcntl)"
+        } else {
+            "locks toward delivery agents, in order (default dotlock,fcntl)"
+        },
         "LIST",
     );
     o.optopt(
         "",
         "lock-timeout",
-        "longest wait for the mbox locks before 'mailbox busy' (default 10)",
+        if inspect {
+            "no effect here (check waits for no lock), accepted as the server takes it"
+        } else {
+            "longest wait for the mbox locks before 'mailbox busy' (default 10)"
+        },
         "SECS",
     );
     o.optopt(
         "",
         "stale-lock-age",
-        "break a dotlock unchanged this long, with its mbox (default 300)",
+        if inspect {
+            "report a dotlock unchanged this long, with its mbox, as stale (default 300)"
+        } else {
+            "break a dotlock unchanged this long, with its mbox (default 300)"
+        },
         "SECS",
     );
     o.optflag(
         "",
         "mbox-follow-symlinks",
-        "open a mailbox that is a symbolic link (refused by default)",
+        if inspect {
+            "no effect here (check reads the file as it is), accepted as the server takes it"
+        } else {
+            "open a mailbox that is a symbolic link (refused by default)"
+        },
     );
     o.optflag(
         "",
         "mbox-any-owner",
-        "use mailboxes owned by other users than poplar's (refused by default)",
+        if inspect {
+            "no effect here (check reads the file as it is), accepted as the server takes it"
+        } else {
+            "use mailboxes owned by other users than poplar's (refused by default)"
+        },
     );
 }
 
@@ -55,6 +102,11 @@ pub fn mbox_options(o: &mut Options) {
 pub fn mbox_flags(m: &getopts::Matches, mbox: &mut MboxOptions) -> Result<(), CliError> {
     mbox.view.unquote = m.opt_present("mbox-unquote");
     mbox.view.uidl_from_header = m.opt_present("uidl-from-header");
+    lock_flags(m, mbox)
+}
+
+/// Reads the flags of [`lock_options`] into `mbox`.
+pub fn lock_flags(m: &getopts::Matches, mbox: &mut MboxOptions) -> Result<(), CliError> {
     mbox.trust.follow_symlinks = m.opt_present("mbox-follow-symlinks");
     mbox.trust.any_owner = m.opt_present("mbox-any-owner");
     if let Some(list) = m.opt_str("mbox-locks") {

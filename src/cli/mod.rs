@@ -8,6 +8,7 @@ mod flags;
 mod pw;
 mod seed;
 mod server;
+mod undelete;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -39,13 +40,18 @@ pub enum Command {
     Seed(Box<seed::Seed>),
     /// `poplar check`: report on a mailbox without changing it.
     Check(Box<check::Check>),
+    /// `poplar undelete`: put kept deleted messages back into a user's mbox.
+    Undelete(Box<undelete::Undelete>),
 }
 
 impl Command {
     /// Whether it logs (breaking a stale dotlock is a warning worth seeing), so that the
     /// caller sets up logging first.
     pub fn logs(&self) -> bool {
-        matches!(self, Command::Deliver(_) | Command::Seed(_))
+        matches!(
+            self,
+            Command::Deliver(_) | Command::Seed(_) | Command::Undelete(_)
+        )
     }
 
     /// Runs it; the exit code is its own (deliver's follow sysexits.h for the MTA).
@@ -55,6 +61,7 @@ impl Command {
             Command::Deliver(d) => deliver::run(&d),
             Command::Seed(s) => seed::run(&s),
             Command::Check(c) => check::run(&c),
+            Command::Undelete(u) => undelete::run(&u),
         }
     }
 }
@@ -101,9 +108,9 @@ struct Subcommand {
     usage_exit: u8,
 }
 
-/// Every subcommand. `-h`/`--help` anywhere after deliver, seed or check prints its usage,
-/// whatever else is on the line; `pw` reads its own (`pw -s -h` names a scheme `-h`).
-const SUBCOMMANDS: [Subcommand; 4] = [
+/// Every subcommand. `-h`/`--help` anywhere after deliver, seed, check or undelete prints its
+/// usage, whatever else is on the line; `pw` reads its own (`pw -s -h` names a scheme `-h`).
+const SUBCOMMANDS: [Subcommand; 5] = [
     Subcommand {
         name: "deliver",
         usage: deliver::usage,
@@ -130,6 +137,16 @@ const SUBCOMMANDS: [Subcommand; 4] = [
         parse: |a| {
             with_help(a, check::usage, |a| {
                 check::parse(a).map(|c| Command::Check(Box::new(c)))
+            })
+        },
+        usage_exit: 2,
+    },
+    Subcommand {
+        name: "undelete",
+        usage: undelete::usage,
+        parse: |a| {
+            with_help(a, undelete::usage, |a| {
+                undelete::parse(a).map(|u| Command::Undelete(Box::new(u)))
             })
         },
         usage_exit: 2,
@@ -240,7 +257,7 @@ mod tests {
         assert!(matches!(parse(&args("-h --users x")), Ok(Action::Print(t)) if t == usage));
         assert!(matches!(parse(&args("-V")), Ok(Action::Print(t)) if t.starts_with("poplar ")));
         assert!(usage.contains("--listen"));
-        for sub in ["deliver", "seed", "check"] {
+        for sub in ["deliver", "seed", "check", "undelete"] {
             for flag in ["-h", "--help"] {
                 match parse(&args(&format!("{sub} --to x {flag}"))) {
                     Ok(Action::Print(text)) => assert!(text.contains(sub), "{text}"),
@@ -252,6 +269,48 @@ mod tests {
             parse(&args("pw -s PLAIN")),
             Ok(Action::Command(Command::Pw(_)))
         ));
+    }
+
+    /// Whether `flag` stands in `text` as a word of its own (`-h` is not in `--from-header`).
+    fn mentions(text: &str, flag: &str) -> bool {
+        let part = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-');
+        text.match_indices(flag).any(|(i, _)| {
+            !part(text[..i].chars().next_back()) && !part(text[i + flag.len()..].chars().next())
+        })
+    }
+
+    #[test]
+    fn each_subcommand_usage_line_names_every_flag_of_its_help() {
+        for sub in &SUBCOMMANDS {
+            let text = (sub.usage)();
+            let (line, rest) = text.split_once("\n\n").unwrap();
+            assert!(
+                line.starts_with(&format!("Usage: poplar {} ", sub.name)),
+                "{line}"
+            );
+            let options = rest.split_once("Options:").unwrap().1;
+            let mut flags = 0;
+            for l in options
+                .lines()
+                .map(str::trim_start)
+                .filter(|l| l.starts_with('-'))
+            {
+                flags += 1;
+                // "-m, --mail TEMPLATE", "--to USER", "-h, --help": either form will do.
+                let forms: Vec<&str> = l
+                    .split_whitespace()
+                    .map(|w| w.trim_end_matches(','))
+                    .take_while(|w| w.starts_with('-'))
+                    .collect();
+                assert!(
+                    forms.iter().any(|f| mentions(line, f)),
+                    "poplar {}: {forms:?} is not in the usage line: {line}",
+                    sub.name
+                );
+            }
+            assert!(flags > 1, "{text}");
+            assert!(mentions(&text, "-h") && mentions(&text, "--help"), "{text}");
+        }
     }
 
     #[test]

@@ -39,7 +39,7 @@ fn options() -> Options {
 /// The usage text of `poplar pw`.
 pub fn usage() -> String {
     options().usage(
-        "Usage: poplar pw [-s SCHEME]\n\n\
+        "Usage: poplar pw [-s SCHEME] [-h]\n\n\
          Reads a password (asked twice on a terminal, else one line from stdin) and prints\n\
          the {SCHEME}... string for the users file.",
     )

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use getopts::Options;
 
 use super::CliError;
-use super::flags::{mbox_flags, mbox_options};
+use super::flags::{StorageUse, mbox_flags, mbox_options};
 use crate::config::DevMode;
 use crate::mailbox::UserName;
 use crate::mailbox::append::{AppendError, append};
@@ -21,6 +21,7 @@ use crate::mailbox::positioned::RangeReader;
 use crate::mailbox::quote::Unquote;
 use crate::mailbox::scan::scan;
 use crate::mailbox::template::MailTemplate;
+use crate::plural::plural;
 
 /// A parsed `poplar seed` command line.
 #[derive(Debug)]
@@ -57,14 +58,17 @@ fn options() -> Options {
         "the directory of a `poplar --dev DIR` server: the mbox is DIR/USER",
         "DIR",
     );
-    mbox_options(&mut o);
+    mbox_options(&mut o, StorageUse::Append);
+    o.optflag("h", "help", "print this help and exit");
     o
 }
 
 /// The usage text of `poplar seed`.
 pub fn usage() -> String {
     options().usage(
-        "Usage: poplar seed (--dev DIR | --mail TEMPLATE) --to USER SOURCE...\n\n\
+        "Usage: poplar seed (--dev DIR | --mail TEMPLATE) --to USER [--mbox-locks LIST]\n       \
+         [--lock-timeout SECS] [--stale-lock-age SECS] [--mbox-follow-symlinks]\n       \
+         [--mbox-any-owner] [--mbox-unquote] [--uidl-from-header] [-h] SOURCE...\n\n\
          Appends messages to USER's mbox as `poplar deliver` does. A SOURCE is a file ending in\n\
          .eml (one message), a directory (its *.eml files, in name order), or any other file:\n\
          an mbox if it starts with 'From ', else one message. Exit codes: 0 all seeded,\n\
@@ -149,10 +153,10 @@ pub fn run(s: &Seed) -> ExitCode {
     };
     let result = s.sources.iter().try_for_each(|src| seeder.source(src));
     println!(
-        "{}: {} added ({} octets)",
+        "{}: {} added ({})",
         target.display(),
-        crate::plural::plural(seeder.messages, "message"),
-        seeder.octets
+        plural(seeder.messages, "message"),
+        plural(seeder.octets, "octet")
     );
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -223,7 +227,11 @@ impl Seeder<'_> {
             let body = Unquote::new(RangeReader::new(file, e.data, e.end));
             self.append(path, &mut envelope.chain(body))?;
         }
-        println!("{}: {} messages", path.display(), extents.len());
+        println!(
+            "{}: {}",
+            path.display(),
+            plural(extents.len() as u64, "message")
+        );
         Ok(())
     }
 

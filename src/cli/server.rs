@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use getopts::Options;
 
-use super::flags::{mbox_flags, mbox_options, seconds};
+use super::flags::{StorageUse, mbox_flags, mbox_options, seconds};
 use super::{Action, CliError};
 use crate::config::{Config, DEFAULT_LISTEN, DEV_PASSWORD, DevMode, TlsFiles};
+use crate::limits::MAX_KEEP_DELETED_DAYS;
 use crate::logline::LogFormat;
 use crate::mailbox::template::MailTemplate;
 use crate::protocol::proxy::Cidr;
@@ -149,11 +150,18 @@ fn options() -> Options {
         ),
         "DIR",
     );
+    o.optopt(
+        "",
+        "keep-deleted",
+        "move messages clients delete into <mbox>.deleted, and prune them DAYS after \
+         (poplar undelete puts them back)",
+        "DAYS",
+    );
     o.optflag("", "dev-any-password", "with --dev: accept any password");
     o.optflag(
         "",
         "dev-keep-deleted",
-        "with --dev: move messages deleted at QUIT into <mbox>.deleted instead of dropping them",
+        "with --dev: --keep-deleted, never pruned",
     );
     o.optopt(
         "",
@@ -172,7 +180,7 @@ fn options() -> Options {
         "metrics-public",
         "with --metrics: allow an address other than loopback",
     );
-    mbox_options(&mut o);
+    mbox_options(&mut o, StorageUse::Serve);
     o.optflag("h", "help", "print this help and exit");
     o.optflag("V", "version", "print the version and exit");
     o
@@ -183,7 +191,7 @@ pub fn usage() -> String {
     options().usage(
         "Usage: poplar --users FILE --mail TEMPLATE [--listen ADDR ...] [options]\n       \
          poplar --dev [DIR] [--dev-any-password] [--listen 127.0.0.1:PORT]\n       \
-         poplar deliver|seed|check ARGS (each prints its own usage with --help)\n       \
+         poplar deliver|seed|check|undelete ARGS (each prints its own usage with --help)\n       \
          poplar pw [-s SCHEME] (prints a password hash for the users file)\n\n\
          A POP3 server for mbox mailboxes. POPLAR_LOG sets the log filter (default info).",
     )
@@ -363,6 +371,20 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
     observe_flags(&m, &mut config)?;
     mbox_flags(&m, &mut config.mbox)?;
     config.mbox.keep_deleted = m.opt_present("dev-keep-deleted");
+    if let Some(v) = m.opt_str("keep-deleted") {
+        let days = v
+            .parse::<u32>()
+            .ok()
+            .filter(|d| (1..=MAX_KEEP_DELETED_DAYS).contains(d))
+            .ok_or_else(|| {
+                CliError(format!(
+                    "--keep-deleted: '{v}' is not a number of days from 1 to \
+                     {MAX_KEEP_DELETED_DAYS}"
+                ))
+            })?;
+        config.mbox.keep_deleted = true;
+        config.mbox.keep_days = Some(days);
+    }
     Ok(Action::Serve(Box::new(config)))
 }
 
@@ -620,6 +642,22 @@ mod tests {
             Duration::from_secs(900)
         );
         assert!(parse(&args("-u u -m /m/%n --login-delay soon")).is_err());
+    }
+
+    #[test]
+    fn keep_deleted_takes_days_and_dev_keep_deleted_never_prunes() {
+        let c = run("-u u -m /m/%n");
+        assert!(!c.mbox.keep_deleted && c.mbox.keep_days.is_none());
+        let c = run("-u u -m /m/%n --keep-deleted 30");
+        assert!(c.mbox.keep_deleted);
+        assert_eq!(c.mbox.keep_days, Some(30));
+        let c = run("--dev --dev-keep-deleted");
+        assert!(c.mbox.keep_deleted && c.mbox.keep_days.is_none());
+        assert_eq!(run("--dev --keep-deleted 2").mbox.keep_days, Some(2));
+        for bad in ["0", "-1", "3d", "3653.5", "3654", ""] {
+            let e = parse(&args(&format!("-u u -m /m/%n --keep-deleted={bad}"))).unwrap_err();
+            assert!(e.0.starts_with("--keep-deleted: "), "{bad}: {e}");
+        }
     }
 
     #[test]

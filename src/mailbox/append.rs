@@ -75,6 +75,20 @@ pub fn append(
     trust: MailboxTrust,
     when: SystemTime,
 ) -> Result<u64, AppendError> {
+    under_locks(path, locks, trust, |file| {
+        append_locked(path, file, sender, &mut *input, when)
+    })
+}
+
+/// Opens the mbox at `path` as a delivery does (creating it with mode 0600 in an existing
+/// directory if missing), takes the locks toward delivery agents, finishes a pending journal
+/// or delivery, and runs `locked` on it under the locks.
+pub(super) fn under_locks<T>(
+    path: &Path,
+    locks: &LockOptions,
+    trust: MailboxTrust,
+    mut locked: impl FnMut(&File) -> Result<T, AppendError>,
+) -> Result<T, AppendError> {
     let open = || match files::mailbox_file(trust)
         .create(true)
         .truncate(false)
@@ -92,14 +106,14 @@ pub fn append(
         Err(e) => Err(e.into()),
     };
     let fcntl = locks.order.contains(&LockKind::Fcntl);
-    let locked = |file: &File| {
+    let recovered = |file: &File| {
         journal::replay(path, file)?;
         if rollback::recover(path, file, fcntl)? == Rollback::Owned {
             return Err(AppendError::Busy);
         }
-        append_locked(path, file, sender, &mut *input, when)
+        locked(file)
     };
-    match open_locked(path, locks, open, locked)? {
+    match open_locked(path, locks, open, recovered)? {
         Opened::Locked(_, n) => Ok(n),
         // `open` creates the file.
         Opened::Missing => Err(AppendError::NoMailbox),
@@ -111,7 +125,7 @@ pub fn append(
 
 /// Appends under the locks: the rollback note first, then the message, then its sync, then
 /// the note's removal. Any failure truncates back to the old length.
-fn append_locked(
+pub(super) fn append_locked(
     path: &Path,
     file: &File,
     sender: Option<&str>,

@@ -30,8 +30,10 @@ const JOURNAL_NEXT: &str = ".poplar-journal.new";
 const JOURNAL_ORPHAN: &str = ".poplar-journal.orphan-";
 /// The note of a delivery in progress.
 const DELIVERY_NOTE: &str = ".poplar-append";
-/// `--dev-keep-deleted`: the messages sessions deleted.
+/// `--keep-deleted`: the messages sessions deleted.
 const DELETED: &str = ".deleted";
+/// Where the kept messages are rewritten (pruned, or some undeleted) before the rename.
+const DELETED_TMP: &str = ".deleted.tmp";
 
 /// Every sidecar suffix. A user name ending in one would name another user's side file (log
 /// in as `alice.lock` and plant alice's dotlock), so `UserName::new` refuses it; a suffix
@@ -48,6 +50,7 @@ pub const SUFFIXES: &[&str] = &[
     JOURNAL_ORPHAN,
     DELIVERY_NOTE,
     DELETED,
+    DELETED_TMP,
 ];
 
 /// Whether `name` ends in a sidecar suffix (or holds one that a variable part follows), so
@@ -156,9 +159,14 @@ pub fn delivery_note(mbox: &Path) -> PathBuf {
     beside(mbox, DELIVERY_NOTE)
 }
 
-/// `<mbox>.deleted`: the messages kept by `--dev-keep-deleted`.
+/// `<mbox>.deleted`: the messages kept by `--keep-deleted`.
 pub fn deleted(mbox: &Path) -> PathBuf {
     beside(mbox, DELETED)
+}
+
+/// `<mbox>.deleted.tmp`: the kept messages rewritten, before the rename over `<mbox>.deleted`.
+pub fn deleted_tmp(mbox: &Path) -> PathBuf {
+    beside(mbox, DELETED_TMP)
 }
 
 /// How far poplar trusts the file at a mailbox path. Where users can write the directory (a
@@ -303,6 +311,7 @@ mod tests {
             ),
             (delivery_note(m), "/var/mail/bob.poplar-append".into()),
             (deleted(m), "/var/mail/bob.deleted".into()),
+            (deleted_tmp(m), "/var/mail/bob.deleted.tmp".into()),
         ];
         for (got, want) in names {
             assert_eq!(got, PathBuf::from(&want));

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::files::MailboxTrust;
 use super::hide::HideBookkeeping;
@@ -21,6 +22,7 @@ use super::{
     commit, files, journal, keep, rollback,
 };
 use crate::limits::{BOUNDARY_CHECK, FILE_CHUNK};
+use crate::plural::plural;
 
 /// Everything about how mbox files are read, locked and shown.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,8 +31,12 @@ pub struct MboxOptions {
     pub view: ViewOptions,
     /// Locks toward delivery agents: `--mbox-locks`, `--lock-timeout`, `--stale-lock-age`.
     pub locks: LockOptions,
-    /// `--dev-keep-deleted`: copy deleted messages to `<mbox>.deleted` before removing them.
+    /// `--keep-deleted`, `--dev-keep-deleted`: copy deleted messages to `<mbox>.deleted`
+    /// before removing them.
     pub keep_deleted: bool,
+    /// `--keep-deleted DAYS`: prune kept messages deleted more than this many days ago, at
+    /// the commit of a later session that deletes (`None`: keep them for ever).
+    pub keep_days: Option<u32>,
     /// Which files at a mailbox path are used: `--mbox-follow-symlinks`, `--mbox-any-owner`.
     pub trust: MailboxTrust,
 }
@@ -262,11 +268,11 @@ impl MboxDrop {
             }
             let view = uid::reconcile(&path, file, options.view)?;
             log::debug!(
-                "{}: {} messages, {} of {} bytes read",
+                "{}: {}, {} of {} read",
                 path.display(),
-                view.infos.len(),
+                plural(view.infos.len() as u64, "message"),
                 view.bytes_scanned,
-                view.len
+                plural(view.len, "byte")
             );
             let snapshot = Snapshot::take(file, view.len)?;
             Ok((view, snapshot))
@@ -345,13 +351,38 @@ impl Maildrop for MboxDrop {
         if rollback::recover(&self.path, file, fcntl)? == rollback::Rollback::Owned {
             return Err(MailboxError::Busy);
         }
+        let now = SystemTime::now();
         if self.options.keep_deleted {
             // Copied and synced first: a crash from here on can only duplicate them there.
-            keep::keep_deleted(&self.path, file, &self.extents, deleted)?;
+            keep::keep_deleted(&self.path, file, &self.extents, deleted, now)?;
         }
         let summary = commit::commit(&self.path, file, &self.extents, self.len, deleted)?;
         log::debug!("committed {}: {summary:?}", self.path.display());
+        if let Some(days) = self.options.keep_days {
+            prune_kept(&self.path, days, now);
+        }
         Ok(summary)
+    }
+}
+
+/// Prunes `<mbox>.deleted` of what was deleted more than `days` ago, under the commit's locks.
+/// The commit is done: a failure here is only logged, and the next commit tries again.
+fn prune_kept(mbox: &Path, days: u32, now: SystemTime) {
+    let cutoff = now
+        .checked_sub(Duration::from_secs(u64::from(days) * 86_400))
+        .unwrap_or(UNIX_EPOCH);
+    match keep::prune(mbox, cutoff) {
+        Ok(0) => {}
+        Ok(n) => log::info!(
+            "pruned {} deleted more than {} ago from {}",
+            plural(n as u64, "kept message"),
+            plural(u64::from(days), "day"),
+            files::deleted(mbox).display()
+        ),
+        Err(e) => log::warn!(
+            "pruning {} failed (kept as it was; tried again at the next commit): {e}",
+            files::deleted(mbox).display()
+        ),
     }
 }
 

@@ -19,6 +19,7 @@ pub mod rollback;
 pub mod scan;
 pub mod template;
 pub mod uid;
+pub mod undelete;
 
 use std::collections::HashSet;
 use std::fmt;

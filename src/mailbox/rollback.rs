@@ -15,6 +15,7 @@ use memchr::memmem;
 use super::files::{self, sync_dir};
 use super::lock::process_gone;
 use crate::limits::{FILE_CHUNK, MAX_DELIVERY_NOTE};
+use crate::plural::plural;
 
 const TAG: &str = "poplar-append 1";
 
@@ -151,18 +152,18 @@ pub fn recover(mbox: &Path, file: &File, fcntl_held: bool) -> io::Result<Rollbac
     }
     if len > note.old_len && !one_partial_message(file, note.old_len, len)? {
         log::warn!(
-            "{}: an interrupted delivery left {} octets at {}, followed by other mail; kept",
+            "{}: an interrupted delivery left {} at {}, followed by other mail; kept",
             mbox.display(),
-            len - note.old_len,
+            plural(len - note.old_len, "octet"),
             note.old_len
         );
         return finish(mbox, &path, Rollback::Kept);
     }
     if len > note.old_len {
         log::warn!(
-            "{}: truncating {} octets of an interrupted delivery at {}",
+            "{}: truncating {} of an interrupted delivery at {}",
             mbox.display(),
-            len - note.old_len,
+            plural(len - note.old_len, "octet"),
             note.old_len
         );
         file.set_len(note.old_len)?;
@@ -235,8 +236,8 @@ pub fn pending(mbox: &Path) -> io::Result<Pending> {
     }
     if len > note.old_len && !one_partial_message(&file, note.old_len, len)? {
         return Ok(Pending::Kept(format!(
-            "{} octets at {} are followed by other mail",
-            len - note.old_len,
+            "{} at {} are followed by other mail",
+            plural(len - note.old_len, "octet"),
             note.old_len
         )));
     }

@@ -15,8 +15,8 @@ pub fn run(config: &Config) -> Result<(), String> {
         Server::from_config(config)?
     } else {
         log::info!(
-            "socket activation: serving {} inherited sockets; --listen is ignored",
-            inherited.len()
+            "socket activation: serving {}; --listen is ignored",
+            crate::plural::plural(inherited.len() as u64, "inherited socket")
         );
         Server::from_inherited(config, inherited)?
     };

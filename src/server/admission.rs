@@ -8,6 +8,7 @@ use std::time::Instant;
 use crate::auth::guard::ClientKey;
 use crate::logline::emit;
 use crate::metrics;
+use crate::plural::plural;
 use crate::session::Tag;
 
 /// Open sessions, so that shutdown can cut them off and wait for them, and their count per
@@ -201,7 +202,8 @@ pub(super) fn log_refusal(tag: &Tag, refusal: &Refusal, limit: usize) {
             emit!(
                 log::Level::Warn,
                 event,
-                "{tag} refused: {limit} sessions open"
+                "{tag} refused: {} open",
+                plural(limit as u64, "session")
             );
         }
         Refusal::PerAddress(key) => {
@@ -212,7 +214,8 @@ pub(super) fn log_refusal(tag: &Tag, refusal: &Refusal, limit: usize) {
             emit!(
                 log::Level::Warn,
                 event,
-                "{tag} refused: {limit} sessions open from {key}"
+                "{tag} refused: {} open from {key}",
+                plural(limit as u64, "session")
             );
         }
     }

@@ -26,6 +26,7 @@ use crate::auth::passwd;
 use crate::config::Config;
 use crate::limits;
 use crate::logline::emit;
+use crate::plural::plural;
 use crate::protocol::proxy::Cidr;
 use crate::session::{self, Context, Link, Tag};
 
@@ -287,26 +288,27 @@ impl Server {
         }
     }
 
-    /// Reloads the users file; a file that cannot be read or has errors keeps the old table.
+    /// Reloads the users file as start-up loads it: bad lines are logged and skipped, the
+    /// others are in force; a file that cannot be read keeps the old table.
     fn reload_users(&self) {
         let Some(users_file) = &self.users_file else {
             log::info!("SIGHUP: no users file to reload");
             return;
         };
         match passwd::load(users_file) {
-            Ok((users, problems)) if problems.is_empty() => {
-                log::info!("reloaded {} ({} users)", users_file.display(), users.len());
-                self.ctx.users.replace(users);
-            }
-            Ok((_, problems)) => {
-                for p in &problems {
-                    log::warn!("{}: {p}", users_file.display());
-                }
-                log::warn!(
-                    "{} has {} bad lines; keeping the users loaded before",
+            Ok((users, problems)) => {
+                wiring::log_skipped_lines(users_file, &problems);
+                let skipped = if problems.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} skipped", plural(problems.len() as u64, "line"))
+                };
+                log::info!(
+                    "reloaded {} ({}{skipped})",
                     users_file.display(),
-                    problems.len()
+                    plural(users.len() as u64, "user")
                 );
+                self.ctx.users.replace(users);
             }
             Err(e) => log::warn!(
                 "cannot reload {}: {e}; keeping the users loaded before",
@@ -324,7 +326,9 @@ impl Server {
         match certificates.reload() {
             Ok(()) => log::info!("reloaded the TLS certificate from {cert}"),
             Err(e) => {
-                log::warn!("cannot reload the TLS certificate: {e}; keeping the one loaded before")
+                log::warn!(
+                    "cannot reload the TLS certificate and key: {e}; keeping the one loaded before"
+                )
             }
         }
     }
@@ -472,18 +476,18 @@ impl Server {
         }
         self.listeners.clear();
         let open = self.sessions.open_count();
-        log::info!("stopped accepting; {open} sessions open");
+        log::info!("stopped accepting; {} open", plural(open as u64, "session"));
         let left = self
             .sessions
             .wait_empty(Instant::now() + self.shutdown_grace);
         if left > 0 {
-            log::info!("cutting off {left} sessions");
+            log::info!("cutting off {}", plural(left as u64, "session"));
             self.sessions.cut_off_all();
             let stuck = self
                 .sessions
                 .wait_empty(Instant::now() + limits::SHUTDOWN_JOIN_DEADLINE);
             if stuck > 0 {
-                log::error!("{stuck} sessions did not end in time");
+                log::error!("{} did not end in time", plural(stuck as u64, "session"));
             }
         }
         // Last: the endpoint serves through the whole shutdown, so a scrape sees sessions end.

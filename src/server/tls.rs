@@ -3,64 +3,118 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection};
 
 use crate::config::TlsFiles;
 
-/// Why a certificate chain and key could not be loaded.
+/// Why a certificate chain and key could not be loaded. Each says which file, in words.
 #[derive(Debug)]
 pub enum TlsError {
-    /// A PEM file could not be read or parsed.
-    Pem(PathBuf, rustls::pki_types::pem::Error),
+    /// The certificate file could not be read or parsed.
+    Certificate(PathBuf, pem::Error),
     /// The certificate file holds no certificate.
     NoCertificate(PathBuf),
-    /// rustls refused the pair (for instance, the key does not match the certificate).
-    Rejected(rustls::Error),
+    /// The key file could not be read or parsed, or holds no private key.
+    Key(PathBuf, pem::Error),
+    /// The key is not the private key of the leaf certificate.
+    Mismatch {
+        /// `--tls-cert`.
+        cert: PathBuf,
+        /// `--tls-key`.
+        key: PathBuf,
+    },
+    /// rustls refused the pair for another reason (a key type it cannot sign with).
+    Rejected(PathBuf, rustls::Error),
 }
 
 impl fmt::Display for TlsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TlsError::Pem(path, e) => write!(f, "{}: {e}", path.display()),
-            TlsError::NoCertificate(path) => {
-                write!(f, "{}: no CERTIFICATE block", path.display())
+            TlsError::Certificate(path, e) => {
+                write!(f, "certificate {}: {}", path.display(), pem_words(e))
             }
-            TlsError::Rejected(e) => write!(f, "unusable certificate and key: {e}"),
+            TlsError::NoCertificate(path) => write!(
+                f,
+                "certificate {}: no '-----BEGIN CERTIFICATE-----' block",
+                path.display()
+            ),
+            TlsError::Key(path, pem::Error::NoItemsFound) => write!(
+                f,
+                "private key {}: no private key block ('-----BEGIN PRIVATE KEY-----', \
+                 'RSA PRIVATE KEY' or 'EC PRIVATE KEY')",
+                path.display()
+            ),
+            TlsError::Key(path, e) => {
+                write!(f, "private key {}: {}", path.display(), pem_words(e))
+            }
+            TlsError::Mismatch { cert, key } => write!(
+                f,
+                "the private key in {} does not belong to the certificate in {} (the first \
+                 certificate of the file, the server's own, must be the key's)",
+                key.display(),
+                cert.display()
+            ),
+            TlsError::Rejected(key, e) => {
+                write!(f, "private key {} cannot be used: {e}", key.display())
+            }
         }
     }
 }
 
 impl std::error::Error for TlsError {}
 
+/// A PEM parse error in words (the library's own shows octets as a list of numbers).
+fn pem_words(e: &pem::Error) -> String {
+    match e {
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "the '{}' block has no END line (is the file cut off?)",
+            String::from_utf8_lossy(end_marker)
+        ),
+        pem::Error::IllegalSectionStart { line } => {
+            format!("a malformed BEGIN line: {}", crate::logsafe::escape(line))
+        }
+        pem::Error::Base64Decode(why) => format!("a block is not valid base64 ({why})"),
+        pem::Error::Io(e) => e.to_string(),
+        pem::Error::NoItemsFound => "nothing usable in it".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// Builds a server configuration from PEM files: TLS 1.2 and 1.3 only, ring's algorithms, no
 /// client certificates.
 pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    let pem_err = |path: &Path| {
-        let path = path.to_owned();
-        move |e| TlsError::Pem(path, e)
-    };
+    let cert_err = |e| TlsError::Certificate(files.cert.clone(), e);
     let chain = CertificateDer::pem_file_iter(&files.cert)
-        .map_err(pem_err(&files.cert))?
+        .map_err(cert_err)?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(pem_err(&files.cert))?;
+        .map_err(cert_err)?;
     if chain.is_empty() {
         return Err(TlsError::NoCertificate(files.cert.clone()));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(pem_err(&files.key))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| TlsError::Key(files.key.clone(), e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(TlsError::Rejected)?
+        .map_err(|e| TlsError::Rejected(files.key.clone(), e))?
         .with_no_client_auth()
         // Checks that the key belongs to the leaf certificate.
         .with_single_cert(chain, key)
-        .map_err(TlsError::Rejected)?;
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                TlsError::Mismatch {
+                    cert: files.cert.clone(),
+                    key: files.key.clone(),
+                }
+            }
+            e => TlsError::Rejected(files.key.clone(), e),
+        })?;
     Ok(Arc::new(config))
 }
 

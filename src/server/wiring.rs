@@ -5,15 +5,18 @@
 
 use std::io;
 use std::net::TcpStream;
+use std::path::Path;
 use std::sync::Arc;
 
+use crate::auth::UsersHandle;
 use crate::auth::guard::Guards;
+use crate::auth::passwd::{self, LineProblem};
 use crate::auth::records::{Records, STATE_FILE};
-use crate::auth::{UsersHandle, passwd};
 use crate::config::Config;
 use crate::limits;
 use crate::mailbox::MailStore;
 use crate::mailbox::mbox::MboxStore;
+use crate::plural::plural;
 use crate::session::{Context, Settings};
 
 use super::tls::Certificates;
@@ -103,11 +106,19 @@ pub fn certificates(config: &Config) -> io::Result<Option<Arc<Certificates>>> {
     let c = Certificates::open(files.clone()).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("cannot load the TLS certificate: {e}"),
+            format!("cannot load the TLS certificate and key: {e}"),
         )
     })?;
     log::info!("TLS certificate loaded from {}", files.cert.display());
     Ok(Some(Arc::new(c)))
+}
+
+/// Logs each skipped line of the users file, at start-up and at a reload alike: the other
+/// lines are in force either way.
+pub fn log_skipped_lines(users_file: &Path, problems: &[LineProblem]) {
+    for p in problems {
+        log::warn!("{}: {p}", users_file.display());
+    }
 }
 
 /// The sessions' context from the users file and `--mail`: the users file loaded (unusable
@@ -146,12 +157,13 @@ fn context_with(
     let users_path = users_file.display();
     let (users, problems) =
         passwd::load(users_file).map_err(|e| format!("cannot read {users_path}: {e}"))?;
-    for p in &problems {
-        log::warn!("{users_path}: {p}; that user cannot log in");
-    }
+    log_skipped_lines(users_file, &problems);
     let store = MboxStore::with_options(config.mail.clone(), config.mbox.clone());
     if recovery == Recovery::EveryUser {
-        log::info!("{} users loaded from {users_path}", users.len());
+        log::info!(
+            "{} loaded from {users_path}",
+            plural(users.len() as u64, "user")
+        );
         for user in users.names() {
             // Finish any commit a crash interrupted before serving anyone.
             if let Err(e) = store.recover(user) {

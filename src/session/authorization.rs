@@ -329,8 +329,9 @@ impl Authorization {
                     Box::new(t),
                     slot,
                     Reply::ok(format!(
-                        "{} ({octets} octets)",
-                        crate::plural::plural(count as u64, "message")
+                        "{} ({})",
+                        crate::plural::plural(count as u64, "message"),
+                        crate::plural::plural(octets, "octet")
                     )),
                 )
             }

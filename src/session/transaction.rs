@@ -116,8 +116,9 @@ impl Transaction {
             Command::List(None) => self.listing(|m| m.size, {
                 let (n, size) = self.totals();
                 format!(
-                    "{} ({size} octets)",
-                    crate::plural::plural(n as u64, "message")
+                    "{} ({})",
+                    crate::plural::plural(n as u64, "message"),
+                    crate::plural::plural(size, "octet")
                 )
             }),
             Command::Uidl(None) => self.listing(|m| &m.uid, "unique-id listing follows".into()),
@@ -135,7 +136,7 @@ impl Transaction {
                     return TxStep::Send {
                         index,
                         portion: Portion::Whole,
-                        status: format!("{size} octets"),
+                        status: crate::plural::plural(size, "octet"),
                     };
                 }
                 Err(r) => r,
@@ -161,8 +162,9 @@ impl Transaction {
                 self.deleted.iter_mut().for_each(|d| *d = false);
                 let (n, size) = self.totals();
                 Reply::ok(format!(
-                    "{} ({size} octets)",
-                    crate::plural::plural(n as u64, "message")
+                    "{} ({})",
+                    crate::plural::plural(n as u64, "message"),
+                    crate::plural::plural(size, "octet")
                 ))
             }
             Command::Noop => Reply::ok(""),

@@ -85,7 +85,7 @@ fn subcommand_usage(name: &str) -> String {
 fn every_subcommand_flag_is_in_its_configuration_section_and_the_man_page() {
     let config = read("docs/configuration.md");
     let man = read("docs/poplar.8").replace("\\-", "-");
-    for name in ["deliver", "seed", "check", "pw"] {
+    for name in ["deliver", "seed", "check", "undelete", "pw"] {
         let usage = subcommand_usage(name);
         assert!(usage.contains(&format!("Usage: poplar {name}")), "{usage}");
         let heading = format!("### `poplar {name}`");
@@ -113,10 +113,69 @@ fn every_subcommand_flag_is_in_its_configuration_section_and_the_man_page() {
     }
 }
 
+/// The help text of `flag` in a usage text: its line and the lines that continue it.
+fn flag_help(usage: &str, flag: &str) -> String {
+    let options = usage.split_once("Options:").unwrap().1;
+    let mut lines = options
+        .lines()
+        .skip_while(|l| !l.contains(&format!("{flag} ")) && !l.ends_with(flag));
+    let mut out = lines.next().unwrap_or_default().to_owned();
+    for l in lines.take_while(|l| !l.trim_start().starts_with('-')) {
+        out.push_str(l);
+    }
+    out
+}
+
+#[test]
+fn subcommand_help_says_what_the_docs_say_of_flags_without_effect_there() {
+    let config = read("docs/configuration.md");
+    for (name, flags) in [
+        ("deliver", &["--mbox-unquote", "--uidl-from-header"][..]),
+        ("seed", &["--mbox-unquote", "--uidl-from-header"]),
+        (
+            "check",
+            &[
+                "--lock-timeout",
+                "--mbox-follow-symlinks",
+                "--mbox-any-owner",
+            ],
+        ),
+    ] {
+        let usage = subcommand_usage(name);
+        for flag in flags {
+            let help = flag_help(&usage, flag);
+            assert!(
+                help.contains("no effect here"),
+                "poplar {name} {flag}: {help}"
+            );
+        }
+        let section = config
+            .split(&format!("### `poplar {name}`"))
+            .nth(1)
+            .unwrap();
+        let section = section.split("\n### ").next().unwrap();
+        assert!(
+            section.contains("without effect") || section.contains("unused"),
+            "{name}: the docs say nothing of the flags without effect"
+        );
+    }
+    for name in ["deliver", "seed", "check", "undelete", "pw"] {
+        let usage = subcommand_usage(name);
+        assert!(usage.contains("-h, --help"), "poplar {name}: {usage}");
+        let first = usage.split("\n\n").next().unwrap();
+        assert!(first.contains("[-h]"), "poplar {name}: {first}");
+    }
+    let check = subcommand_usage("check");
+    assert!(
+        flag_help(&check, "--mbox-unquote").contains("sizes"),
+        "{check}"
+    );
+}
+
 #[test]
 fn every_flag_in_the_readme_exists() {
     let mut known = long_flags(&help());
-    for name in ["deliver", "seed", "check", "pw"] {
+    for name in ["deliver", "seed", "check", "undelete", "pw"] {
         known.extend(long_flags(&subcommand_usage(name)));
     }
     // Lines about cargo name cargo's flags (`cargo fmt --check`), not ours.

@@ -18,6 +18,7 @@ mod delivery;
 mod clients;
 mod docs;
 mod dovecot;
+mod install;
 mod interop;
 mod qemu;
 mod schemes;

@@ -176,7 +176,7 @@ fn a_session_cut_off_by_shutdown_commits_nothing() {
     assert_eq!(c.cmd("DELE 1"), "+OK message 1 deleted");
     assert_eq!(c.cmd("DELE 2"), "+OK message 2 deleted");
     p.signal("-TERM");
-    p.wait_for("cutting off 1 sessions");
+    p.wait_for("cutting off 1 session");
     // The connection is closed under the client without a word.
     let mut rest = Vec::new();
     std::io::Read::read_to_end(&mut c.reader, &mut rest).unwrap();
@@ -191,7 +191,7 @@ fn a_session_that_quits_within_the_grace_period_commits() {
     let mut c = p.connect();
     c.login("alice", "secret");
     p.signal("-TERM");
-    p.wait_for("stopped accepting; 1 sessions open");
+    p.wait_for("stopped accepting; 1 session open");
     assert_eq!(c.cmd("DELE 1"), "+OK message 1 deleted");
     assert_eq!(c.cmd("QUIT"), "+OK bye, 1 message left");
     assert_eq!(p.wait().code(), Some(0));
@@ -285,7 +285,11 @@ fn an_address_in_use_is_a_one_line_error_and_exit_1() {
 fn bad_lines_in_the_users_file_are_reported_and_the_server_still_starts() {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users");
-    std::fs::write(&users, "alice:{PLAIN}secret\nbroken line\nbob:{MD5}x\n").unwrap();
+    std::fs::write(
+        &users,
+        "alice:{PLAIN}secret\nbroken line\nbob:{MD5}x\nalice:{PLAIN}again\n",
+    )
+    .unwrap();
     let mail = format!("{}/%n", dir.path().display());
     let mut child = Command::new(poplar_bin())
         .args(["--listen", "127.0.0.1:0", "--users"])
@@ -309,7 +313,15 @@ fn bad_lines_in_the_users_file_are_reported_and_the_server_still_starts() {
     let all = seen.join("\n");
     assert!(all.contains("line 2:"), "{all}");
     assert!(all.contains("line 3:") && all.contains("MD5"), "{all}");
-    assert!(all.contains("1 users loaded"), "{all}");
+    assert!(all.contains("1 user loaded"), "{all}");
+    // A duplicate says which line is used, and that the user can log in (with it).
+    assert!(
+        all.contains(
+            "line 4: user alice is already on line 1, which is the one used; this line is skipped"
+        ),
+        "{all}"
+    );
+    assert!(!all.contains("cannot log in"), "{all}");
 }
 
 #[test]

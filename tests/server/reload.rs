@@ -53,7 +53,7 @@ fn try_login(addr: std::net::SocketAddr, user: &str, pass: &str) -> String {
 }
 
 #[test]
-fn sighup_reloads_a_good_file_and_keeps_the_old_table_otherwise() {
+fn sighup_reloads_the_file_as_start_up_reads_it_and_an_unreadable_one_keeps_the_old_table() {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users");
     std::fs::write(&users, "alice:{PLAIN}old\n").unwrap();
@@ -92,18 +92,34 @@ fn sighup_reloads_a_good_file_and_keeps_the_old_table_otherwise() {
     assert!(try_login(addr, "bob", "bob").starts_with("+OK"));
     assert!(try_login(addr, "alice", "old").starts_with("-ERR [AUTH]"));
 
-    // Line 2 is broken: nothing of this file is taken.
-    std::fs::write(&users, "alice:{PLAIN}third\ncarol\n").unwrap();
+    // Line 2 is broken and line 3 names alice again: as at start-up, both are skipped and
+    // the rest is in force, the first of alice's lines winning.
+    std::fs::write(
+        &users,
+        "alice:{PLAIN}third\ncarol\nalice:{PLAIN}fourth\nbob:{PLAIN}bob\n",
+    )
+    .unwrap();
     p.signal("-HUP");
-    assert!(p.wait_log("line 2").contains("no ':'"));
-    p.wait_log("keeping the users loaded before");
-    assert!(try_login(addr, "alice", "new").starts_with("+OK"));
+    let line = p.wait_log("line 2");
+    assert!(
+        line.contains("no ':'") && line.contains("this line is skipped"),
+        "{line}"
+    );
+    let line = p.wait_log("line 3");
+    assert!(
+        line.contains("user alice is already on line 1, which is the one used"),
+        "{line}"
+    );
+    assert!(!line.contains("cannot log in"), "{line}");
+    p.wait_log("(2 users, 2 lines skipped)");
+    assert!(try_login(addr, "alice", "third").starts_with("+OK"));
+    assert!(try_login(addr, "alice", "fourth").starts_with("-ERR [AUTH]"));
     assert!(try_login(addr, "bob", "bob").starts_with("+OK"));
 
     std::fs::remove_file(&users).unwrap();
     p.signal("-HUP");
     p.wait_log("cannot reload");
-    assert!(try_login(addr, "alice", "new").starts_with("+OK"));
+    assert!(try_login(addr, "alice", "third").starts_with("+OK"));
 
     p.signal("-TERM");
     p.wait_log("shut down");

@@ -543,10 +543,105 @@ fn sighup_reloads_the_certificate_and_keeps_it_when_the_new_pair_is_broken() {
     signal("-HUP");
     let why = wait_for_log(&log, "cannot reload the TLS certificate");
     assert!(why.contains("keeping the one loaded before"), "{why}");
+    assert!(
+        why.contains(&format!(
+            "the private key in {} does not belong to the certificate in {}",
+            pki.path("key.pem").display(),
+            pki.path("cert.pem").display()
+        )),
+        "{why}"
+    );
     let mut c = TlsClient::connect(tls_addr, &new_ca);
     assert_eq!(c.peer_certificate(), second);
     assert!(c.cmd("QUIT").starts_with("+OK"));
 
     signal("-TERM");
     assert!(poplar.0.wait().unwrap().success());
+}
+
+/// Starts the binary with `--tls-cert cert --tls-key key` and returns its exit code and
+/// stderr: it must refuse to start.
+fn refused_start(cert: &Path, key: &Path) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users"), USERS).unwrap();
+    let out = Command::new(crate::common::poplar_bin())
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--users")
+        .arg(dir.path().join("users"))
+        .arg("--mail")
+        .arg(format!("{}/%n", dir.path().display()))
+        .arg("--tls-cert")
+        .arg(cert)
+        .arg("--tls-key")
+        .arg(key)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_key_that_is_not_the_certificates_or_is_broken_is_named_in_words_at_start() {
+    let pki = Pki::new();
+    let _ = pki.issue("other.pem", "other-key.pem");
+    let (cert, key) = (pki.path("cert.pem"), pki.path("key.pem"));
+
+    let (code, err) = refused_start(&cert, &pki.path("other-key.pem"));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "the private key in {} does not belong to the certificate in {}",
+            pki.path("other-key.pem").display(),
+            cert.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("KeyMismatch"), "a rustls identifier: {err}");
+
+    // A key file cut short: the key is named, not the certificate.
+    let pem = std::fs::read(&key).unwrap();
+    let broken = pki.path("broken-key.pem");
+    std::fs::write(&broken, &pem[..pem.len() / 2]).unwrap();
+    let (code, err) = refused_start(&cert, &broken);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "private key {}: the 'PRIVATE KEY' block has no END line",
+            broken.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("certificate: "), "{err}");
+    assert!(!err.contains("[80, 82"), "octets as numbers: {err}");
+
+    // The certificate given as the key: no key in it.
+    let (code, err) = refused_start(&cert, &cert);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "private key {}: no private key block",
+            cert.display()
+        )),
+        "{err}"
+    );
+
+    // A broken certificate is the certificate's fault.
+    let pem = std::fs::read(&cert).unwrap();
+    let broken = pki.path("broken-cert.pem");
+    std::fs::write(&broken, &pem[..pem.len() / 2]).unwrap();
+    let (code, err) = refused_start(&broken, &key);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "certificate {}: the 'CERTIFICATE' block has no END line",
+            broken.display()
+        )),
+        "{err}"
+    );
+    let (code, err) = refused_start(&pki.path("missing.pem"), &key);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("missing.pem: No such file"), "{err}");
 }

@@ -250,7 +250,11 @@ fn keep_deleted_moves_deleted_messages_into_the_deleted_mbox_and_keeps_the_rest(
     assert!(c.cmd("DELE 4").starts_with("+OK"));
     assert!(c.cmd("QUIT").starts_with("+OK"));
     let kept = std::fs::read(boxes.join("carol.deleted")).unwrap();
-    assert_eq!(kept, [before[1].clone(), before[3].clone()].concat());
+    assert_eq!(
+        after_from_lines(&split_mbox(&kept)),
+        after_from_lines(&[before[1].clone(), before[3].clone()])
+    );
+    assert!(kept.starts_with(b"From MAILER-DAEMON "), "the sender kept");
     let left = std::fs::read(boxes.join("carol")).unwrap();
     assert_eq!(left, [before[0].clone(), before[2].clone()].concat());
     let mut c = server.connect("carol");
@@ -264,6 +268,14 @@ fn keep_deleted_moves_deleted_messages_into_the_deleted_mbox_and_keeps_the_rest(
     let (code, out, _) = poplar(&["check", s(&boxes.join("carol.deleted"))], &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("messages  3 "), "{out}");
+}
+
+/// Each message without its From_ line, which a kept copy dates at its deletion.
+fn after_from_lines(messages: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    messages
+        .iter()
+        .map(|m| m[m.iter().position(|&b| b == b'\n').unwrap() + 1..].to_vec())
+        .collect()
 }
 
 /// LF line ends as a POP3 client receives them: CRLF.
@@ -300,8 +312,10 @@ fn a_crash_after_keeping_before_committing_duplicates_in_deleted_and_loses_nothi
     // Kept and synced, but the commit never ran: the maildrop is whole.
     assert_eq!(std::fs::read(boxes.join("dora")).unwrap(), original);
     assert_eq!(
-        std::fs::read(boxes.join("dora.deleted")).unwrap(),
-        before[1]
+        after_from_lines(&split_mbox(
+            &std::fs::read(boxes.join("dora.deleted")).unwrap()
+        )),
+        after_from_lines(&before[1..2])
     );
     let server = DevServer::start(&boxes, &["--dev-keep-deleted"], &[]);
     let mut c = server.connect("dora");
@@ -309,8 +323,10 @@ fn a_crash_after_keeping_before_committing_duplicates_in_deleted_and_loses_nothi
     assert!(c.cmd("DELE 2").starts_with("+OK"));
     assert!(c.cmd("QUIT").starts_with("+OK"));
     assert_eq!(
-        std::fs::read(boxes.join("dora.deleted")).unwrap(),
-        [before[1].clone(), before[1].clone()].concat(),
+        after_from_lines(&split_mbox(
+            &std::fs::read(boxes.join("dora.deleted")).unwrap()
+        )),
+        after_from_lines(&[before[1].clone(), before[1].clone()]),
         "at worst a duplicate in .deleted"
     );
     let left = split_mbox(&std::fs::read(boxes.join("dora")).unwrap());
@@ -400,10 +416,21 @@ fn check_reports_a_clean_mailbox_with_the_uids_sessions_see_and_changes_nothing(
     );
     assert!(out.ends_with("result    ok\n"), "{out}");
     let (code, out) = check(dir.path(), "nobody");
-    assert_eq!(code, 0);
+    assert_eq!(code, 3, "a mailbox that does not exist: {out}");
     assert!(
-        out.contains("file      missing (an empty maildrop)"),
+        out.contains("/mail/nobody: no such file (the server shows an empty maildrop"),
         "{out}"
+    );
+    let missing = dir.path().join("no-such-dir/alice");
+    let (code, _, err) = poplar(&["check", s(&missing)], &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: its directory {} does not exist",
+            missing.display(),
+            dir.path().join("no-such-dir").display()
+        )),
+        "{err}"
     );
 }
 
@@ -694,4 +721,69 @@ fn a_failed_copy_to_deleted_stops_the_commit_and_is_cut_back() {
         std::fs::read(boxes.join("fred.deleted")).unwrap(),
         b"From old\n\nkept before\n\n"
     );
+}
+
+/// Where `text` counts one of something in the plural ("1 messages").
+fn plural_of_one(text: &str) -> Option<String> {
+    let nouns = [
+        "message", "octet", "byte", "session", "user", "line", "problem", "socket",
+    ];
+    for noun in nouns {
+        for (i, _) in text.match_indices(&format!("1 {noun}s")) {
+            let before = text[..i].chars().next_back();
+            // `messages=1 octets=19` is a key=value line, not English.
+            if !before.is_some_and(|c| c.is_ascii_digit() || c == '.' || c == '=') {
+                return Some(
+                    text[i.saturating_sub(40)..]
+                        .lines()
+                        .next()
+                        .unwrap()
+                        .to_owned(),
+                );
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn counts_of_one_read_in_the_singular() {
+    let dir = mail_dir(USERS, &[]);
+    let source = dir.path().join("one.mbox");
+    std::fs::write(
+        &source,
+        b"From a@b Thu Nov 26 09:00:00 2026\nSubject: one\n\nx\n",
+    )
+    .unwrap();
+    let mail = format!("{}/mail/%n", dir.path().display());
+    let (code, seeded, err) = poplar(&["seed", "--mail", &mail, "--to", "alice", s(&source)], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(seeded.contains(": 1 message\n"), "{seeded}");
+    assert!(seeded.contains(": 1 message added ("), "{seeded}");
+
+    let server = ServerProcess::spawn(dir.path(), &["--max-connections", "1"], &[]);
+    let mut first = server.connect();
+    let mut second = Client::connect(server.addr);
+    let refused = second.line();
+    assert!(refused.starts_with("-ERR"), "{refused}");
+    first.login("alice", "pw");
+    assert!(first.cmd("QUIT").starts_with("+OK"));
+    let mut log = server.log();
+    for _ in 0..100 {
+        if log.contains(" refused: ") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        log = server.log();
+    }
+    assert!(log.contains("refused: 1 session open"), "{log}");
+    let (code, checked) = check(dir.path(), "alice");
+    assert_eq!(code, 0, "{checked}");
+    assert!(
+        checked.contains("uids      1 of 1 message in the UID index"),
+        "{checked}"
+    );
+    for text in [&seeded, &log, &checked] {
+        assert_eq!(plural_of_one(text), None, "{text}");
+    }
 }

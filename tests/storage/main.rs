@@ -25,6 +25,7 @@ mod storage_interrupted;
 mod storage_torture;
 mod storage_uid;
 mod tricky_mbox;
+mod undelete;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
