@@ -86,17 +86,15 @@ impl Outbox {
         Ok(())
     }
 
-    /// Appends `data`, which fits in `SESSION_WRITE_BUFFER` with what is gathered. A reply
-    /// that outgrows the kept capacity takes the whole buffer at once rather than growing it
-    /// by doublings, each a copy.
+    /// Appends `data`, which fits in `SESSION_WRITE_BUFFER` with what is gathered. The buffer
+    /// grows to the power of two that holds it (from `OUTBOX_KEPT` up): a reply of a few KiB
+    /// takes a few KiB, not 64.
     fn gather(&mut self, data: &[u8]) {
         let wanted = self.buf.len() + data.len();
         if wanted > self.buf.capacity() {
-            let size = if wanted <= OUTBOX_KEPT {
-                OUTBOX_KEPT
-            } else {
-                SESSION_WRITE_BUFFER + HELD_BACK
-            };
+            let size = wanted
+                .next_power_of_two()
+                .clamp(OUTBOX_KEPT, SESSION_WRITE_BUFFER + HELD_BACK);
             self.buf.reserve_exact(size - self.buf.len());
         }
         self.buf.extend_from_slice(data);
