@@ -16,6 +16,7 @@ use poplar::run;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    cap_malloc();
     let config = match cli::parse_os(std::env::args_os().skip(1).collect()) {
         Ok(Action::Serve(config)) => config,
         Ok(Action::Print(text)) => {
@@ -47,3 +48,19 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Keeps glibc's allocator from holding freed memory for idle sessions: a fixed mmap threshold
+/// and one arena per core (`limits::MALLOC_MMAP_THRESHOLD` and `malloc_arenas` say why).
+#[cfg(target_env = "gnu")]
+fn cap_malloc() {
+    use poplar::limits;
+    let clamp = |n: usize| libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX);
+    // SAFETY: mallopt only sets allocator parameters; it runs before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, clamp(limits::MALLOC_MMAP_THRESHOLD));
+        libc::mallopt(libc::M_ARENA_MAX, clamp(limits::malloc_arenas()));
+    }
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn cap_malloc() {}

@@ -230,14 +230,19 @@ for _ in $(seq "$REPEAT"); do
 done
 drop big
 
-say "cell 4: 1000 idle logged-in sessions"
+say "cell 4: 100, 500 and 1000 idle logged-in sessions"
 put idle $(seq -f 'i%g' 0 999)
-for srv in poplar dovecot; do
-    out=$(lg idle --addr "$(addr_of $srv)" --prefix i --count 1000 --root "$(root_of $srv)")
-    add $srv pss "$(kv pss_kib <<<"$out")"
-    add $srv rss "$(kv rss_kib <<<"$out")"
-    add $srv base_pss "$(kv base_pss_kib <<<"$out")"
-    add $srv procs "$(kv procs <<<"$out")"
+for n in 100 500 1000; do
+    for srv in poplar dovecot; do
+        out=$(lg idle --addr "$(addr_of $srv)" --prefix i --count $n --root "$(root_of $srv)")
+        pss=$(kv pss_kib <<<"$out") base=$(kv base_pss_kib <<<"$out")
+        add $srv "pss$n" "$pss"
+        add $srv "rss$n" "$(kv rss_kib <<<"$out")"
+        add $srv "per$n" "$(awk -v p="$pss" -v b="$base" -v n=$n 'BEGIN { printf "%.1f", (p - b) / n }')"
+        add $srv "procs$n" "$(kv procs <<<"$out")"
+    done
+    # Let the sessions just closed end (and Dovecot reap its processes) before the next count.
+    sleep 1
 done
 drop $(seq -f 'i%g' 0 999)
 
@@ -284,12 +289,15 @@ done
 row "PASS->STAT, first login" first "ms"
 row "PASS->STAT, repeat login" again "ms"
 row "  file bytes read, repeat login" again_read "KiB"
-for srv in poplar dovecot; do
-    R[$srv|pss_mib]=$(kib2mib "$(med $srv pss)") R[$srv|rss_mib]=$(kib2mib "$(med $srv rss)")
+for n in 100 500 1000; do
+    for srv in poplar dovecot; do
+        R[$srv|pss_mib$n]=$(kib2mib "$(med $srv pss$n)") R[$srv|rss_mib$n]=$(kib2mib "$(med $srv rss$n)")
+    done
+    row "$n idle sessions, PSS" pss_mib$n "MiB"
+    row "  PSS per session, over the idle server" per$n "KiB"
+    row "  RSS" rss_mib$n "MiB"
+    row "  processes" procs$n "n"
 done
-row "1000 idle sessions, PSS" pss_mib "MiB"
-row "1000 idle sessions, RSS" rss_mib "MiB"
-row "  processes" procs "n"
 row "QUIT deleting last message" last_ms "ms"
 row "  login before it" last_login "ms"
 row "  bytes written (wchar)" last_w "B"

@@ -46,15 +46,20 @@ const HELD_BACK: usize = 2;
 /// Reply bytes on their way out: small writes gather into one send of about
 /// `SESSION_WRITE_BUFFER` octets; a larger write goes out at once. Whatever leaves before a
 /// flush keeps its last `HELD_BACK` octets back, to go with the next write or the flush.
+///
+/// A session spends most of its life waiting for the next command, so the buffer is taken
+/// when a reply needs it and given back at the flush that ends the reply: an idle session
+/// holds at most `OUTBOX_KEPT` octets, not `SESSION_WRITE_BUFFER`.
 struct Outbox {
     buf: Vec<u8>,
 }
 
+/// Capacity an outbox keeps between replies: one-line replies reuse it without allocating.
+const OUTBOX_KEPT: usize = 512;
+
 impl Outbox {
     fn new() -> Self {
-        Outbox {
-            buf: Vec::with_capacity(SESSION_WRITE_BUFFER + HELD_BACK),
-        }
+        Outbox { buf: Vec::new() }
     }
 
     fn write(
@@ -63,7 +68,7 @@ impl Outbox {
         send: &mut impl FnMut(&[u8]) -> io::Result<()>,
     ) -> io::Result<()> {
         if self.buf.len() + data.len() <= SESSION_WRITE_BUFFER {
-            self.buf.extend_from_slice(data);
+            self.gather(data);
         } else if data.len() <= SESSION_WRITE_BUFFER {
             // Send what is gathered but its last octets, which leave with `data`.
             let keep = self.buf.len().min(HELD_BACK);
@@ -71,14 +76,28 @@ impl Outbox {
                 send(&self.buf[..self.buf.len() - keep])?;
                 self.buf.drain(..self.buf.len() - keep);
             }
-            self.buf.extend_from_slice(data);
+            self.gather(data);
         } else {
             self.flush(send)?;
             let (now, later) = data.split_at(data.len() - HELD_BACK);
             send(now)?;
-            self.buf.extend_from_slice(later);
+            self.gather(later);
         }
         Ok(())
+    }
+
+    /// Appends `data`, which fits in `SESSION_WRITE_BUFFER` with what is gathered. The buffer
+    /// grows to the power of two that holds it (from `OUTBOX_KEPT` up): a reply of a few KiB
+    /// takes a few KiB, not 64.
+    fn gather(&mut self, data: &[u8]) {
+        let wanted = self.buf.len() + data.len();
+        if wanted > self.buf.capacity() {
+            let size = wanted
+                .next_power_of_two()
+                .clamp(OUTBOX_KEPT, SESSION_WRITE_BUFFER + HELD_BACK);
+            self.buf.reserve_exact(size - self.buf.len());
+        }
+        self.buf.extend_from_slice(data);
     }
 
     fn flush(&mut self, send: &mut impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
@@ -87,6 +106,9 @@ impl Outbox {
         }
         let result = send(&self.buf);
         self.buf.clear();
+        if self.buf.capacity() > OUTBOX_KEPT {
+            self.buf = Vec::new();
+        }
         result
     }
 }
@@ -251,6 +273,23 @@ mod tests {
             sends(&[b"+OK 5 octets\r\n", b"hello\r\n", b".\r\n"]),
             vec![b"+OK 5 octets\r\nhello\r\n.\r\n".to_vec()]
         );
+    }
+
+    #[test]
+    fn an_idle_outbox_gives_its_buffer_back() {
+        let mut out = Outbox::new();
+        let mut send = |_: &[u8]| Ok(());
+        out.write(b"+OK 1 message (22 octets)\r\n", &mut send)
+            .unwrap();
+        out.flush(&mut send).unwrap();
+        assert_eq!(out.buf.capacity(), OUTBOX_KEPT);
+        for reply in [vec![b'x'; 40_000], vec![b'x'; SESSION_WRITE_BUFFER * 3]] {
+            out.write(b"+OK\r\n", &mut send).unwrap();
+            out.write(&reply, &mut send).unwrap();
+            out.write(b".\r\n", &mut send).unwrap();
+            out.flush(&mut send).unwrap();
+            assert!(out.buf.capacity() <= OUTBOX_KEPT, "{}", out.buf.capacity());
+        }
     }
 
     #[test]
