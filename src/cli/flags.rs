@@ -6,7 +6,6 @@ use getopts::Options;
 
 use super::CliError;
 use crate::limits::MAX_FLAG_SECONDS;
-use crate::mailbox::lock::LockKind;
 use crate::mailbox::mbox::MboxOptions;
 
 /// The storage flags, shared by the server and `poplar deliver`.
@@ -24,7 +23,8 @@ pub fn mbox_options(o: &mut Options) {
     o.optopt(
         "",
         "mbox-locks",
-        "locks toward delivery agents, in order (default dotlock,fcntl)",
+        "locks toward delivery agents, in order (default dotlock,fcntl); add dotlock-on-read \
+         to take them when a login only reads, too",
         "LIST",
     );
     o.optopt(
@@ -58,8 +58,9 @@ pub fn mbox_flags(m: &getopts::Matches, mbox: &mut MboxOptions) -> Result<(), Cl
     mbox.trust.follow_symlinks = m.opt_present("mbox-follow-symlinks");
     mbox.trust.any_owner = m.opt_present("mbox-any-owner");
     if let Some(list) = m.opt_str("mbox-locks") {
-        mbox.locks.order =
-            LockKind::parse_list(&list).map_err(|e| CliError(format!("--mbox-locks: {e}")))?;
+        mbox.locks
+            .parse_locks(&list)
+            .map_err(|e| CliError(format!("--mbox-locks: {e}")))?;
     }
     if let Some(d) = seconds(m, "lock-timeout")? {
         mbox.locks.timeout = d;
