@@ -32,7 +32,11 @@ fn main() -> io::Result<()> {
             .position(|a| a == name)
             .and_then(|i| args.get(i + 1))
             .cloned()
-            .ok_or_else(|| io::Error::other(format!("usage: bare --listen A --users F --mail D ({name} missing)")))
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "usage: bare --listen A --users F --mail D ({name} missing)"
+                ))
+            })
     };
     let listen = flag("--listen")?;
     let users = std::fs::read_to_string(flag("--users")?)?
@@ -85,7 +89,11 @@ fn serve(shared: &Shared, stream: TcpStream) -> io::Result<()> {
     let mut line = Vec::with_capacity(MAX_LINE + 1);
     loop {
         line.clear();
-        if input.by_ref().take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line)? == 0
+        if input
+            .by_ref()
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)?
+            == 0
             || line.len() > MAX_LINE
         {
             return Ok(());

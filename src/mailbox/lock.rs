@@ -55,7 +55,10 @@ impl LockOptions {
         if on_read > 1 {
             return Err(format!("lock '{DOTLOCK_ON_READ}' named twice"));
         }
-        let kinds: Vec<&str> = items.into_iter().filter(|&i| i != DOTLOCK_ON_READ).collect();
+        let kinds: Vec<&str> = items
+            .into_iter()
+            .filter(|&i| i != DOTLOCK_ON_READ)
+            .collect();
         let order = LockKind::parse_list(&kinds.join(","))?;
         if on_read == 1 && !order.contains(&LockKind::Dotlock) {
             return Err(format!("'{DOTLOCK_ON_READ}' needs 'dotlock' in the list"));
@@ -469,6 +472,53 @@ mod tests {
         for bad in ["", "flock", "fcntl,fcntl", "dotlock,"] {
             assert!(LockKind::parse_list(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn dotlock_on_read_is_an_item_of_the_lock_list_and_needs_the_dotlock() {
+        let mut o = LockOptions::default();
+        assert!(o.read_lock_alone());
+        o.parse_locks("dotlock,fcntl,dotlock-on-read").unwrap();
+        assert_eq!(o.order, [LockKind::Dotlock, LockKind::Fcntl]);
+        assert!(o.dotlock_on_read && !o.read_lock_alone());
+        o.parse_locks("dotlock").unwrap();
+        assert!(!o.dotlock_on_read && !o.read_lock_alone());
+        for bad in [
+            "fcntl,dotlock-on-read",
+            "dotlock,dotlock-on-read,dotlock-on-read",
+        ] {
+            assert!(o.parse_locks(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_read_lock_is_shared_by_readers_and_excludes_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("m");
+        std::fs::write(&mbox, b"").unwrap();
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&mbox)
+                .unwrap()
+        };
+        let (a, b, w) = (open(), open(), open());
+        let opts = LockOptions {
+            order: vec![LockKind::Fcntl],
+            timeout: Duration::from_millis(50),
+            ..LockOptions::default()
+        };
+        let ra = ReadLock::take(&a, &opts).unwrap();
+        let rb = ReadLock::take(&b, &opts).unwrap();
+        assert!(matches!(
+            lock_for_delivery(&mbox, &w, &opts),
+            Err(MailboxError::Busy)
+        ));
+        drop((ra, rb));
+        let held = lock_for_delivery(&mbox, &w, &opts).unwrap();
+        assert!(matches!(ReadLock::take(&a, &opts), Err(MailboxError::Busy)));
+        drop(held);
     }
 
     #[test]

@@ -286,9 +286,9 @@ impl MboxDrop {
             Ok((view, snapshot))
         };
         match open_locked(&path, &options.locks, reopen, locked)? {
-            Opened::Locked(file, (view, snapshot)) => Ok(MboxDrop::new(
-                path, file, view, snapshot, options, session,
-            )),
+            Opened::Locked(file, (view, snapshot)) => {
+                Ok(MboxDrop::new(path, file, view, snapshot, options, session))
+            }
             Opened::Missing => Ok(MboxDrop::empty(path, options)),
             Opened::Replaced => Err(MailboxError::Changed),
         }

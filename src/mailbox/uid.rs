@@ -190,7 +190,14 @@ pub fn reconcile(mbox: &Path, file: &File, opts: ViewOptions) -> io::Result<View
     }
     if let Some(h) = index::read_header(&index)?
         && trusted(&h, &meta, file)?
-        && let Some(view) = grow(&index, index::record_count(&index)?, &h, file, meta.len(), opts)?
+        && let Some(view) = grow(
+            &index,
+            index::record_count(&index)?,
+            &h,
+            file,
+            meta.len(),
+            opts,
+        )?
     {
         return Ok(view);
     }

@@ -38,7 +38,16 @@ fn times(mail: &Path) -> Times {
             let e = e.unwrap();
             let m = e.metadata().unwrap();
             let name = e.file_name().to_string_lossy().into_owned();
-            (name, (m.ino(), m.ctime(), m.ctime_nsec(), m.mtime(), m.mtime_nsec()))
+            (
+                name,
+                (
+                    m.ino(),
+                    m.ctime(),
+                    m.ctime_nsec(),
+                    m.mtime(),
+                    m.mtime_nsec(),
+                ),
+            )
         })
         .collect();
     ((d.mtime(), d.mtime_nsec()), files)
@@ -53,8 +62,14 @@ fn polls_change_nothing(server: &ServerProcess, mail: &Path, count: usize, what:
         poll(&mut server.connect());
     }
     let after = times(mail);
-    assert_eq!(before.0, after.0, "{what}: the mail directory's mtime changed");
-    assert_eq!(before.1, after.1, "{what}: a file was made, removed or changed");
+    assert_eq!(
+        before.0, after.0,
+        "{what}: the mail directory's mtime changed"
+    );
+    assert_eq!(
+        before.1, after.1,
+        "{what}: a file was made, removed or changed"
+    );
 }
 
 #[test]
@@ -199,7 +214,10 @@ fn a_poll_makes_no_system_call_that_changes_the_mail_directory() {
     assert!(
         !session.iter().any(|l| name(l).starts_with("readlink")),
         "a path resolved: {:?}",
-        session.iter().filter(|l| l.starts_with("readlink")).collect::<Vec<_>>()
+        session
+            .iter()
+            .filter(|l| l.starts_with("readlink"))
+            .collect::<Vec<_>>()
     );
     // Open the mbox, the session lock and the index; lock, check and read; no more.
     let opens = in_mail.iter().filter(|l| l.starts_with("open")).count();
