@@ -74,6 +74,8 @@ deps: tls-deps
 	@# The mail fetchers tests/clients/interop.rs drives: fetchmail and getmail6 from Debian.
 	@command -v fetchmail >/dev/null || $(call apt,fetchmail,a mail fetcher as a test client)
 	@command -v getmail >/dev/null || $(call apt,getmail6,a mail fetcher as a test client)
+	@# strace counts the system calls of a poll (tests/storage/storage_poll.rs, examples/bench/syscalls.sh).
+	@command -v strace >/dev/null || $(call apt,strace,to count the system calls of a poll in a test)
 # fail2ban-regex, which tests/server/fail2ban.rs runs on the shipped filter. Debian's package
 # would start and enable a fail2ban service (with its sshd jail) on this machine: a
 # policy-rc.d that denies every start covers the install (unless one is already there), the
@@ -282,9 +284,10 @@ fuzz:
 			|| exit 1; \
 	done
 
-# poplar against Dovecot on 127.0.0.1, one table of medians (installs dovecot-pop3d if missing);
-# then the glibc build against the static musl build, the same table.
+# poplar against Dovecot and the bare reference server on 127.0.0.1, one table of medians
+# (installs dovecot-pop3d if missing); then the glibc build against the static musl build, the
+# same table.
 bench: static
-	$(CARGO) build --release --bin poplar --example loadgen
+	$(CARGO) build --release --bin poplar --example loadgen --example bare
 	bash examples/bench/run.sh
 	BENCH_VS=$(CURDIR)/target/$(STATIC)/release/poplar bash examples/bench/run.sh

@@ -254,11 +254,6 @@ pub const APPLY_ATTEMPTS: u32 = 3;
 /// short enough that a delivery waiting on the locks does not notice.
 pub const APPLY_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
-/// Octets at the end of the scanned part of an mbox that a session keeps and compares before
-/// each RETR/TOP and at commit: with the length, inode and mtime, cheap evidence that no one
-/// rewrote what the session saw, read again at every command.
-pub const BOUNDARY_CHECK: u64 = 1024;
-
 /// First pause between tries for a lock held by someone else (dotlock, fcntl).
 pub const LOCK_RETRY_FIRST: Duration = Duration::from_millis(10);
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # make bench: poplar and Dovecot (Debian's dovecot-pop3d, high-performance login mode) side by
 # side on byte-identical copies of the same generated mailboxes, plus a loopback ceiling, on
-# 127.0.0.1 only. Prints one table of medians. Expects target/release/{poplar,examples/loadgen}
-# (the Makefile builds them).
+# 127.0.0.1 only. Prints one table of medians. Expects target/release/{poplar,examples/loadgen,
+# examples/bare} (the Makefile builds them). The sessions cell runs a third server too: the bare
+# reference (examples/bench/bare.rs: thread per connection over the same mbox files, no locks,
+# no index), the ceiling for sessions per second.
 #
 # BENCH_VS=PATH puts another poplar binary in Dovecot's column instead (make bench runs it with
 # the static musl build, to see what musl's allocator and libc cost beside glibc's).
@@ -10,24 +12,28 @@
 # Knobs: BENCH_REPEAT (runs per cell, default 3), BENCH_SCALE (divide mailbox sizes, for a
 # quick trial; default 1), BENCH_SECONDS (time per sessions run, and per RETR run: no RETR
 # starts after it, one still running is cut at three times it; default 1.5), BENCH_PORT
-# (first of two ports, default 21110), BENCH_KEEP=1 keeps the temp dir.
+# (first of three ports, default 21110), BENCH_KEEP=1 keeps the temp dir, BENCH_CELLS (the cells
+# to run, default "1 2 3 4 5"; "1" is the sessions cell alone).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 POPLAR=$ROOT/target/release/poplar
 LOADGEN=$ROOT/target/release/examples/loadgen
+BARE=$ROOT/target/release/examples/bare
+CELLS=" ${BENCH_CELLS:-1 2 3 4 5} "
 REPEAT=${BENCH_REPEAT:-3}
 SCALE=${BENCH_SCALE:-1}
 SECS=${BENCH_SECONDS:-1.5}
 PP_PORT=${BENCH_PORT:-21110}
 DV_PORT=$((PP_PORT + 1))
+BR_PORT=$((PP_PORT + 2))
 PASS=benchpw
 VS=${BENCH_VS:-}
 T0=$SECONDS
 
 say() { printf '[%3ds] %s\n' $((SECONDS - T0)) "$*" >&2; }
 
-[ -x "$POPLAR" ] && [ -x "$LOADGEN" ] || { echo "build first: make bench" >&2; exit 1; }
+[ -x "$POPLAR" ] && [ -x "$LOADGEN" ] && [ -x "$BARE" ] || { echo "build first: make bench" >&2; exit 1; }
 [ -z "$VS" ] || [ -x "$VS" ] || { echo "BENCH_VS: $VS is not an executable" >&2; exit 1; }
 if [ -z "$VS" ] && ! [ -x /usr/sbin/dovecot ]; then
     say "installing dovecot-pop3d"
@@ -37,8 +43,9 @@ ulimit -n "$(ulimit -Hn)"
 
 T=$(mktemp -d /tmp/poplar-bench.XXXXXX)
 chmod 755 "$T"
-PP_PID= VS_PID= DV_CONF=$T/dv/dovecot.conf
+PP_PID= VS_PID= BR_PID= DV_CONF=$T/dv/dovecot.conf
 cleanup() {
+    [ -n "$BR_PID" ] && kill "$BR_PID" 2>/dev/null && wait "$BR_PID" 2>/dev/null
     [ -n "$PP_PID" ] && kill "$PP_PID" 2>/dev/null && wait "$PP_PID" 2>/dev/null
     [ -n "$VS_PID" ] && kill "$VS_PID" 2>/dev/null && wait "$VS_PID" 2>/dev/null
     [ -f "$T/dv/run/master.pid" ] && kill "$(cat "$T/dv/run/master.pid")" 2>/dev/null
@@ -132,6 +139,9 @@ serve() {
 }
 serve "$POPLAR" "$PP_PORT" "$T/pp/mail" "$T/poplar.log"
 PP_PID=$!
+# The bare reference reads poplar's copies of the mailboxes (it writes nothing).
+"$BARE" --listen "127.0.0.1:$BR_PORT" --users "$T/users" --mail "$T/pp/mail" 2>"$T/bare.log" &
+BR_PID=$!
 if [ -n "$VS" ]; then
     serve "$VS" "$DV_PORT" "$T/dv/mail" "$T/vs.log"
     VS_PID=$!
@@ -144,12 +154,13 @@ up() {
     else [ -f "$T/dv/run/master.pid" ]; fi
 }
 for _ in $(seq 50); do
-    up && (exec 3<>"/dev/tcp/127.0.0.1/$PP_PORT") 2>/dev/null && break
+    up && (exec 3<>"/dev/tcp/127.0.0.1/$PP_PORT") 2>/dev/null \
+        && (exec 3<>"/dev/tcp/127.0.0.1/$BR_PORT") 2>/dev/null && break
     sleep 0.1
 done
-if ! kill -0 "$PP_PID" 2>/dev/null || ! up; then
-    echo "a server did not start (port $PP_PORT or $DV_PORT taken? set BENCH_PORT):" >&2
-    tail -5 "$T/poplar.log" "$T/vs.log" "$T/dv/dovecot.log" >&2 2>/dev/null
+if ! kill -0 "$PP_PID" 2>/dev/null || ! kill -0 "$BR_PID" 2>/dev/null || ! up; then
+    echo "a server did not start (port $PP_PORT, $DV_PORT or $BR_PORT taken? set BENCH_PORT):" >&2
+    tail -5 "$T/poplar.log" "$T/vs.log" "$T/dv/dovecot.log" "$T/bare.log" >&2 2>/dev/null
     exit 1
 fi
 if [ -n "$VS" ]; then
@@ -164,13 +175,15 @@ else
 fi
 PP=127.0.0.1:$PP_PORT
 DV=127.0.0.1:$DV_PORT
+BR=127.0.0.1:$BR_PORT
 
 # ---- measuring --------------------------------------------------------------------------
 declare -A R  # R[server|cell] = values, one per repeat
 lg() { "$LOADGEN" "$@" --pass "$PASS"; }
 kv() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p"; }
 add() { R[$1|$2]="${R[$1|$2]:-} $3"; }
-addr_of() { case $1 in poplar) echo "$PP" ;; dovecot) echo "$DV" ;; esac; }
+addr_of() { case $1 in poplar) echo "$PP" ;; dovecot) echo "$DV" ;; bare) echo "$BR" ;; esac; }
+want() { [[ "$CELLS" == *" $1 "* ]]; }
 root_of() { case $1 in poplar) echo "$PP_PID" ;; dovecot) echo "$DV_PID" ;; esac; }
 # A login per user first, so Dovecot has its index and auth cache warm (and poplar its page cache).
 warm() {
@@ -179,12 +192,13 @@ warm() {
     for u in "$@"; do lg login --addr "$(addr_of "$srv")" --user "$u" --repeat 1 >/dev/null; done
 }
 
+if want 1; then
 say "cell 1: sessions (connect USER PASS STAT QUIT)"
 put sess $(for i in $(seq 0 63); do echo "s$i"; done)
 for srv in poplar dovecot; do warm "$srv" $(seq -f 's%g' 0 63); done
 for c in 1 16 64; do
     for _ in $(seq "$REPEAT"); do
-        for srv in poplar dovecot; do
+        for srv in poplar dovecot bare; do
             out=$(lg sessions --addr "$(addr_of $srv)" --prefix s --users 64 --clients $c --seconds "$SECS")
             add $srv "rate$c" "$(kv rate <<<"$out")"
             add $srv "p99_$c" "$(kv p99_ms <<<"$out")"
@@ -195,7 +209,9 @@ for c in 1 16 64; do
         add ceiling "p99_$c" "$(kv p99_ms <<<"$out")"
     done
 done
+fi
 
+if want 2; then
 say "cell 2: RETR throughput"
 for kind in a:r10k b:r4m c:r512; do
     p=${kind%%:*} src=${kind#*:}
@@ -215,7 +231,9 @@ for kind in a:r10k b:r4m c:r512; do
     done
     drop ${p}0 ${p}1 ${p}2 ${p}3
 done
+fi
 
+if want 3; then
 say "cell 3: PASS to STAT on $((100000 / SCALE)) messages"
 for _ in $(seq "$REPEAT"); do
     put big100k big
@@ -229,7 +247,9 @@ for _ in $(seq "$REPEAT"); do
     done
 done
 drop big
+fi
 
+if want 4; then
 say "cell 4: 100, 500 and 1000 idle logged-in sessions"
 put idle $(seq -f 'i%g' 0 999)
 for n in 100 500 1000; do
@@ -245,7 +265,9 @@ for n in 100 500 1000; do
     sleep 1
 done
 drop $(seq -f 'i%g' 0 999)
+fi
 
+if want 5; then
 say "cell 5: QUIT deleting from a $((1024 / SCALE)) MiB mbox"
 put g1 g
 for srv in poplar dovecot; do
@@ -263,6 +285,7 @@ for srv in poplar dovecot; do
     add $srv all_wb "$(kv write_bytes <<<"$out")"
 done
 drop g
+fi
 
 # ---- the table --------------------------------------------------------------------------
 # med SERVER CELL: the median of that cell's repeats (login lists may hold several values).
@@ -273,6 +296,12 @@ row() { # label cell unit [ceiling?]
     p=$(med poplar "$2") d=$(med dovecot "$2")
     [ "${4:-}" = ceil ] && c=$(med ceiling "$2")
     printf '%-44s %12s %12s %8s %12s\n' "$1 ($3)" "$p" "$d" "$(ratio "$p" "$d")" "$c"
+}
+# bare_row label cell unit: poplar against the bare reference server.
+bare_row() {
+    local p b
+    p=$(med poplar "$2") b=$(med bare "$2")
+    printf '%-44s %12s %12s %8s\n' "$1 ($3)" "$p" "$b" "$(ratio "$p" "$b")"
 }
 kib2mib() { awk -v k="$1" 'BEGIN { if (k == "-") print "-"; else printf "%.1f", k / 1024 }'; }
 
@@ -305,6 +334,9 @@ row "  bytes written (write_bytes)" last_wb "B"
 row "QUIT deleting all messages" all_ms "ms"
 row "  bytes written (wchar)" all_w "B"
 row "  bytes written (write_bytes)" all_wb "B"
+printf '%-44s %12s %12s %8s\n' "against the bare reference" "${FIRST##*-}" "bare" "ratio"
+for c in 1 16 64; do bare_row "sessions/s, $c clients" "rate$c" "1/s"; done
+for c in 1 16 64; do bare_row "session errors, $c clients" "err$c" "n"; done
 echo "complete RETRs per run, poplar/$OTHER, 1 and 4 clients (each one's octets checked against LIST):"
 for s in r10k r4m r512; do
     for c in 1 4; do

@@ -6,7 +6,6 @@ use getopts::Options;
 
 use super::CliError;
 use crate::limits::MAX_FLAG_SECONDS;
-use crate::mailbox::lock::LockKind;
 use crate::mailbox::mbox::MboxOptions;
 
 /// Who takes the storage flags: each says in its help what a flag does there. Every command
@@ -54,7 +53,8 @@ pub fn lock_options(o: &mut Options, used: StorageUse) {
             "the locks the server takes, in order: whether dotlocks must be possible \
              (default dotlock,fcntl)"
         } else {
-            "locks toward delivery agents, in order (default dotlock,fcntl)"
+            "locks toward delivery agents, in order (default dotlock,fcntl); add dotlock-on-read \
+             to take them when a login only reads, too"
         },
         "LIST",
     );
@@ -110,8 +110,9 @@ pub fn lock_flags(m: &getopts::Matches, mbox: &mut MboxOptions) -> Result<(), Cl
     mbox.trust.follow_symlinks = m.opt_present("mbox-follow-symlinks");
     mbox.trust.any_owner = m.opt_present("mbox-any-owner");
     if let Some(list) = m.opt_str("mbox-locks") {
-        mbox.locks.order =
-            LockKind::parse_list(&list).map_err(|e| CliError(format!("--mbox-locks: {e}")))?;
+        mbox.locks
+            .parse_locks(&list)
+            .map_err(|e| CliError(format!("--mbox-locks: {e}")))?;
     }
     if let Some(d) = seconds(m, "lock-timeout")? {
         mbox.locks.timeout = d;

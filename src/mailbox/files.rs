@@ -194,14 +194,18 @@ pub fn mailbox_file(trust: MailboxTrust) -> OpenOptions {
 /// Why the mailbox just opened as `file` may not be used (not a regular file, or owned by
 /// another user without `--mbox-any-owner`); `None` when it may.
 pub fn mailbox_refusal(file: &File, trust: MailboxTrust) -> io::Result<Option<&'static str>> {
-    let m = file.metadata()?;
-    Ok(if !m.is_file() {
+    Ok(refusal(&file.metadata()?, trust))
+}
+
+/// [`mailbox_refusal`] for a mailbox whose metadata `m` the caller has just read.
+pub fn refusal(m: &std::fs::Metadata, trust: MailboxTrust) -> Option<&'static str> {
+    if !m.is_file() {
         Some("not a regular file")
     } else if !trust.any_owner && m.uid() != euid() {
         Some("owned by another user than poplar's (--mbox-any-owner allows it)")
     } else {
         None
-    })
+    }
 }
 
 /// Whether an open of a mailbox failed on a symlink that was not to be followed.
@@ -217,8 +221,12 @@ fn no_follow() -> i32 {
 /// Whether a sidecar file may be believed: a regular file owned by us or by root. Where other
 /// users may create files beside the mbox, one of theirs must not steer a replay or a scan.
 pub fn ours(file: &File) -> io::Result<bool> {
-    let m = file.metadata()?;
-    Ok(m.is_file() && (m.uid() == euid() || m.uid() == 0))
+    Ok(ours_by(&file.metadata()?))
+}
+
+/// [`ours`] for a file whose metadata `m` the caller has just read.
+pub fn ours_by(m: &std::fs::Metadata) -> bool {
+    m.is_file() && (m.uid() == euid() || m.uid() == 0)
 }
 
 /// The user poplar runs as (its effective uid).

@@ -292,13 +292,26 @@ pub fn read_header(index: &File) -> io::Result<Option<Header>> {
 
 /// How many whole records the index file holds.
 pub fn record_count(index: &File) -> io::Result<u64> {
-    Ok(index.metadata()?.len().saturating_sub(HEADER_LEN) / RECORD_LEN)
+    Ok(records_in(index.metadata()?.len()))
+}
+
+/// How many whole records an index file of `len` octets holds.
+pub fn records_in(len: u64) -> u64 {
+    len.saturating_sub(HEADER_LEN) / RECORD_LEN
 }
 
 /// Streams the records of an index file from record `from` on, in order, one read buffer
 /// at a time. A damaged record comes out as `None`.
 pub fn records(index: &File, from: u64) -> impl Iterator<Item = io::Result<Option<Record>>> {
-    let total = record_count(index).unwrap_or(0);
+    records_of(index, from, record_count(index).unwrap_or(0))
+}
+
+/// [`records`] from record `from` up to `total`, for a caller that knows the file's length.
+pub fn records_of(
+    index: &File,
+    from: u64,
+    total: u64,
+) -> impl Iterator<Item = io::Result<Option<Record>>> {
     let mut reader = io::BufReader::with_capacity(
         crate::limits::FILE_CHUNK,
         RangeRead {

@@ -46,6 +46,37 @@ impl LockKind {
     }
 }
 
+impl LockOptions {
+    /// Parses `--mbox-locks` into `self`: the lock kinds in order ([`LockKind::parse_list`]),
+    /// and [`DOTLOCK_ON_READ`] anywhere in the list, which needs `dotlock` in it.
+    pub fn parse_locks(&mut self, s: &str) -> Result<(), String> {
+        let items: Vec<&str> = s.split(',').map(str::trim).collect();
+        let on_read = items.iter().filter(|&&i| i == DOTLOCK_ON_READ).count();
+        if on_read > 1 {
+            return Err(format!("lock '{DOTLOCK_ON_READ}' named twice"));
+        }
+        let kinds: Vec<&str> = items
+            .into_iter()
+            .filter(|&i| i != DOTLOCK_ON_READ)
+            .collect();
+        let order = LockKind::parse_list(&kinds.join(","))?;
+        if on_read == 1 && !order.contains(&LockKind::Dotlock) {
+            return Err(format!("'{DOTLOCK_ON_READ}' needs 'dotlock' in the list"));
+        }
+        self.order = order;
+        self.dotlock_on_read = on_read == 1;
+        Ok(())
+    }
+
+    /// Whether a login that will write nothing may read under a shared fcntl read lock
+    /// alone: the locks include fcntl (the one lock a reader can share with other readers
+    /// and that every writer taking fcntl locks waits for), and the operator did not ask for
+    /// the dotlock on reads.
+    pub fn read_lock_alone(&self) -> bool {
+        self.order.contains(&LockKind::Fcntl) && !self.dotlock_on_read
+    }
+}
+
 impl fmt::Display for LockKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -55,11 +86,19 @@ impl fmt::Display for LockKind {
     }
 }
 
+/// The `--mbox-locks` item that asks for the dotlock when a login only reads, too.
+pub const DOTLOCK_ON_READ: &str = "dotlock-on-read";
+
 /// How locks toward delivery agents are taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockOptions {
-    /// Which locks, in order (`--mbox-locks`, default `dotlock,fcntl`).
+    /// Which locks, in order, when the mailbox is written (`--mbox-locks`, default
+    /// `dotlock,fcntl`).
     pub order: Vec<LockKind>,
+    /// Take them when a login only reads, too ([`DOTLOCK_ON_READ`] in `--mbox-locks`):
+    /// otherwise a login that finds the mailbox as its index knows it holds only a shared
+    /// fcntl read lock (see [`LockOptions::read_lock_alone`]).
+    pub dotlock_on_read: bool,
     /// Longest wait for all of them (`--lock-timeout`).
     pub timeout: Duration,
     /// A dotlock whose file and mbox have not changed for this long is stale
@@ -71,6 +110,7 @@ impl Default for LockOptions {
     fn default() -> Self {
         LockOptions {
             order: vec![LockKind::Dotlock, LockKind::Fcntl],
+            dotlock_on_read: false,
             timeout: crate::limits::DEFAULT_LOCK_TIMEOUT,
             stale_after: crate::limits::DEFAULT_STALE_LOCK_AGE,
         }
@@ -81,7 +121,11 @@ impl Default for LockOptions {
 /// rename, or remove it when empty, while we wait for the locks; then what we hold locks an
 /// orphan that nobody reads again.
 pub fn still_at_path(path: &Path, file: &File) -> io::Result<bool> {
-    let open = file.metadata()?;
+    still_at(path, &file.metadata()?)
+}
+
+/// [`still_at_path`] for a file whose metadata `open` the caller has just read.
+pub fn still_at(path: &Path, open: &std::fs::Metadata) -> io::Result<bool> {
     match std::fs::metadata(path) {
         Ok(m) => Ok((m.dev(), m.ino()) == (open.dev(), open.ino())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -152,7 +196,14 @@ impl Drop for SessionLock {
 impl SessionLock {
     /// Takes the session lock of `mbox` without waiting; `InUse` if another process has it.
     pub fn acquire(mbox: &Path) -> Result<SessionLock, MailboxError> {
-        let file = files::open_or_create(&files::session_lock(mbox))?;
+        // The file stays once made (nothing removes it, so no two sessions can lock two
+        // different files of that name): a login after the first opens it without O_CREAT
+        // and creates nothing.
+        let path = files::session_lock(mbox);
+        let file = match files::private_file().open(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => files::open_or_create(&path)?,
+            opened => opened?,
+        };
         match file.try_lock() {
             Ok(()) => Ok(SessionLock { file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(MailboxError::InUse),
@@ -184,7 +235,7 @@ pub fn lock_for_delivery<'f>(
         match kind {
             LockKind::Dotlock => held.dotlock = Some(dotlock(path, opts, deadline)?),
             LockKind::Fcntl => {
-                ofd_lock(file, deadline)?;
+                ofd_lock(file, libc::F_WRLCK, deadline)?;
                 held.fcntl = Some(file);
             }
         }
@@ -202,6 +253,31 @@ impl Drop for DeliveryLock<'_> {
             && let Err(e) = std::fs::remove_file(&p)
         {
             log::error!("cannot remove dotlock {}: {e}", p.display());
+        }
+    }
+}
+
+/// A shared whole-file open-file-description read lock on an mbox, released on drop: what a
+/// login that only reads holds while it checks the mailbox against its index. Every writer
+/// that takes an fcntl lock (Postfix local, procmail, mutt, Dovecot, `poplar deliver`, a
+/// committing session) waits for it, and it waits for them; readers share it.
+#[derive(Debug)]
+pub struct ReadLock<'f> {
+    file: &'f File,
+}
+
+impl ReadLock<'_> {
+    /// Takes the read lock on `file`, waiting at most `opts.timeout` (then `Busy`).
+    pub fn take<'f>(file: &'f File, opts: &LockOptions) -> Result<ReadLock<'f>, MailboxError> {
+        ofd_lock(file, libc::F_RDLCK, Instant::now() + opts.timeout)?;
+        Ok(ReadLock { file })
+    }
+}
+
+impl Drop for ReadLock<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = ofd(self.file, libc::F_UNLCK) {
+            log::error!("cannot release fcntl read lock: {e}");
         }
     }
 }
@@ -232,10 +308,10 @@ fn ofd(file: &File, l_type: libc::c_int) -> nix::Result<libc::c_int> {
     fcntl(file, FcntlArg::F_OFD_SETLK(&lock))
 }
 
-fn ofd_lock(file: &File, deadline: Instant) -> Result<(), MailboxError> {
+fn ofd_lock(file: &File, l_type: libc::c_int, deadline: Instant) -> Result<(), MailboxError> {
     let mut attempt = 0;
     loop {
-        match ofd(file, libc::F_WRLCK) {
+        match ofd(file, l_type) {
             Ok(_) => return Ok(()),
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => {
                 wait(deadline, &mut attempt)?
@@ -398,6 +474,53 @@ mod tests {
         for bad in ["", "flock", "fcntl,fcntl", "dotlock,"] {
             assert!(LockKind::parse_list(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn dotlock_on_read_is_an_item_of_the_lock_list_and_needs_the_dotlock() {
+        let mut o = LockOptions::default();
+        assert!(o.read_lock_alone());
+        o.parse_locks("dotlock,fcntl,dotlock-on-read").unwrap();
+        assert_eq!(o.order, [LockKind::Dotlock, LockKind::Fcntl]);
+        assert!(o.dotlock_on_read && !o.read_lock_alone());
+        o.parse_locks("dotlock").unwrap();
+        assert!(!o.dotlock_on_read && !o.read_lock_alone());
+        for bad in [
+            "fcntl,dotlock-on-read",
+            "dotlock,dotlock-on-read,dotlock-on-read",
+        ] {
+            assert!(o.parse_locks(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_read_lock_is_shared_by_readers_and_excludes_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("m");
+        std::fs::write(&mbox, b"").unwrap();
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&mbox)
+                .unwrap()
+        };
+        let (a, b, w) = (open(), open(), open());
+        let opts = LockOptions {
+            order: vec![LockKind::Fcntl],
+            timeout: Duration::from_millis(50),
+            ..LockOptions::default()
+        };
+        let ra = ReadLock::take(&a, &opts).unwrap();
+        let rb = ReadLock::take(&b, &opts).unwrap();
+        assert!(matches!(
+            lock_for_delivery(&mbox, &w, &opts),
+            Err(MailboxError::Busy)
+        ));
+        drop((ra, rb));
+        let held = lock_for_delivery(&mbox, &w, &opts).unwrap();
+        assert!(matches!(ReadLock::take(&a, &opts), Err(MailboxError::Busy)));
+        drop(held);
     }
 
     #[test]

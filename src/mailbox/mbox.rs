@@ -11,17 +11,18 @@ use super::files::MailboxTrust;
 use super::hide::HideBookkeeping;
 use super::index::Extent;
 use super::lock::{
-    LockKind, LockOptions, Opened, SessionLock, lock_for_delivery, open_locked, still_at_path,
+    LockKind, LockOptions, Opened, ReadLock, SessionLock, lock_for_delivery, open_locked, still_at,
+    still_at_path,
 };
 use super::positioned::RangeReader;
 use super::quote::Unquote;
 use super::template::MailTemplate;
 use super::uid::{self, View, ViewOptions};
 use super::{
-    CommitSummary, LockGuard, LockTable, MailStore, MailboxError, Maildrop, MessageInfo, UserName,
-    commit, files, journal, keep, rollback,
+    CommitSummary, LockGuard, LockKey, LockTable, MailStore, MailboxError, Maildrop, MessageInfo,
+    UserName, commit, files, index, journal, keep, rollback,
 };
-use crate::limits::{BOUNDARY_CHECK, FILE_CHUNK};
+use crate::limits::FILE_CHUNK;
 use crate::plural::plural;
 
 /// Everything about how mbox files are read, locked and shown.
@@ -70,16 +71,17 @@ impl MboxStore {
         if !pending_recovery(&path) {
             return Ok(journal::Replay::Clean);
         }
-        let _guard = self.locks.acquire(lock_key(&path)?)?;
         let file = match files::mailbox_file(self.options.trust).open(&path) {
             Err(e) if files::is_refused_symlink(&e) => {
                 return Err(MailboxError::Unusable("a symbolic link"));
             }
             opened => opened?,
         };
-        if let Some(why) = files::mailbox_refusal(&file, self.options.trust)? {
+        let meta = file.metadata()?;
+        if let Some(why) = files::refusal(&meta, self.options.trust) {
             return Err(MailboxError::Unusable(why));
         }
+        let _guard = self.locks.acquire(file_key(&meta))?;
         let _locks = lock_for_delivery(&path, &file, &self.options.locks)?;
         Ok(recover_locked(&path, &file, &self.options.locks)?)
     }
@@ -101,8 +103,7 @@ fn pending_recovery(mbox: &Path) -> bool {
 impl MailStore for MboxStore {
     fn open(&self, user: &UserName) -> Result<Box<dyn Maildrop>, MailboxError> {
         let path = self.template.expand(user);
-        let guard = self.locks.acquire(lock_key(&path)?)?;
-        Ok(Box::new(MboxDrop::open(path, guard, &self.options)?))
+        Ok(Box::new(MboxDrop::open(path, &self.locks, &self.options)?))
     }
 
     fn location(&self, user: &UserName) -> String {
@@ -110,27 +111,12 @@ impl MailStore for MboxStore {
     }
 }
 
-/// The key that makes two names of one file the same mailbox: the file's canonical path, so
-/// that a symlink to it is the same mailbox; for a file that does not exist yet, the canonical
-/// directory plus the file name.
-fn lock_key(path: &Path) -> io::Result<PathBuf> {
-    match path.canonicalize() {
-        Ok(p) => return Ok(p),
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        Err(_) => {}
-    }
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "mailbox path has no file name")
-    })?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    match dir.canonicalize() {
-        Ok(d) => Ok(d.join(name)),
-        // No directory yet: no file either; the absolute spelling is then the best key.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(std::path::absolute(path)?),
-        Err(e) => Err(e),
+/// The in-process key of the mailbox file whose metadata is `meta`: the file itself, so that
+/// every name of it is one mailbox, with no path resolved (a login reads no symlink).
+fn file_key(meta: &std::fs::Metadata) -> LockKey {
+    LockKey::File {
+        dev: meta.dev(),
+        ino: meta.ino(),
     }
 }
 
@@ -178,22 +164,24 @@ struct Snapshot {
     ino: u64,
     len: u64,
     mtime: (i64, i64),
-    boundary: Vec<u8>,
+    /// [`index::boundary_hash`] at `len`: the index header keeps the same, so a login the
+    /// index serves has it without reading the mbox again.
+    boundary: [u8; 8],
 }
 
 impl Snapshot {
-    fn take(file: &File, len: u64) -> io::Result<Snapshot> {
-        let meta = file.metadata()?;
-        let from = len.saturating_sub(BOUNDARY_CHECK);
-        let mut boundary = vec![0u8; (len - from) as usize];
-        file.read_exact_at(&mut boundary, from)?;
-        Ok(Snapshot {
+    fn new(meta: &std::fs::Metadata, len: u64, boundary: [u8; 8]) -> Snapshot {
+        Snapshot {
             dev: meta.dev(),
             ino: meta.ino(),
             len,
             mtime: (meta.mtime(), meta.mtime_nsec()),
             boundary,
-        })
+        }
+    }
+
+    fn take(file: &File, len: u64) -> io::Result<Snapshot> {
+        Ok(Snapshot::new(&file.metadata()?, len, boundary(file, len)?))
     }
 
     /// Whether `file` still starts with the bytes that were scanned: same file, not shorter,
@@ -206,11 +194,13 @@ impl Snapshot {
         if meta.len() == self.len && (meta.mtime(), meta.mtime_nsec()) != self.mtime {
             return Ok(false);
         }
-        let mut now = vec![0u8; self.boundary.len()];
-        let from = self.len - now.len() as u64;
-        file.read_exact_at(&mut now, from)?;
-        Ok(now == self.boundary)
+        Ok(boundary(file, self.len)? == self.boundary)
     }
+}
+
+/// The checksum of the bytes of `file` just before `len`.
+fn boundary(file: &File, len: u64) -> io::Result<[u8; 8]> {
+    index::boundary_hash(len, |b, o| file.read_exact_at(b, o))
 }
 
 /// One session's view of an mbox file.
@@ -223,19 +213,28 @@ pub struct MboxDrop {
     len: u64,
     snapshot: Option<Snapshot>,
     options: MboxOptions,
-    _session: Option<SessionLock>,
-    _guard: LockGuard,
+    /// The session's exclusivity: the session lock file's lock and the in-process entry,
+    /// released in that order, so that a session let in by the entry finds the file free.
+    /// `None` for a mailbox with no file.
+    _session: Option<(SessionLock, LockGuard)>,
 }
 
 impl MboxDrop {
+    /// Opens the mailbox for one session. The session's exclusivity (the in-process table,
+    /// keyed by the file, and the session lock file) is taken at the first open. Then a
+    /// mailbox its index describes exactly is read under a shared fcntl read lock alone,
+    /// creating and removing nothing ([`MboxDrop::open_unchanged`]); anything else (a first
+    /// index, mail that arrived, a rewrite, a crashed commit's journal, or `--mbox-locks`
+    /// without fcntl or with `dotlock-on-read`) takes the locks in `--mbox-locks` order, which
+    /// let it recover, scan and write the index.
     fn open(
         path: PathBuf,
-        guard: LockGuard,
+        table: &LockTable,
         options: &MboxOptions,
     ) -> Result<MboxDrop, MailboxError> {
-        let mut session = None;
-        // The session lock is taken once, between the first open and the locks, and kept.
-        let open = || {
+        let mut session: Option<(SessionLock, LockGuard)> = None;
+        // Exclusivity is taken once, between the first open and the locks, and kept.
+        let mut open = || {
             let file = match files::mailbox_file(options.trust).open(&path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -249,13 +248,28 @@ impl MboxDrop {
                 }
                 Err(e) => return Err(e.into()),
             };
-            if let Some(why) = files::mailbox_refusal(&file, options.trust)? {
+            let meta = file.metadata()?;
+            if let Some(why) = files::refusal(&meta, options.trust) {
                 return Err(MailboxError::Unusable(why));
             }
             if session.is_none() {
-                session = Some(SessionLock::acquire(&path)?);
+                let guard = table.acquire(file_key(&meta))?;
+                session = Some((SessionLock::acquire(&path)?, guard));
             }
             Ok(Some(file))
+        };
+        let Some(first) = open()? else {
+            return Ok(MboxDrop::empty(path, options));
+        };
+        if options.locks.read_lock_alone()
+            && let Some((view, snapshot)) = Self::open_unchanged(&path, &first, options)?
+        {
+            return Ok(MboxDrop::new(path, first, view, snapshot, options, session));
+        }
+        let mut first = Some(first);
+        let reopen = || match first.take() {
+            Some(f) => Ok(Some(f)),
+            None => open(),
         };
         let locked = |file: &File| {
             recover_locked(&path, file, &options.locks)?;
@@ -277,22 +291,75 @@ impl MboxDrop {
             let snapshot = Snapshot::take(file, view.len)?;
             Ok((view, snapshot))
         };
-        let (file, view, snapshot) = match open_locked(&path, &options.locks, open, locked)? {
-            Opened::Locked(file, (view, snapshot)) => (Some(file), view, Some(snapshot)),
-            Opened::Missing => (None, View::default(), None),
-            Opened::Replaced => return Err(MailboxError::Changed),
+        match open_locked(&path, &options.locks, reopen, locked)? {
+            Opened::Locked(file, (view, snapshot)) => {
+                Ok(MboxDrop::new(path, file, view, snapshot, options, session))
+            }
+            Opened::Missing => Ok(MboxDrop::empty(path, options)),
+            Opened::Replaced => Err(MailboxError::Changed),
+        }
+    }
+
+    /// The login that writes nothing: under a shared read lock on `file`, if the path still
+    /// names it, no crashed commit left a journal to replay, and the index describes the
+    /// mbox exactly, the view comes from the index. `None` sends the login to the locked
+    /// path. (An interrupted delivery's note needs no look here: its partial message would
+    /// have made the mbox longer than the index covers, and a delivery still running holds
+    /// the fcntl lock this waits for, or has not written yet.)
+    fn open_unchanged(
+        path: &Path,
+        file: &File,
+        options: &MboxOptions,
+    ) -> Result<Option<(View, Snapshot)>, MailboxError> {
+        let _read = ReadLock::take(file, &options.locks)?;
+        let meta = file.metadata()?;
+        if !still_at(path, &meta)? {
+            return Ok(None);
+        }
+        match std::fs::symlink_metadata(files::journal(path)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // A journal (or something in its place, or no telling): the locked path decides.
+            _ => return Ok(None),
+        }
+        let Some((view, boundary)) = uid::unchanged(path, file, &meta, options.view)? else {
+            return Ok(None);
         };
-        Ok(MboxDrop {
+        let snapshot = Snapshot::new(&meta, view.len, boundary);
+        Ok(Some((view, snapshot)))
+    }
+
+    /// The maildrop of a mailbox with no file: empty, nothing to lock or commit.
+    fn empty(path: PathBuf, options: &MboxOptions) -> MboxDrop {
+        MboxDrop {
             path,
-            file,
+            file: None,
+            extents: Vec::new(),
+            infos: Vec::new(),
+            len: 0,
+            snapshot: None,
+            options: options.clone(),
+            _session: None,
+        }
+    }
+
+    fn new(
+        path: PathBuf,
+        file: File,
+        view: View,
+        snapshot: Snapshot,
+        options: &MboxOptions,
+        session: Option<(SessionLock, LockGuard)>,
+    ) -> MboxDrop {
+        MboxDrop {
+            path,
+            file: Some(file),
             extents: view.extents,
             infos: view.infos,
             len: view.len,
-            snapshot,
+            snapshot: Some(snapshot),
             options: options.clone(),
             _session: session,
-            _guard: guard,
-        })
+        }
     }
 
     /// Checks that the mailbox is still the file scanned at login (not replaced by rename

@@ -285,16 +285,38 @@ pub trait Maildrop: Send {
     fn commit(self: Box<Self>, deleted: &[bool]) -> Result<CommitSummary, MailboxError>;
 }
 
-/// In-process exclusivity: one session per mailbox key (the mailbox file's canonical path).
+/// What makes two sessions' maildrops one: for an mbox, the file itself (device and inode,
+/// so that every name of it, through a symlink or a hard link, is one mailbox, found without
+/// resolving a path); for a mailbox with no file yet, or another store, a name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LockKey {
+    /// A file, by device and inode.
+    File {
+        /// Its device.
+        dev: u64,
+        /// Its inode.
+        ino: u64,
+    },
+    /// A name: a path or a user.
+    Name(PathBuf),
+}
+
+impl From<&str> for LockKey {
+    fn from(name: &str) -> Self {
+        LockKey::Name(name.into())
+    }
+}
+
+/// In-process exclusivity: one session per mailbox key ([`LockKey`]).
 #[derive(Clone, Default)]
 pub struct LockTable {
-    held: Arc<(Mutex<HashSet<PathBuf>>, Condvar)>,
+    held: Arc<(Mutex<HashSet<LockKey>>, Condvar)>,
 }
 
 /// Holds a [`LockTable`] entry; releases it on drop, panics included.
 pub struct LockGuard {
     table: LockTable,
-    key: PathBuf,
+    key: LockKey,
 }
 
 impl LockTable {
@@ -305,7 +327,7 @@ impl LockTable {
 
     /// Takes `key`, waiting up to `limits::IN_USE_WAIT` for a session that is just ending to
     /// let go; `MailboxError::InUse` if it is still held then.
-    pub fn acquire(&self, key: PathBuf) -> Result<LockGuard, MailboxError> {
+    pub fn acquire(&self, key: LockKey) -> Result<LockGuard, MailboxError> {
         let (lock, released) = &*self.held;
         let deadline = Instant::now() + crate::limits::IN_USE_WAIT;
         // A panic elsewhere while holding this mutex cannot leave the set half-updated.

@@ -190,11 +190,54 @@ pub fn reconcile(mbox: &Path, file: &File, opts: ViewOptions) -> io::Result<View
     }
     if let Some(h) = index::read_header(&index)?
         && trusted(&h, &meta, file)?
-        && let Some(view) = grow(&index, &h, file, opts)?
+        && let Some(view) = grow(
+            &index,
+            index::record_count(&index)?,
+            &h,
+            file,
+            meta.len(),
+            opts,
+        )?
     {
         return Ok(view);
     }
     rebuild(mbox, Some(&index), file, opts)
+}
+
+/// The view of `mbox` (open as `file`, whose metadata `meta` was read under a read lock)
+/// when its index describes it exactly: the same file, the same length and mtime, the same
+/// bytes at the boundary. Read from the index alone, writing nothing; also returns the
+/// boundary checksum it checked. `None` when anything else (no index, someone else's, a
+/// damaged one, a changed or grown mbox) sends the login to [`reconcile`] under the locks
+/// that let it write.
+pub fn unchanged(
+    mbox: &Path,
+    file: &File,
+    meta: &std::fs::Metadata,
+    opts: ViewOptions,
+) -> io::Result<Option<(View, [u8; 8])>> {
+    let index = match files::read_only(&files::index(mbox)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let index_meta = index.metadata()?;
+    if !files::ours_by(&index_meta) {
+        return Ok(None);
+    }
+    let Some(h) = index::read_header(&index)? else {
+        return Ok(None);
+    };
+    let same = h.current
+        && (h.dev, h.ino) == (meta.dev(), meta.ino())
+        && meta.len() == h.covered
+        && h.mtime == (meta.mtime(), meta.mtime_nsec());
+    if !same || index::boundary_hash(h.covered, |b, o| file.read_exact_at(b, o))? != h.boundary {
+        return Ok(None);
+    }
+    let records = index::records_in(index_meta.len());
+    let view = grow(&index, records, &h, file, meta.len(), opts)?;
+    Ok(view.map(|v| (v, h.boundary)))
 }
 
 fn trusted(h: &Header, meta: &std::fs::Metadata, file: &File) -> io::Result<bool> {
@@ -205,12 +248,19 @@ fn trusted(h: &Header, meta: &std::fs::Metadata, file: &File) -> io::Result<bool
     Ok(same && index::boundary_hash(h.covered, |b, o| file.read_exact_at(b, o))? == h.boundary)
 }
 
-/// The fast path: indexed messages as recorded, only the rest scanned. `None` if a record
-/// does not check out.
-fn grow(index: &File, h: &Header, file: &File, opts: ViewOptions) -> io::Result<Option<View>> {
+/// The fast path: indexed messages as recorded (the index holds `records` of them), only
+/// the rest of the mbox, `len` octets long, scanned. `None` if a record does not check out.
+fn grow(
+    index: &File,
+    records: u64,
+    h: &Header,
+    file: &File,
+    len: u64,
+    opts: ViewOptions,
+) -> io::Result<Option<View>> {
     let mut b = Builder::new(opts, h.epoch);
     let mut last: Option<Record> = None;
-    for r in index::records(index, 0) {
+    for r in index::records_of(index, 0, records) {
         let Some(r) = r? else { return Ok(None) };
         if r.extent.start >= h.covered {
             break;
@@ -223,8 +273,15 @@ fn grow(index: &File, h: &Header, file: &File, opts: ViewOptions) -> io::Result<
             b.push(&l);
         }
     }
-    let Some(last) = last else { return Ok(None) };
-    let len = file.metadata()?.len();
+    let Some(last) = last else {
+        // No message indexed: an mbox still as long as the covered bytes has none either
+        // (emptied by a commit, or only the folder's pseudo-message); a grown one is rescanned.
+        if len == h.covered {
+            b.view.len = len;
+            return Ok(Some(b.finish()));
+        }
+        return Ok(None);
+    };
     if len == h.covered {
         b.push(&last);
         b.view.len = len;

@@ -22,6 +22,7 @@ mod storage_dialects;
 mod storage_garbled;
 mod storage_hostile;
 mod storage_interrupted;
+mod storage_poll;
 mod storage_torture;
 mod storage_uid;
 mod tricky_mbox;
@@ -55,8 +56,27 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `poplar` with `extra` arguments and `env`, waiting until it listens.
     pub fn spawn(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+        Self::spawn_under(&[], dir, extra, env)
+    }
+
+    /// [`ServerProcess::spawn`] under a `wrapper` command (`strace -o FILE`) that runs poplar
+    /// as its child; `child` is then the wrapper's process.
+    pub fn spawn_under(
+        wrapper: &[&str],
+        dir: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> ServerProcess {
         use std::process::{Command, Stdio};
-        let mut cmd = Command::new(poplar_bin_with(env));
+        let bin = poplar_bin_with(env);
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--users")
