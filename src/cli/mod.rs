@@ -5,6 +5,7 @@
 mod check;
 mod deliver;
 mod flags;
+mod probe;
 mod pw;
 mod seed;
 mod server;
@@ -39,6 +40,8 @@ pub enum Command {
     Seed(Box<seed::Seed>),
     /// `poplar check`: report on a mailbox without changing it.
     Check(Box<check::Check>),
+    /// `poplar probe`: a health check of a running server.
+    Probe(Box<probe::Probe>),
 }
 
 impl Command {
@@ -55,6 +58,7 @@ impl Command {
             Command::Deliver(d) => deliver::run(&d),
             Command::Seed(s) => seed::run(&s),
             Command::Check(c) => check::run(&c),
+            Command::Probe(p) => probe::run(&p),
         }
     }
 }
@@ -101,9 +105,9 @@ struct Subcommand {
     usage_exit: u8,
 }
 
-/// Every subcommand. `-h`/`--help` anywhere after deliver, seed or check prints its usage,
+/// Every subcommand. `-h`/`--help` anywhere after deliver, seed, check or probe prints its usage,
 /// whatever else is on the line; `pw` reads its own (`pw -s -h` names a scheme `-h`).
-const SUBCOMMANDS: [Subcommand; 4] = [
+const SUBCOMMANDS: [Subcommand; 5] = [
     Subcommand {
         name: "deliver",
         usage: deliver::usage,
@@ -130,6 +134,16 @@ const SUBCOMMANDS: [Subcommand; 4] = [
         parse: |a| {
             with_help(a, check::usage, |a| {
                 check::parse(a).map(|c| Command::Check(Box::new(c)))
+            })
+        },
+        usage_exit: 2,
+    },
+    Subcommand {
+        name: "probe",
+        usage: probe::usage,
+        parse: |a| {
+            with_help(a, probe::usage, |a| {
+                probe::parse(a).map(|p| Command::Probe(Box::new(p)))
             })
         },
         usage_exit: 2,

@@ -158,7 +158,7 @@ pub fn usage() -> String {
     options().usage(
         "Usage: poplar --users FILE --mail TEMPLATE [--listen ADDR ...] [options]\n       \
          poplar --dev [DIR] [--dev-any-password] [--listen 127.0.0.1:PORT]\n       \
-         poplar deliver|seed|check ARGS (each prints its own usage with --help)\n       \
+         poplar deliver|seed|check|probe ARGS (each prints its own usage with --help)\n       \
          poplar pw [-s SCHEME] (prints a password hash for the users file)\n\n\
          A POP3 server for mbox mailboxes. POPLAR_LOG sets the log filter (default info).",
     )

@@ -15,6 +15,7 @@ mod binary;
 mod fail2ban;
 mod limits;
 mod modes;
+mod probe;
 mod protocol;
 mod reload;
 mod sasl;
