@@ -4,6 +4,7 @@
 
 mod check;
 mod deliver;
+mod edge_cases;
 mod flags;
 mod probe;
 mod pw;

@@ -18,6 +18,7 @@ mod delivery;
 mod clients;
 mod docs;
 mod dovecot;
+mod edge_cases;
 mod interop;
 mod qemu;
 mod schemes;
