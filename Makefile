@@ -17,17 +17,23 @@ demo-mail:
 	cp examples/demo/alice.mbox $(DEMO)/mail/alice
 	cp examples/demo/bob.mbox $(DEMO)/mail/bob
 
-# --dev serves the demo mailboxes in $(DEMO)/mail to any user name, with any password.
-# --mbox-unquote: `poplar seed` writes mboxrd, so seeded '>From ' lines come back as written.
+# --dev serves the demo mailboxes in $(DEMO)/mail to any user name, with any password, over
+# POP3 and takes mail over SMTP (Mailpit's port: apps set up for Mailpit send here unchanged).
+# --mbox-unquote: `poplar seed` and SMTP write mboxrd, so '>From ' lines come back as written.
+# The addresses are printed by poplar once it listens on them.
+POP3 ?= 127.0.0.1:1110
+SMTP ?= 127.0.0.1:1025
 run: demo-mail
 	@echo
-	@echo "poplar demo (--dev mode) on 127.0.0.1:1110 (mail in $(DEMO)/mail, reset by every 'make run')"
+	@echo "poplar demo (--dev mode): mail in $(DEMO)/mail, reset by every 'make run'"
 	@echo "  users: alice (3 messages), bob (1 message), or any new name; any password works"
-	@echo "  try:   telnet 127.0.0.1 1110    then USER alice / PASS alice / STAT / LIST / RETR 1 / DELE 1 / QUIT"
-	@echo "  more mail: ./target/release/poplar seed --dev $(DEMO)/mail --to NAME FILE.eml|DIR|MBOX..."
+	@echo "  try:   telnet $(subst :, ,$(POP3))   then USER alice / PASS alice / STAT / LIST / RETR 1 / DELE 1 / QUIT"
+	@echo "  more mail: send it over SMTP to $(SMTP), or"
+	@echo "             ./target/release/poplar seed --dev $(DEMO)/mail --to NAME FILE.eml|DIR|MBOX..."
 	@echo "  stop:  Ctrl-C"
 	@echo
-	exec ./target/release/poplar --dev $(DEMO)/mail --dev-any-password --mbox-unquote --listen 127.0.0.1:1110
+	exec ./target/release/poplar --dev $(DEMO)/mail --dev-any-password --mbox-unquote \
+		--listen $(POP3) --dev-smtp $(SMTP)
 
 # The TLS demo: a self-signed certificate for localhost and 127.0.0.1, made at every start.
 run-tls: demo-mail tls-deps
@@ -96,6 +102,7 @@ NOT_LEAVES := auth,cli,config,mailbox,protocol,run,server,session,logsafe,hostna
 LAYOUT_RULES := \
 	src/mailbox:config,session,server,run,cli,auth,protocol \
 	src/protocol:config,session,server,run,cli,auth,mailbox \
+	src/smtp:config,session,server,run,cli,auth,mailbox,protocol \
 	src/auth:config,session,server,run,cli,protocol \
 	src/session:config,server,run,cli \
 	src/config.rs:session,server,run,cli \

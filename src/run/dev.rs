@@ -14,6 +14,8 @@ use crate::mailbox::{MailStore, MailboxError, Maildrop, UserName};
 use crate::server::{Server, wiring};
 use crate::session::Context;
 
+use super::smtp::DevIntake;
+
 /// mbox files that come into being at first login, so the developer sees them at once.
 pub struct DevStore {
     template: MailTemplate,
@@ -74,9 +76,18 @@ pub fn run(config: &Config) -> Result<(), String> {
     made.map_err(|e| format!("cannot create {}: {e}", mode.dir.display()))?;
     let server = Server::bind(config, context(config, mode))
         .map_err(|e| format!("cannot start the dev server: {e}"))?;
+    let smtp = match mode.smtp {
+        Some(addr) => {
+            let intake = DevIntake::new(mode.dir.clone(), mode.template(), config.mbox.clone());
+            let bound = super::smtp::start(addr, intake, mode.smtp_max_size)
+                .map_err(|e| format!("cannot take SMTP on {addr}: {e}"))?;
+            Some(bound)
+        }
+        None => None,
+    };
     print!(
         "{}",
-        banner(mode, config.mbox.keep_deleted, &server.local_addrs())
+        banner(mode, config.mbox.keep_deleted, &server.local_addrs(), smtp)
     );
     super::daemon::serve(server)
 }
@@ -92,7 +103,12 @@ pub fn context(config: &Config, mode: &DevMode) -> Context {
 }
 
 /// What the developer needs to know, printed at start.
-fn banner(mode: &DevMode, keep_deleted: bool, addrs: &[std::net::SocketAddr]) -> String {
+fn banner(
+    mode: &DevMode,
+    keep_deleted: bool,
+    addrs: &[std::net::SocketAddr],
+    smtp: Option<std::net::SocketAddr>,
+) -> String {
     let password = if mode.any_password {
         "any password".to_owned()
     } else {
@@ -113,6 +129,11 @@ fn banner(mode: &DevMode, keep_deleted: bool, addrs: &[std::net::SocketAddr]) ->
     ));
     for a in addrs {
         s.push_str(&format!("  listening on {a}\n"));
+    }
+    if let Some(a) = smtp {
+        s.push_str(&format!(
+            "  SMTP on {a}: mail to <user>@<any domain> lands in <user>'s mbox\n"
+        ));
     }
     s
 }

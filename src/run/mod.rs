@@ -4,6 +4,7 @@
 mod daemon;
 mod dev;
 pub mod inetd;
+mod smtp;
 pub mod testing;
 
 use crate::config::Config;

@@ -22,4 +22,5 @@ mod edge_cases;
 mod interop;
 mod qemu;
 mod schemes;
+mod smtp;
 mod testing_api;
