@@ -89,7 +89,15 @@ pub fn run(config: &Config) -> Result<(), String> {
         "{}",
         banner(mode, config.mbox.keep_deleted, &server.local_addrs(), smtp)
     );
-    super::daemon::serve(server)
+    let served = super::daemon::serve(server);
+    // A directory poplar picked is its own: nothing else knows its name to look in it again.
+    if mode.fresh {
+        match std::fs::remove_dir_all(&mode.dir) {
+            Ok(()) => log::info!("removed {}", mode.dir.display()),
+            Err(e) => log::warn!("could not remove {}: {e}", mode.dir.display()),
+        }
+    }
+    served
 }
 
 /// The sessions' context in dev mode: anyone logs in and mailboxes appear; every server
@@ -120,6 +128,9 @@ fn banner(
         mode.dir.display(),
         mode.dir.display()
     );
+    if mode.fresh {
+        s.push_str("  the directory is new and is removed when poplar stops\n");
+    }
     if keep_deleted {
         s.push_str("  messages deleted at QUIT are moved to <user>.deleted beside the mbox\n");
     }
