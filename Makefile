@@ -23,17 +23,19 @@ demo-mail:
 # The addresses are printed by poplar once it listens on them.
 POP3 ?= 127.0.0.1:1110
 SMTP ?= 127.0.0.1:1025
+HTTP ?= 127.0.0.1:8025
 run: demo-mail
 	@echo
 	@echo "poplar demo (--dev mode): mail in $(DEMO)/mail, reset by every 'make run'"
 	@echo "  users: alice (3 messages), bob (1 message), or any new name; any password works"
 	@echo "  try:   telnet $(subst :, ,$(POP3))   then USER alice / PASS alice / STAT / LIST / RETR 1 / DELE 1 / QUIT"
+	@echo "  web page and API: http://$(HTTP)/ (docs/dev.md)"
 	@echo "  more mail: send it over SMTP to $(SMTP), or"
 	@echo "             ./target/release/poplar seed --dev $(DEMO)/mail --to NAME FILE.eml|DIR|MBOX..."
 	@echo "  stop:  Ctrl-C"
 	@echo
 	exec ./target/release/poplar --dev $(DEMO)/mail --dev-any-password --mbox-unquote \
-		--listen $(POP3) --dev-smtp $(SMTP)
+		--listen $(POP3) --dev-smtp $(SMTP) --dev-http $(HTTP)
 
 # The TLS demo: a self-signed certificate for localhost and 127.0.0.1, made at every start.
 run-tls: demo-mail tls-deps
@@ -73,6 +75,8 @@ deps: tls-deps
 	@# The mail fetchers tests/clients/interop.rs drives: fetchmail and getmail6 from Debian.
 	@command -v fetchmail >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fetchmail; }
 	@command -v getmail >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends getmail6; }
+	@# A real browser for the --dev-http page test (tests/clients/dev_api.rs).
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 # fail2ban-regex, which tests/server/fail2ban.rs runs on the shipped filter. Debian's package
 # would start and enable a fail2ban service (with its sshd jail) on this machine: a
 # policy-rc.d that denies every start covers the install (unless one is already there), the

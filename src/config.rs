@@ -140,6 +140,8 @@ pub struct DevMode {
     pub any_password: bool,
     /// Where the SMTP intake listens (`--dev-smtp`), if anywhere.
     pub smtp: Option<SocketAddr>,
+    /// Where the HTTP API and page are served (`--dev-http`), if anywhere.
+    pub http: Option<SocketAddr>,
     /// The largest message the SMTP intake takes (`--dev-smtp-max-size`).
     pub smtp_max_size: u64,
 }
@@ -164,6 +166,7 @@ impl DevMode {
             fresh,
             any_password,
             smtp: None,
+            http: None,
             smtp_max_size: DEV_SMTP_MAX_SIZE,
         }
     }

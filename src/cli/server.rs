@@ -151,9 +151,15 @@ fn options() -> Options {
     );
     o.optopt(
         "",
+        "dev-http",
+        "with --dev: serve the HTTP API (/api/v1) and a page of the mailboxes at ADDR (127.0.0.1:PORT)",
+        "ADDR",
+    );
+    o.optopt(
+        "",
         "dev-smtp-max-size",
         &format!(
-            "with --dev-smtp: the largest message taken, in octets (default {})",
+            "with --dev-smtp or --dev-http: the largest message taken, in octets (default {})",
             crate::config::DEV_SMTP_MAX_SIZE
         ),
         "OCTETS",
@@ -239,6 +245,7 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
             "dev-any-password",
             "dev-keep-deleted",
             "dev-smtp",
+            "dev-http",
             "dev-smtp-max-size",
         ] {
             if m.opt_present(flag) {
@@ -407,9 +414,22 @@ fn dev_config(m: &getopts::Matches) -> Result<Config, CliError> {
         }
         mode.smtp = Some(addr);
     }
+    if let Some(a) = m.opt_str("dev-http") {
+        let addr = a
+            .parse::<SocketAddr>()
+            .map_err(|_| CliError(format!("--dev-http: '{a}' is not an IP address and port")))?;
+        if addr.ip() != DEV_IP {
+            return Err(CliError(format!(
+                "--dev-http listens on {DEV_IP} only, not on {addr}"
+            )));
+        }
+        mode.http = Some(addr);
+    }
     if let Some(n) = m.opt_str("dev-smtp-max-size") {
-        if mode.smtp.is_none() {
-            return Err(CliError("--dev-smtp-max-size needs --dev-smtp".into()));
+        if mode.smtp.is_none() && mode.http.is_none() {
+            return Err(CliError(
+                "--dev-smtp-max-size needs --dev-smtp or --dev-http".into(),
+            ));
         }
         mode.smtp_max_size = n.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(|| {
             CliError(format!(
@@ -665,6 +685,8 @@ mod tests {
             "-u u -m /m/%n --dev-keep-deleted",
             "-u u -m /m/%n --dev-smtp 127.0.0.1:1025",
             "--dev --dev-smtp 0.0.0.0:1025",
+            "--dev --dev-http 0.0.0.0:8025",
+            "-u u -m /m/%n --dev-http 127.0.0.1:8025",
             "--dev --dev-smtp localhost:1025",
             "--dev --dev-smtp-max-size 10",
             "--dev --dev-smtp 127.0.0.1:1025 --dev-smtp-max-size 0",

@@ -2,13 +2,12 @@
 //! per connection, each message appended to the mailbox of every recipient's local part with
 //! the same code, locks and quoting as `poplar deliver`.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
@@ -32,7 +31,6 @@ pub struct DevIntake {
     dir: PathBuf,
     template: MailTemplate,
     options: MboxOptions,
-    spools: AtomicU64,
 }
 
 impl DevIntake {
@@ -42,7 +40,6 @@ impl DevIntake {
             dir,
             template,
             options,
-            spools: AtomicU64::new(0),
         }
     }
 }
@@ -57,19 +54,7 @@ impl Intake for DevIntake {
     }
 
     fn spool(&self) -> io::Result<File> {
-        let n = self.spools.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .dir
-            .join(format!(".poplar-smtp-spool-{}-{n}", std::process::id()));
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
-        // Unlinked at once: a crash leaves no spool behind, and no session ever sees it.
-        fs::remove_file(&path)?;
-        Ok(file)
+        super::api::spool_file(&self.dir)
     }
 
     fn deliver(

@@ -16,6 +16,8 @@ mod common;
 mod delivery;
 
 mod clients;
+mod dev_api;
+mod devserver;
 mod docs;
 mod dovecot;
 mod edge_cases;

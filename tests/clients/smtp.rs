@@ -4,59 +4,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::poplar_bin;
-
-/// A `poplar --dev DIR --dev-smtp` process and the addresses its banner gave.
-struct Dev {
-    child: Child,
-    pop3: SocketAddr,
-    smtp: SocketAddr,
-}
-
-impl Dev {
-    fn start(dir: &Path, extra: &[&str]) -> Dev {
-        let mut child = Command::new(poplar_bin())
-            .arg("--dev")
-            .arg(dir)
-            .args(["--listen", "127.0.0.1:0", "--dev-smtp", "127.0.0.1:0"])
-            .args(["--auth-delay", "0", "--mbox-unquote"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut pop3, mut smtp) = (None, None);
-        while pop3.is_none() || smtp.is_none() {
-            let line = lines
-                .next()
-                .expect("the banner names both addresses")
-                .unwrap();
-            if let Some(a) = line.split("listening on ").nth(1) {
-                pop3 = Some(a.trim().parse().unwrap());
-            }
-            if let Some(a) = line.split("SMTP on ").nth(1) {
-                smtp = Some(a.split(": ").next().unwrap().parse().unwrap());
-            }
-        }
-        Dev {
-            child,
-            pop3: pop3.unwrap(),
-            smtp: smtp.unwrap(),
-        }
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::devserver::Dev;
 
 /// Sends with smtplib (logging in, as applications configured with credentials do), then
 /// retrieves every message of each POP3 user with poplib; prints `user n hex(message)`.
