@@ -17,17 +17,25 @@ demo-mail:
 	cp examples/demo/alice.mbox $(DEMO)/mail/alice
 	cp examples/demo/bob.mbox $(DEMO)/mail/bob
 
-# --dev serves the demo mailboxes in $(DEMO)/mail to any user name, with any password.
-# --mbox-unquote: `poplar seed` writes mboxrd, so seeded '>From ' lines come back as written.
+# --dev serves the demo mailboxes in $(DEMO)/mail to any user name, with any password, over
+# POP3 and takes mail over SMTP (Mailpit's port: apps set up for Mailpit send here unchanged).
+# --mbox-unquote: `poplar seed` and SMTP write mboxrd, so '>From ' lines come back as written.
+# The addresses are printed by poplar once it listens on them.
+POP3 ?= 127.0.0.1:1110
+SMTP ?= 127.0.0.1:1025
+HTTP ?= 127.0.0.1:8025
 run: demo-mail
 	@echo
-	@echo "poplar demo (--dev mode) on 127.0.0.1:1110 (mail in $(DEMO)/mail, reset by every 'make run')"
+	@echo "poplar demo (--dev mode): mail in $(DEMO)/mail, reset by every 'make run'"
 	@echo "  users: alice (3 messages), bob (1 message), or any new name; any password works"
-	@echo "  try:   telnet 127.0.0.1 1110    then USER alice / PASS alice / STAT / LIST / RETR 1 / DELE 1 / QUIT"
-	@echo "  more mail: ./target/release/poplar seed --dev $(DEMO)/mail --to NAME FILE.eml|DIR|MBOX..."
+	@echo "  try:   telnet $(subst :, ,$(POP3))   then USER alice / PASS alice / STAT / LIST / RETR 1 / DELE 1 / QUIT"
+	@echo "  web page and API: http://$(HTTP)/ (docs/dev.md)"
+	@echo "  more mail: send it over SMTP to $(SMTP), or"
+	@echo "             ./target/release/poplar seed --dev $(DEMO)/mail --to NAME FILE.eml|DIR|MBOX..."
 	@echo "  stop:  Ctrl-C"
 	@echo
-	exec ./target/release/poplar --dev $(DEMO)/mail --dev-any-password --mbox-unquote --listen 127.0.0.1:1110
+	exec ./target/release/poplar --dev $(DEMO)/mail --dev-any-password --mbox-unquote \
+		--listen $(POP3) --dev-smtp $(SMTP) --dev-http $(HTTP)
 
 # The TLS demo: a self-signed certificate for localhost and 127.0.0.1, made at every start.
 run-tls: demo-mail tls-deps
@@ -76,6 +84,8 @@ deps: tls-deps
 	@command -v getmail >/dev/null || $(call apt,getmail6,a mail fetcher as a test client)
 	@# strace counts the system calls of a poll (tests/storage/storage_poll.rs, examples/bench/syscalls.sh).
 	@command -v strace >/dev/null || $(call apt,strace,to count the system calls of a poll in a test)
+	@# A real browser for the --dev-http page test (tests/clients/dev_api.rs).
+	@command -v chromium >/dev/null || $(call apt,chromium,a real browser for the dev page test)
 # fail2ban-regex, which tests/server/fail2ban.rs runs on the shipped filter. Debian's package
 # would start and enable a fail2ban service (with its sshd jail) on this machine: a
 # policy-rc.d that denies every start covers the install (unless one is already there), the
@@ -108,6 +118,7 @@ NOT_LEAVES := auth,cli,config,mailbox,protocol,run,server,session,logsafe,hostna
 LAYOUT_RULES := \
 	src/mailbox:config,session,server,run,cli,auth,protocol \
 	src/protocol:config,session,server,run,cli,auth,mailbox \
+	src/smtp:config,session,server,run,cli,auth,mailbox,protocol \
 	src/auth:config,session,server,run,cli,protocol \
 	src/session:config,server,run,cli \
 	src/config.rs:session,server,run,cli \
@@ -205,7 +216,7 @@ FALLBACK_TOOLCHAIN := 1.94.1
 BINARY_TESTS := --test server --test storage --test clients
 BINARY_FILTERS := binary:: modes:: reload:: tls:: dev_tools:: storage_deliver:: \
 	storage_interrupted:: storage_torture:: storage_concurrency:: storage_uid:: docs:: \
-	schemes:: fail2ban:: observe:: inetd_guards::
+	schemes:: fail2ban:: observe:: inetd_guards:: probe:: edge_cases:: smtp:: dev_api::
 
 # toolchain TARGET: `+FALLBACK_TOOLCHAIN` when the default toolchain lacks TARGET, else nothing.
 toolchain = $$(rustup target list --installed | grep -qx $(1) || echo +$(FALLBACK_TOOLCHAIN))

@@ -153,7 +153,17 @@ pub struct DevMode {
     pub fresh: bool,
     /// Accept any password (`--dev-any-password`).
     pub any_password: bool,
+    /// Where the SMTP intake listens (`--dev-smtp`), if anywhere.
+    pub smtp: Option<SocketAddr>,
+    /// Where the HTTP API and page are served (`--dev-http`), if anywhere.
+    pub http: Option<SocketAddr>,
+    /// The largest message the SMTP intake takes (`--dev-smtp-max-size`).
+    pub smtp_max_size: u64,
 }
+
+/// The largest message the `--dev-smtp` intake takes unless `--dev-smtp-max-size` says
+/// otherwise: above what mail providers take (25 to 50 MiB), small enough for a laptop.
+pub const DEV_SMTP_MAX_SIZE: u64 = 64 * 1024 * 1024;
 
 impl DevMode {
     /// The mode for `dir`, or for a new directory under the system temp dir when `None`
@@ -170,6 +180,9 @@ impl DevMode {
             dir,
             fresh,
             any_password,
+            smtp: None,
+            http: None,
+            smtp_max_size: DEV_SMTP_MAX_SIZE,
         }
     }
 

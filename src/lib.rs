@@ -26,6 +26,7 @@ pub mod protocol;
 pub mod run;
 pub mod server;
 pub mod session;
+pub mod smtp;
 
 /// A real poplar for other crates' test suites (see [`run::testing`]).
 pub use run::testing;

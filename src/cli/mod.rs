@@ -4,7 +4,9 @@
 
 mod check;
 mod deliver;
+mod edge_cases;
 mod flags;
+mod probe;
 mod pw;
 mod seed;
 mod server;
@@ -42,6 +44,8 @@ pub enum Command {
     Check(Box<check::Check>),
     /// `poplar undelete`: put kept deleted messages back into a user's mbox.
     Undelete(Box<undelete::Undelete>),
+    /// `poplar probe`: a health check of a running server.
+    Probe(Box<probe::Probe>),
 }
 
 impl Command {
@@ -62,6 +66,7 @@ impl Command {
             Command::Seed(s) => seed::run(&s),
             Command::Check(c) => check::run(&c),
             Command::Undelete(u) => undelete::run(&u),
+            Command::Probe(p) => probe::run(&p),
         }
     }
 }
@@ -108,9 +113,10 @@ struct Subcommand {
     usage_exit: u8,
 }
 
-/// Every subcommand. `-h`/`--help` anywhere after deliver, seed, check or undelete prints its
-/// usage, whatever else is on the line; `pw` reads its own (`pw -s -h` names a scheme `-h`).
-const SUBCOMMANDS: [Subcommand; 5] = [
+/// Every subcommand. `-h`/`--help` anywhere after deliver, seed, check, undelete or probe
+/// prints its usage, whatever else is on the line; `pw` reads its own (`pw -s -h` names a
+/// scheme `-h`).
+const SUBCOMMANDS: [Subcommand; 6] = [
     Subcommand {
         name: "deliver",
         usage: deliver::usage,
@@ -147,6 +153,16 @@ const SUBCOMMANDS: [Subcommand; 5] = [
         parse: |a| {
             with_help(a, undelete::usage, |a| {
                 undelete::parse(a).map(|u| Command::Undelete(Box::new(u)))
+            })
+        },
+        usage_exit: 2,
+    },
+    Subcommand {
+        name: "probe",
+        usage: probe::usage,
+        parse: |a| {
+            with_help(a, probe::usage, |a| {
+                probe::parse(a).map(|p| Command::Probe(Box::new(p)))
             })
         },
         usage_exit: 2,

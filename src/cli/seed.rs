@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use getopts::Options;
 
 use super::CliError;
+use super::edge_cases::EDGE_CASES;
 use super::flags::{StorageUse, mbox_flags, mbox_options};
 use crate::config::DevMode;
 use crate::mailbox::UserName;
@@ -23,6 +24,15 @@ use crate::mailbox::scan::scan;
 use crate::mailbox::template::MailTemplate;
 use crate::plural::plural;
 
+/// What `poplar seed` appends.
+#[derive(Debug, PartialEq, Eq)]
+pub enum What {
+    /// The `.eml` files, directories and mbox files, in order.
+    Sources(Vec<PathBuf>),
+    /// `--edge-cases`: the messages clients get wrong (docs/dev.md).
+    EdgeCases,
+}
+
 /// A parsed `poplar seed` command line.
 #[derive(Debug)]
 pub struct Seed {
@@ -32,8 +42,8 @@ pub struct Seed {
     pub dev_dir: Option<PathBuf>,
     /// `--to USER`.
     pub user: String,
-    /// The `.eml` files, directories and mbox files, in order.
-    pub sources: Vec<PathBuf>,
+    /// What to append.
+    pub what: What,
     /// Lock settings (`--mbox-locks`, `--lock-timeout`, `--stale-lock-age`).
     pub mbox: MboxOptions,
 }
@@ -44,6 +54,12 @@ fn options() -> Options {
         "",
         "to",
         "the user whose mailbox is filled (required)",
+        "USER",
+    );
+    o.optopt(
+        "",
+        "edge-cases",
+        "append the messages clients get wrong (docs/dev.md) to USER's mbox, instead of SOURCEs",
         "USER",
     );
     o.optopt(
@@ -66,9 +82,10 @@ fn options() -> Options {
 /// The usage text of `poplar seed`.
 pub fn usage() -> String {
     options().usage(
-        "Usage: poplar seed (--dev DIR | --mail TEMPLATE) --to USER [--mbox-locks LIST]\n       \
-         [--lock-timeout SECS] [--stale-lock-age SECS] [--mbox-follow-symlinks]\n       \
-         [--mbox-any-owner] [--mbox-unquote] [--uidl-from-header] [-h] SOURCE...\n\n\
+        "Usage: poplar seed (--dev DIR | --mail TEMPLATE) (--to USER | --edge-cases USER)\n       \
+         [--mbox-locks LIST] [--lock-timeout SECS] [--stale-lock-age SECS]\n       \
+         [--mbox-follow-symlinks] [--mbox-any-owner] [--mbox-unquote] [--uidl-from-header]\n       \
+         [-h] [SOURCE...]\n\n\
          Appends messages to USER's mbox as `poplar deliver` does. A SOURCE is a file ending in\n\
          .eml (one message), a directory (its *.eml files, in name order), or any other file:\n\
          an mbox if it starts with 'From ', else one message. Exit codes: 0 all seeded,\n\
@@ -79,9 +96,27 @@ pub fn usage() -> String {
 /// Parses the arguments after `seed`.
 pub fn parse(args: &[String]) -> Result<Seed, CliError> {
     let m = options().parse(args).map_err(|e| CliError(e.to_string()))?;
-    let user = m
-        .opt_str("to")
-        .ok_or_else(|| CliError("--to USER is required".into()))?;
+    let (user, what) = match (m.opt_str("to"), m.opt_str("edge-cases")) {
+        (Some(_), Some(_)) => {
+            return Err(CliError("--to and --edge-cases exclude each other".into()));
+        }
+        (None, Some(user)) if m.free.is_empty() => (user, What::EdgeCases),
+        (None, Some(_)) => return Err(CliError("--edge-cases takes no SOURCE".into())),
+        (Some(_), None) if m.free.is_empty() => {
+            return Err(CliError(
+                "at least one SOURCE (.eml file, directory or mbox) is required".into(),
+            ));
+        }
+        (Some(user), None) => (
+            user,
+            What::Sources(m.free.iter().map(PathBuf::from).collect()),
+        ),
+        (None, None) => {
+            return Err(CliError(
+                "--to USER (or --edge-cases USER) is required".into(),
+            ));
+        }
+    };
     let (mail, dev_dir) = match (m.opt_str("mail"), m.opt_str("dev")) {
         (Some(t), None) => (
             MailTemplate::parse(&t).map_err(|e| CliError(format!("--mail: {e}")))?,
@@ -98,18 +133,13 @@ pub fn parse(args: &[String]) -> Result<Seed, CliError> {
             ));
         }
     };
-    if m.free.is_empty() {
-        return Err(CliError(
-            "at least one SOURCE (.eml file, directory or mbox) is required".into(),
-        ));
-    }
     let mut mbox = MboxOptions::default();
     mbox_flags(&m, &mut mbox)?;
     Ok(Seed {
         mail,
         dev_dir,
         user,
-        sources: m.free.iter().map(PathBuf::from).collect(),
+        what,
         mbox,
     })
 }
@@ -151,7 +181,13 @@ pub fn run(s: &Seed) -> ExitCode {
         messages: 0,
         octets: 0,
     };
-    let result = s.sources.iter().try_for_each(|src| seeder.source(src));
+    let result = match &s.what {
+        What::Sources(sources) => sources.iter().try_for_each(|src| seeder.source(src)),
+        What::EdgeCases => EDGE_CASES.iter().try_for_each(|case| {
+            let name = PathBuf::from(format!("edge case {}", case.name));
+            seeder.append(&name, &mut case.message())
+        }),
+    };
     println!(
         "{}: {} added ({})",
         target.display(),
@@ -272,7 +308,9 @@ mod tests {
     #[test]
     fn seed_arguments() {
         let s = parse(&args("--dev /tmp/d --to bob a.eml dir box")).unwrap();
-        assert_eq!(s.sources.len(), 3);
+        assert!(matches!(&s.what, What::Sources(v) if v.len() == 3));
+        let s = parse(&args("--dev /tmp/d --edge-cases carol")).unwrap();
+        assert_eq!((s.user.as_str(), s.what), ("carol", What::EdgeCases));
         assert_eq!(s.dev_dir, Some(PathBuf::from("/tmp/d")));
         let bob = UserName::new(b"bob").unwrap();
         assert_eq!(s.mail.expand(&bob), PathBuf::from("/tmp/d/bob"));
@@ -286,6 +324,8 @@ mod tests {
             "--dev /d --mail /m/%n --to bob a.eml",
             "--mail /m/%x --to bob a.eml",
             "--dev= --to bob a.eml",
+            "--dev /d --edge-cases bob a.eml",
+            "--dev /d --edge-cases bob --to bob",
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad}");
         }

@@ -158,6 +158,28 @@ fn options() -> Options {
         "DAYS",
     );
     o.optflag("", "dev-any-password", "with --dev: accept any password");
+    o.optopt(
+        "",
+        "dev-smtp",
+        "with --dev: take mail over SMTP at ADDR (127.0.0.1:PORT); each recipient's local part \
+         is the mailbox",
+        "ADDR",
+    );
+    o.optopt(
+        "",
+        "dev-http",
+        "with --dev: serve the HTTP API (/api/v1) and a page of the mailboxes at ADDR (127.0.0.1:PORT)",
+        "ADDR",
+    );
+    o.optopt(
+        "",
+        "dev-smtp-max-size",
+        &format!(
+            "with --dev-smtp or --dev-http: the largest message taken, in octets (default {})",
+            crate::config::DEV_SMTP_MAX_SIZE
+        ),
+        "OCTETS",
+    );
     o.optflag(
         "",
         "dev-keep-deleted",
@@ -190,8 +212,9 @@ fn options() -> Options {
 pub fn usage() -> String {
     options().usage(
         "Usage: poplar --users FILE --mail TEMPLATE [--listen ADDR ...] [options]\n       \
-         poplar --dev [DIR] [--dev-any-password] [--listen 127.0.0.1:PORT]\n       \
-         poplar deliver|seed|check|undelete ARGS (each prints its own usage with --help)\n       \
+         poplar --dev [DIR] [--dev-any-password] [--dev-smtp 127.0.0.1:PORT]\n       \
+             [--dev-http 127.0.0.1:PORT] [--listen 127.0.0.1:PORT]\n       \
+         poplar deliver|seed|check|undelete|probe ARGS (each prints its own usage with --help)\n       \
          poplar pw [-s SCHEME] (prints a password hash for the users file)\n\n\
          A POP3 server for mbox mailboxes. POPLAR_LOG sets the log filter (default info).",
     )
@@ -252,7 +275,13 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
     let mut config = if m.opt_present("dev") {
         dev_config(&m)?
     } else {
-        for flag in ["dev-any-password", "dev-keep-deleted"] {
+        for flag in [
+            "dev-any-password",
+            "dev-keep-deleted",
+            "dev-smtp",
+            "dev-http",
+            "dev-smtp-max-size",
+        ] {
             if m.opt_present(flag) {
                 return Err(CliError(format!("--{flag} needs --dev")));
             }
@@ -457,7 +486,41 @@ fn dev_config(m: &getopts::Matches) -> Result<Config, CliError> {
     if dir.as_deref() == Some("") {
         return Err(CliError("--dev: the directory name is empty".into()));
     }
-    let mode = DevMode::new(dir.map(PathBuf::from), m.opt_present("dev-any-password"));
+    let mut mode = DevMode::new(dir.map(PathBuf::from), m.opt_present("dev-any-password"));
+    if let Some(a) = m.opt_str("dev-smtp") {
+        let addr = a
+            .parse::<SocketAddr>()
+            .map_err(|_| CliError(format!("--dev-smtp: '{a}' is not an IP address and port")))?;
+        if addr.ip() != DEV_IP {
+            return Err(CliError(format!(
+                "--dev-smtp listens on {DEV_IP} only, not on {addr}"
+            )));
+        }
+        mode.smtp = Some(addr);
+    }
+    if let Some(a) = m.opt_str("dev-http") {
+        let addr = a
+            .parse::<SocketAddr>()
+            .map_err(|_| CliError(format!("--dev-http: '{a}' is not an IP address and port")))?;
+        if addr.ip() != DEV_IP {
+            return Err(CliError(format!(
+                "--dev-http listens on {DEV_IP} only, not on {addr}"
+            )));
+        }
+        mode.http = Some(addr);
+    }
+    if let Some(n) = m.opt_str("dev-smtp-max-size") {
+        if mode.smtp.is_none() && mode.http.is_none() {
+            return Err(CliError(
+                "--dev-smtp-max-size needs --dev-smtp or --dev-http".into(),
+            ));
+        }
+        mode.smtp_max_size = n.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(|| {
+            CliError(format!(
+                "--dev-smtp-max-size: '{n}' is not a number of octets above 0"
+            ))
+        })?;
+    }
     Ok(Config::dev(mode))
 }
 
@@ -681,6 +744,12 @@ mod tests {
         assert!(mode.fresh && mode.any_password);
         assert_eq!(c.listen, vec!["127.0.0.1:0".parse().unwrap()]);
         assert_eq!(c.auth_failure_delay, Duration::ZERO);
+        assert_eq!(mode.smtp, None);
+        let mode = run("--dev --dev-smtp 127.0.0.1:1025 --dev-smtp-max-size 1000")
+            .dev
+            .unwrap();
+        assert_eq!(mode.smtp, Some("127.0.0.1:1025".parse().unwrap()));
+        assert_eq!(mode.smtp_max_size, 1000);
     }
 
     #[test]
@@ -744,6 +813,13 @@ mod tests {
             "--dev=",
             "-u u -m /m/%n --dev-any-password",
             "-u u -m /m/%n --dev-keep-deleted",
+            "-u u -m /m/%n --dev-smtp 127.0.0.1:1025",
+            "--dev --dev-smtp 0.0.0.0:1025",
+            "--dev --dev-http 0.0.0.0:8025",
+            "-u u -m /m/%n --dev-http 127.0.0.1:8025",
+            "--dev --dev-smtp localhost:1025",
+            "--dev --dev-smtp-max-size 10",
+            "--dev --dev-smtp 127.0.0.1:1025 --dev-smtp-max-size 0",
             "-u u -m /m/%n --proxy-protocol 127.0.0.1:1",
             "-u u -m /m/%n --trusted-proxy 127.0.0.1",
             "-u u -m /m/%n --proxy-protocol 127.0.0.1:1 --trusted-proxy 10.0.0.0/33",

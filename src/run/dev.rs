@@ -14,6 +14,9 @@ use crate::mailbox::{MailStore, MailboxError, Maildrop, UserName};
 use crate::server::{Server, wiring};
 use crate::session::Context;
 
+use super::api::Api;
+use super::smtp::DevIntake;
+
 /// mbox files that come into being at first login, so the developer sees them at once.
 pub struct DevStore {
     template: MailTemplate,
@@ -72,27 +75,69 @@ pub fn run(config: &Config) -> Result<(), String> {
         std::fs::create_dir_all(&mode.dir)
     };
     made.map_err(|e| format!("cannot create {}: {e}", mode.dir.display()))?;
-    let server = Server::bind(config, context(config, mode))
+    let store = Arc::new(DevStore::new(mode.template(), config.mbox.clone()));
+    let server = Server::bind(config, context(config, mode, store.clone()))
         .map_err(|e| format!("cannot start the dev server: {e}"))?;
+    let smtp = match mode.smtp {
+        Some(addr) => {
+            let intake = DevIntake::new(mode.dir.clone(), mode.template(), config.mbox.clone());
+            let bound = super::smtp::start(addr, intake, mode.smtp_max_size)
+                .map_err(|e| format!("cannot take SMTP on {addr}: {e}"))?;
+            Some(bound)
+        }
+        None => None,
+    };
+    let http = match mode.http {
+        Some(addr) => {
+            let api = Api::new(
+                mode.dir.clone(),
+                mode.template(),
+                store,
+                config.mbox.clone(),
+                mode.smtp_max_size,
+            )
+            .map_err(|e| format!("cannot keep the seed mailboxes for the HTTP API: {e}"))?;
+            let bound = super::api::start(addr, api)
+                .map_err(|e| format!("cannot serve HTTP on {addr}: {e}"))?;
+            Some(bound)
+        }
+        None => None,
+    };
     print!(
         "{}",
-        banner(mode, config.mbox.keep_deleted, &server.local_addrs())
+        banner(
+            mode,
+            config.mbox.keep_deleted,
+            &server.local_addrs(),
+            smtp,
+            http
+        )
     );
-    super::daemon::serve(server)
+    let served = super::daemon::serve(server);
+    // A directory poplar picked is its own: nothing else knows its name to look in it again.
+    if mode.fresh {
+        match std::fs::remove_dir_all(&mode.dir) {
+            Ok(()) => log::info!("removed {}", mode.dir.display()),
+            Err(e) => log::warn!("could not remove {}: {e}", mode.dir.display()),
+        }
+    }
+    served
 }
 
-/// The sessions' context in dev mode: anyone logs in and mailboxes appear; every server
-/// flag applies as in the daemon.
-pub fn context(config: &Config, mode: &DevMode) -> Context {
-    wiring::context_for(
-        config,
-        UsersHandle::new(mode.users()),
-        Arc::new(DevStore::new(mode.template(), config.mbox.clone())),
-    )
+/// The sessions' context in dev mode: anyone logs in and mailboxes appear in `store`; every
+/// server flag applies as in the daemon.
+pub fn context(config: &Config, mode: &DevMode, store: Arc<DevStore>) -> Context {
+    wiring::context_for(config, UsersHandle::new(mode.users()), store)
 }
 
 /// What the developer needs to know, printed at start.
-fn banner(mode: &DevMode, keep_deleted: bool, addrs: &[std::net::SocketAddr]) -> String {
+fn banner(
+    mode: &DevMode,
+    keep_deleted: bool,
+    addrs: &[std::net::SocketAddr],
+    smtp: Option<std::net::SocketAddr>,
+    http: Option<std::net::SocketAddr>,
+) -> String {
     let password = if mode.any_password {
         "any password".to_owned()
     } else {
@@ -104,6 +149,9 @@ fn banner(mode: &DevMode, keep_deleted: bool, addrs: &[std::net::SocketAddr]) ->
         mode.dir.display(),
         mode.dir.display()
     );
+    if mode.fresh {
+        s.push_str("  the directory is new and is removed when poplar stops\n");
+    }
     if keep_deleted {
         s.push_str("  messages deleted at QUIT are moved to <user>.deleted beside the mbox\n");
     }
@@ -113,6 +161,16 @@ fn banner(mode: &DevMode, keep_deleted: bool, addrs: &[std::net::SocketAddr]) ->
     ));
     for a in addrs {
         s.push_str(&format!("  listening on {a}\n"));
+    }
+    if let Some(a) = smtp {
+        s.push_str(&format!(
+            "  SMTP on {a}: mail to <user>@<any domain> lands in <user>'s mbox\n"
+        ));
+    }
+    if let Some(a) = http {
+        s.push_str(&format!(
+            "  HTTP on {a}: the page at http://{a}/, the API under /api/v1\n"
+        ));
     }
     s
 }
@@ -160,7 +218,15 @@ mod tests {
             config.auth_failure_delay = std::time::Duration::ZERO;
             tweak(&mut config);
             let mode = config.dev.clone().unwrap();
-            let server = Server::bind(&config, context(&config, &mode)).unwrap();
+            let server = Server::bind(
+                &config,
+                context(
+                    &config,
+                    &mode,
+                    Arc::new(DevStore::new(mode.template(), config.mbox.clone())),
+                ),
+            )
+            .unwrap();
             let addr = server.local_addrs()[0];
             let handle = server.shutdown_handle();
             let thread = std::thread::spawn(move || server.run().unwrap());

@@ -1,9 +1,12 @@
 //! The ways to run a server from a `Config`: the daemon, one session under inetd, the
 //! development server, and the test API other crates embed.
 
+mod api;
 mod daemon;
 mod dev;
 pub mod inetd;
+mod page;
+mod smtp;
 pub mod testing;
 
 use crate::config::Config;

@@ -85,7 +85,7 @@ fn subcommand_usage(name: &str) -> String {
 fn every_subcommand_flag_is_in_its_configuration_section_and_the_man_page() {
     let config = read("docs/configuration.md");
     let man = read("docs/poplar.8").replace("\\-", "-");
-    for name in ["deliver", "seed", "check", "undelete", "pw"] {
+    for name in ["deliver", "seed", "check", "undelete", "probe", "pw"] {
         let usage = subcommand_usage(name);
         assert!(usage.contains(&format!("Usage: poplar {name}")), "{usage}");
         let heading = format!("### `poplar {name}`");
@@ -175,7 +175,7 @@ fn subcommand_help_says_what_the_docs_say_of_flags_without_effect_there() {
 #[test]
 fn every_flag_in_the_readme_exists() {
     let mut known = long_flags(&help());
-    for name in ["deliver", "seed", "check", "undelete", "pw"] {
+    for name in ["deliver", "seed", "check", "undelete", "probe", "pw"] {
         known.extend(long_flags(&subcommand_usage(name)));
     }
     // Lines about cargo name cargo's flags (`cargo fmt --check`), not ours.
@@ -384,4 +384,34 @@ fn the_service_command_line_parses() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot read"), "{err}");
+}
+
+/// The README's `poplar seed` lines, run as written (the binary and the demo directory moved
+/// into a temporary one): the samples they name ship with the repository.
+#[test]
+fn the_readme_seed_examples_work_as_written() {
+    let readme = read("README.md");
+    let lines: Vec<&str> = readme
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("./target/release/poplar seed "))
+        .collect();
+    assert!(lines.len() >= 2, "{lines:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("mail");
+    for line in lines {
+        let args: Vec<String> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|a| a.replace("target/demo/mail", demo.to_str().unwrap()))
+            .collect();
+        let out = Command::new(poplar_bin())
+            .args(&args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{line}: {out:?}");
+    }
+    let carol = std::fs::read(demo.join("carol")).unwrap();
+    assert_eq!(carol.windows(6).filter(|w| w == b"\nFrom ").count() + 1, 3);
 }

@@ -16,10 +16,14 @@ mod common;
 mod delivery;
 
 mod clients;
+mod dev_api;
+mod devserver;
 mod docs;
 mod dovecot;
+mod edge_cases;
 mod install;
 mod interop;
 mod qemu;
 mod schemes;
+mod smtp;
 mod testing_api;

@@ -18,6 +18,7 @@ mod inetd_guards;
 mod limits;
 mod modes;
 mod observe;
+mod probe;
 mod protocol;
 mod reload;
 mod sasl;

@@ -1,0 +1,71 @@
+//! A `poplar --dev` process with its SMTP intake and HTTP API on ephemeral ports, for the
+//! tests of those (the addresses come from its banner).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use crate::common::poplar_bin;
+
+/// A `poplar --dev DIR --dev-smtp --dev-http` process and the addresses its banner gave.
+pub struct Dev {
+    child: Child,
+    /// POP3.
+    pub pop3: SocketAddr,
+    /// The SMTP intake.
+    pub smtp: SocketAddr,
+    /// The HTTP API and page.
+    #[allow(dead_code)]
+    pub http: SocketAddr,
+}
+
+impl Dev {
+    /// Starts it on `dir` with `extra` flags; returns once the banner named all three.
+    pub fn start(dir: &Path, extra: &[&str]) -> Dev {
+        let mut child = Command::new(poplar_bin())
+            .arg("--dev")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0", "--dev-smtp", "127.0.0.1:0"])
+            .args([
+                "--dev-http",
+                "127.0.0.1:0",
+                "--auth-delay",
+                "0",
+                "--mbox-unquote",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut pop3, mut smtp, mut http) = (None, None, None);
+        while pop3.is_none() || smtp.is_none() || http.is_none() {
+            let line = lines
+                .next()
+                .expect("the banner names every address")
+                .unwrap();
+            let addr = |marker: &str| -> Option<SocketAddr> {
+                let rest = line.split(marker).nth(1)?;
+                Some(rest.split(": ").next()?.trim().parse().unwrap())
+            };
+            pop3 = pop3.or_else(|| addr("listening on "));
+            smtp = smtp.or_else(|| addr("SMTP on "));
+            http = http.or_else(|| addr("HTTP on "));
+        }
+        Dev {
+            child,
+            pop3: pop3.unwrap(),
+            smtp: smtp.unwrap(),
+            http: http.unwrap(),
+        }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
