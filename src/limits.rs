@@ -50,6 +50,11 @@ pub const SESSION_WRITE_BUFFER: usize = 64 * 1024;
 /// Chunk size for reading message bytes from the mailbox file.
 pub const FILE_CHUNK: usize = 64 * 1024;
 
+/// The smallest buffer a message filter (bookkeeping headers hidden, `>From ` unquoted) reads
+/// through: a message shorter than [`FILE_CHUNK`] gets a buffer of its own length, but never
+/// less than this.
+pub const MIN_FILTER_BUFFER: usize = 256;
+
 /// RETR reads and renders a large message this many stored octets at a time, and sends each
 /// rendered chunk in one write. A RETR of a large message holds this plus its rendering (up to
 /// twice this) for as long as it runs: 768 KiB, nothing while idle. On a 256 MiB message

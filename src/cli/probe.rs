@@ -124,7 +124,8 @@ fn options() -> Options {
 pub fn usage() -> String {
     options().usage(
         "Usage: poplar probe [--tls | --stls] [--ca FILE | --insecure] [--user USER\n\
-         \x20      [--password-file FILE | --password PASSWORD]] [--timeout SECS] HOST[:PORT]\n\n\
+         \x20      [--password-file FILE | --password PASSWORD]] [--timeout SECS] [-h]\n\
+         \x20      HOST[:PORT]\n\n\
          Connects to a POP3 server, checks its greeting and CAPA, logs in and runs STAT if\n\
          --user is given, and QUITs. Prints one line saying what happened. Exit codes: 0\n\
          healthy, 1 not, 2 usage.",

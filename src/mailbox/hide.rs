@@ -7,7 +7,7 @@ use std::io::{self, Read};
 use memchr::memchr;
 
 use super::scan::{BOOKKEEPING_NAME_MAX, is_bookkeeping};
-use crate::limits::FILE_CHUNK;
+use crate::limits::{FILE_CHUNK, MIN_FILTER_BUFFER};
 
 /// Where the filter is in the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,9 +44,17 @@ pub struct HideBookkeeping<R> {
 impl<R: Read> HideBookkeeping<R> {
     /// Wraps the stored bytes of one message, starting with its first header line.
     pub fn new(inner: R) -> HideBookkeeping<R> {
+        HideBookkeeping::with_capacity(inner, FILE_CHUNK)
+    }
+
+    /// [`new`](Self::new) with a read buffer of `capacity` octets (at least
+    /// [`MIN_FILTER_BUFFER`]): a message shorter than [`FILE_CHUNK`] needs no more than its
+    /// length, and zeroing 64 KiB for every RETR of a small message is work wasted (with
+    /// jemalloc, a page purge per RETR).
+    pub fn with_capacity(inner: R, capacity: usize) -> HideBookkeeping<R> {
         HideBookkeeping {
             inner,
-            buf: vec![0u8; FILE_CHUNK],
+            buf: vec![0u8; capacity.clamp(MIN_FILTER_BUFFER, FILE_CHUNK)],
             pos: 0,
             len: 0,
             at: At::HeaderStart,
@@ -177,7 +185,14 @@ mod tests {
 
     /// Reads everything through the filter, `chunk` octets per read at most.
     fn filtered(stored: &[u8], chunk: usize) -> Vec<u8> {
-        let mut r = HideBookkeeping::new(stored);
+        let whole = filtered_through(stored, chunk, FILE_CHUNK);
+        assert_eq!(whole, filtered_through(stored, chunk, MIN_FILTER_BUFFER));
+        whole
+    }
+
+    /// [`filtered`] through a filter whose own buffer holds `capacity` octets.
+    fn filtered_through(stored: &[u8], chunk: usize, capacity: usize) -> Vec<u8> {
+        let mut r = HideBookkeeping::with_capacity(stored, capacity);
         let mut out = Vec::new();
         let mut buf = vec![0u8; chunk];
         loop {

@@ -392,9 +392,11 @@ impl Maildrop for MboxDrop {
             return Err(MailboxError::Changed);
         }
         // Bookkeeping headers go before the unquoting, as the scan sized them.
-        let range = HideBookkeeping::new(RangeReader::new(file, ext.data, ext.end));
+        let stored = usize::try_from(ext.end - ext.data).unwrap_or(usize::MAX);
+        let range =
+            HideBookkeeping::with_capacity(RangeReader::new(file, ext.data, ext.end), stored);
         Ok(if self.options.view.unquote {
-            Box::new(Unquote::new(range))
+            Box::new(Unquote::with_capacity(range, stored))
         } else {
             Box::new(range)
         })

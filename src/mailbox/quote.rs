@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 
 use memchr::memchr;
 
-use crate::limits::FILE_CHUNK;
+use crate::limits::{FILE_CHUNK, MIN_FILTER_BUFFER};
 
 /// One step of [`FromQuote`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,9 +71,15 @@ pub struct Unquote<R> {
 impl<R: Read> Unquote<R> {
     /// Wraps the stored bytes of one message.
     pub fn new(inner: R) -> Unquote<R> {
+        Unquote::with_capacity(inner, FILE_CHUNK)
+    }
+
+    /// [`new`](Self::new) with a read buffer of `capacity` octets (at least
+    /// [`MIN_FILTER_BUFFER`], at most [`FILE_CHUNK`]): as `HideBookkeeping::with_capacity`.
+    pub fn with_capacity(inner: R, capacity: usize) -> Unquote<R> {
         Unquote {
             inner,
-            buf: vec![0u8; FILE_CHUNK],
+            buf: vec![0u8; capacity.clamp(MIN_FILTER_BUFFER, FILE_CHUNK)],
             pos: 0,
             len: 0,
             at_line_start: true,

@@ -206,6 +206,26 @@ fn unquoting_matches_a_naive_reference_and_the_scanned_size() {
     }
 }
 
+#[test]
+fn unquoting_through_the_smallest_buffer_matches_the_reference() {
+    // Bodies several times the smallest buffer, so '>From ' runs cross its refills.
+    let alphabet = b">>>>>>From \nx";
+    let mut seed = 11;
+    for _ in 0..300 {
+        let len = (lcg(&mut seed) % 2000) as usize;
+        let body: Vec<u8> = (0..len)
+            .map(|_| alphabet[(lcg(&mut seed) % alphabet.len() as u64) as usize])
+            .collect();
+        for inner in [1, 7, 300] {
+            let mut r =
+                Unquote::with_capacity(Chunked(&body, 0, inner), crate::limits::MIN_FILTER_BUFFER);
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).unwrap();
+            assert_eq!(got, naive_unquote(&body), "{body:?} {inner}");
+        }
+    }
+}
+
 /// Hands out a slice in pieces of at most `.2` bytes.
 struct Chunked<'a>(&'a [u8], usize, usize);
 
