@@ -155,7 +155,8 @@ fn banner(
     };
     let mut s = format!(
         "poplar --dev: mailboxes in {}\n  any user name logs in with {password}; \
-         its mbox is {}/<user>, created at first login\n",
+         its mbox is {}/<user>, created at first login\n  \
+         or with any OAuth token over SASL XOAUTH2 or OAUTHBEARER (docs/dev.md)\n",
         mode.dir.display(),
         mode.dir.display()
     );
