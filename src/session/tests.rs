@@ -1300,3 +1300,27 @@ fn a_refused_token_gets_the_rfc_7628_error_challenge_then_err_after_the_delay() 
     );
     alice_untouched(&s);
 }
+
+#[test]
+fn bearer_tokens_follow_the_cleartext_policy() {
+    use crate::auth::sasl::encode;
+    let s = store();
+    let c = oauth_context(&s, &crate::auth::oauth::BearerTokens::default());
+    let remote = Tag {
+        id: 8,
+        peer: Some("192.0.2.1:1110".parse().unwrap()),
+    };
+    let mut out = Vec::new();
+    let xoauth2 = encode(b"user=alice\x01auth=Bearer any\x01\x01");
+    let input = script(&[
+        "CAPA",
+        &format!("AUTH XOAUTH2 {xoauth2}"),
+        "AUTH OAUTHBEARER",
+    ]);
+    run(&c, &remote, Cursor::new(input), &mut out);
+    let lines = replies(&out);
+    assert!(lines.contains(&"SASL CRAM-MD5".to_owned()), "{lines:?}");
+    let refused = "-ERR [AUTH] cleartext login refused without TLS";
+    assert_eq!(lines[lines.len() - 2..], [refused, refused]);
+    alice_untouched(&s);
+}
