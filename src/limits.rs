@@ -188,6 +188,11 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(120);
 /// command limit; Dovecot allows 8 KiB, which fits OAuth-sized tokens).
 pub const MAX_SASL_LINE: usize = 8 * 1024 + 2;
 
+/// Longest OAuth bearer token the `--dev` API takes for a user: what a [`MAX_SASL_LINE`] of
+/// base64 decodes to at most, so any longer token could never be sent. Real ones fit easily
+/// (Google's run to a few hundred octets, Microsoft's JWTs to a few KiB).
+pub const MAX_BEARER_TOKEN: usize = (MAX_SASL_LINE - 2) / 4 * 3;
+
 /// Longest wait for a free password-hashing slot before a login is refused `[SYS/TEMP]`.
 pub const HASH_QUEUE_WAIT: Duration = Duration::from_secs(10);
 

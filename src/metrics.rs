@@ -50,7 +50,15 @@ pub(crate) const OUTCOMES: [&str; 9] = [
 static SESSIONS: [Counter; OUTCOMES.len()] = [const { Counter::new() }; OUTCOMES.len()];
 
 /// How a client logs in: the login line's `method` words.
-pub(crate) const MECHANISMS: [&str; 5] = ["PASS", "APOP", "PLAIN", "LOGIN", "CRAM-MD5"];
+pub(crate) const MECHANISMS: [&str; 7] = [
+    "PASS",
+    "APOP",
+    "PLAIN",
+    "LOGIN",
+    "CRAM-MD5",
+    "XOAUTH2",
+    "OAUTHBEARER",
+];
 static LOGINS_OK: [Counter; MECHANISMS.len()] = [const { Counter::new() }; MECHANISMS.len()];
 static LOGINS_FAILED: [Counter; MECHANISMS.len()] = [const { Counter::new() }; MECHANISMS.len()];
 

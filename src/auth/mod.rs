@@ -1,9 +1,11 @@
 //! Who may log in: the users table loaded from a passwd-file, password checks through the
-//! hashing gate, APOP and CRAM-MD5 digests, SASL decoding, and the brute-force guards.
+//! hashing gate, APOP and CRAM-MD5 digests, `--dev`'s bearer tokens, SASL decoding, and the
+//! brute-force guards.
 
 pub mod des_crypt;
 pub mod guard;
 pub mod md5_crypt;
+pub mod oauth;
 pub mod passwd;
 pub mod records;
 pub mod sasl;
@@ -69,6 +71,9 @@ pub struct Users {
     dummy: Secret,
     /// `--dev`: every valid user name logs in by this rule instead of the table.
     anyone: Option<Anyone>,
+    /// `--dev`: the bearer tokens that XOAUTH2 and OAUTHBEARER logins are checked against;
+    /// without them, neither mechanism is offered.
+    bearer: Option<oauth::BearerTokens>,
 }
 
 /// The login rule of `--dev` mode, for any user name that is safe as a path.
@@ -122,6 +127,7 @@ impl Users {
             by_name,
             dummy,
             anyone: None,
+            bearer: None,
         }
     }
 
@@ -131,6 +137,28 @@ impl Users {
             anyone: Some(rule),
             ..Users::default()
         }
+    }
+
+    /// These users, also logging in by bearer token as `tokens` say (`--dev`).
+    pub fn with_bearer_tokens(self, tokens: oauth::BearerTokens) -> Users {
+        Users {
+            bearer: Some(tokens),
+            ..self
+        }
+    }
+
+    /// Whether bearer-token logins (XOAUTH2, OAUTHBEARER) can be checked here.
+    pub fn takes_bearer_tokens(&self) -> bool {
+        self.bearer.is_some()
+    }
+
+    /// Checks an XOAUTH2 or OAUTHBEARER login against the token table (see
+    /// [`oauth::BearerTokens::verify`]); without one, nobody logs in this way.
+    pub fn verify_bearer(&self, name: &[u8], token: &[u8]) -> Option<UserName> {
+        if name.len() > MAX_USER_NAME {
+            return None;
+        }
+        self.bearer.as_ref()?.verify(name, token)
     }
 
     /// How many users can log in.

@@ -1,10 +1,13 @@
-//! SASL for AUTH (RFC 5034): PLAIN (RFC 4616), LOGIN and CRAM-MD5 (RFC 2195) as pure state
-//! machines from the client's base64 lines to credentials. No I/O, no user lookups.
+//! SASL for AUTH (RFC 5034): PLAIN (RFC 4616), LOGIN, CRAM-MD5 (RFC 2195), and `--dev`'s
+//! XOAUTH2 and OAUTHBEARER (RFC 7628) as pure state machines from the client's base64 lines to
+//! credentials. No I/O, no user lookups.
 
 use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+
+use super::oauth;
 
 /// A SASL mechanism poplar can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,11 +18,21 @@ pub enum Mechanism {
     Login,
     /// CRAM-MD5: an HMAC-MD5 of our challenge keyed with the plain secret.
     CramMd5,
+    /// XOAUTH2: Google's OAuth 2.0 bearer-token login (Gmail, Microsoft 365).
+    XOAuth2,
+    /// OAUTHBEARER: the standard OAuth 2.0 bearer-token login (RFC 7628).
+    OAuthBearer,
 }
 
 impl Mechanism {
     /// Every mechanism, in the order CAPA and `AUTH` list them.
-    pub const ALL: [Mechanism; 3] = [Mechanism::Plain, Mechanism::Login, Mechanism::CramMd5];
+    pub const ALL: [Mechanism; 5] = [
+        Mechanism::Plain,
+        Mechanism::Login,
+        Mechanism::CramMd5,
+        Mechanism::XOAuth2,
+        Mechanism::OAuthBearer,
+    ];
 
     /// The mechanism named `name` (already upper-cased by the parser).
     pub fn from_name(name: &str) -> Option<Mechanism> {
@@ -32,12 +45,31 @@ impl Mechanism {
             Mechanism::Plain => "PLAIN",
             Mechanism::Login => "LOGIN",
             Mechanism::CramMd5 => "CRAM-MD5",
+            Mechanism::XOAuth2 => "XOAUTH2",
+            Mechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
 
-    /// Whether the password crosses the wire as is (so a cleartext policy applies).
+    /// Whether the password (or a bearer token, as much a secret) crosses the wire as is (so
+    /// a cleartext policy applies).
     pub fn sends_password(self) -> bool {
         !matches!(self, Mechanism::CramMd5)
+    }
+
+    /// Whether it logs in with a bearer token, which only a token table can check.
+    pub fn takes_bearer_token(self) -> bool {
+        matches!(self, Mechanism::XOAuth2 | Mechanism::OAuthBearer)
+    }
+
+    /// What a refused login is told in a last challenge before the `-ERR`, for the
+    /// mechanisms that say why (RFC 7628 §3.2.2); the client's next line, whatever it is,
+    /// ends the exchange.
+    pub fn error_challenge(self) -> Option<&'static [u8]> {
+        match self {
+            Mechanism::XOAuth2 => Some(oauth::XOAUTH2_ERROR),
+            Mechanism::OAuthBearer => Some(oauth::OAUTHBEARER_ERROR),
+            _ => None,
+        }
     }
 }
 
@@ -54,6 +86,8 @@ pub enum SaslError {
     AuthzidMismatch,
     /// This mechanism does not take an initial response.
     UnexpectedInitial,
+    /// OAUTHBEARER named no user (no `a=` in its GS2 header): POP3 needs one.
+    NoAuthzid,
 }
 
 impl fmt::Display for SaslError {
@@ -64,6 +98,7 @@ impl fmt::Display for SaslError {
             SaslError::Malformed => "malformed SASL response",
             SaslError::AuthzidMismatch => "authorization identity must be the user's own",
             SaslError::UnexpectedInitial => "this mechanism takes no initial response",
+            SaslError::NoAuthzid => "OAUTHBEARER must name the user in its authzid (a=)",
         })
     }
 }
@@ -87,13 +122,22 @@ pub enum Credentials {
         /// The client's hex digest.
         digest: Vec<u8>,
     },
+    /// An OAuth bearer token (XOAUTH2, OAUTHBEARER).
+    Bearer {
+        /// The user the client named.
+        user: Vec<u8>,
+        /// The access token.
+        token: Vec<u8>,
+    },
 }
 
 impl Credentials {
     /// The user the credentials are for.
     pub fn user(&self) -> &[u8] {
         match self {
-            Credentials::Password { user, .. } | Credentials::CramMd5 { user, .. } => user,
+            Credentials::Password { user, .. }
+            | Credentials::CramMd5 { user, .. }
+            | Credentials::Bearer { user, .. } => user,
         }
     }
 }
@@ -127,6 +171,8 @@ enum State {
     LoginUser,
     LoginPassword(Vec<u8>),
     CramMd5(Vec<u8>),
+    XOAuth2,
+    OAuthBearer,
 }
 
 /// One running AUTH exchange.
@@ -151,13 +197,17 @@ impl Exchange {
                 Mechanism::Plain => State::Plain,
                 Mechanism::Login => State::LoginUser,
                 Mechanism::CramMd5 => State::CramMd5(challenge.as_bytes().to_vec()),
+                Mechanism::XOAuth2 => State::XOAuth2,
+                Mechanism::OAuthBearer => State::OAuthBearer,
             },
         };
         let step = match (initial, &ex.state) {
             (Some(_), State::CramMd5(_)) => Step::Failed(SaslError::UnexpectedInitial),
             (Some(b"="), _) => ex.advance(Vec::new()),
             (Some(line), _) => ex.respond(line),
-            (None, State::Plain) => Step::Challenge(Vec::new()),
+            (None, State::Plain | State::XOAuth2 | State::OAuthBearer) => {
+                Step::Challenge(Vec::new())
+            }
             (None, State::LoginUser) => Step::Challenge(b"Username:".to_vec()),
             (None, State::CramMd5(c)) => Step::Challenge(c.clone()),
             (None, State::LoginPassword(_)) => Step::Failed(SaslError::Malformed),
@@ -195,6 +245,8 @@ impl Exchange {
                 password: response,
             }),
             State::CramMd5(challenge) => cram_md5(challenge, &response),
+            State::XOAuth2 => bearer(oauth::xoauth2(&response)),
+            State::OAuthBearer => bearer(oauth::oauthbearer(&response)),
         }
     }
 }
@@ -202,6 +254,14 @@ impl Exchange {
 /// The base64 text of a challenge, for the `+ ` line.
 pub fn encode(challenge: &[u8]) -> String {
     B64.encode(challenge)
+}
+
+/// The step for a parsed XOAUTH2 or OAUTHBEARER message.
+fn bearer(parsed: Result<(Vec<u8>, Vec<u8>), SaslError>) -> Step {
+    match parsed {
+        Ok((user, token)) => Step::Done(Credentials::Bearer { user, token }),
+        Err(e) => Step::Failed(e),
+    }
 }
 
 /// RFC 4616: `[authzid] NUL authcid NUL passwd`.
@@ -340,7 +400,61 @@ mod tests {
         for m in Mechanism::ALL {
             assert_eq!(Mechanism::from_name(m.name()), Some(m));
         }
-        assert_eq!(Mechanism::from_name("XOAUTH2"), None);
+        assert_eq!(Mechanism::from_name("XOAUTH"), None);
+    }
+
+    #[test]
+    fn oauth_mechanisms_with_and_without_an_initial_response() {
+        let bearer = |user: &[u8], token: &[u8]| {
+            Step::Done(Credentials::Bearer {
+                user: user.to_vec(),
+                token: token.to_vec(),
+            })
+        };
+        let xoauth2 = B64
+            .encode(b"user=tim\x01auth=Bearer tok\x01\x01")
+            .into_bytes();
+        let oauthbearer = B64
+            .encode(b"n,a=tim,\x01host=localhost\x01port=110\x01auth=Bearer tok\x01\x01")
+            .into_bytes();
+        for (m, message) in [
+            (Mechanism::XOAuth2, &xoauth2),
+            (Mechanism::OAuthBearer, &oauthbearer),
+        ] {
+            let (_, step) = Exchange::start(m, "", Some(message));
+            assert_eq!(step, bearer(b"tim", b"tok"), "{m:?}");
+            let (mut ex, step) = Exchange::start(m, "", None);
+            assert_eq!(step, Step::Challenge(Vec::new()), "{m:?}");
+            assert_eq!(ex.respond(message), bearer(b"tim", b"tok"), "{m:?}");
+            let (_, step) = Exchange::start(m, "", Some(b"="));
+            assert_eq!(step, Step::Failed(SaslError::Malformed), "{m:?}");
+            // The dummy response RFC 7628 §3.2.3 ends a refused exchange with is no login.
+            let (mut ex, _) = Exchange::start(m, "", None);
+            assert_eq!(ex.respond(b"AQ=="), Step::Failed(SaslError::Malformed));
+            assert!(m.sends_password() && m.takes_bearer_token());
+            assert!(m.error_challenge().is_some());
+        }
+        let anonymous = B64.encode(b"n,,\x01auth=Bearer tok\x01\x01").into_bytes();
+        let (_, step) = Exchange::start(Mechanism::OAuthBearer, "", Some(&anonymous));
+        assert_eq!(step, Step::Failed(SaslError::NoAuthzid));
+        for m in [Mechanism::Plain, Mechanism::Login, Mechanism::CramMd5] {
+            assert!(!m.takes_bearer_token() && m.error_challenge().is_none());
+        }
+    }
+
+    #[test]
+    fn oauth_error_challenges_are_the_json_clients_parse() {
+        let google = std::str::from_utf8(oauth::XOAUTH2_ERROR).unwrap();
+        assert_eq!(
+            google,
+            r#"{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}"#
+        );
+        let rfc = std::str::from_utf8(oauth::OAUTHBEARER_ERROR).unwrap();
+        assert!(
+            rfc.starts_with(r#"{"status":"invalid_token","scope":""#),
+            "{rfc}"
+        );
+        assert!(rfc.contains(r#""openid-configuration":"https://"#), "{rfc}");
     }
 
     #[test]
@@ -350,5 +464,10 @@ mod tests {
             password: b"hunter2".to_vec(),
         };
         assert!(!format!("{c:?}").contains("hunter2"));
+        let c = Credentials::Bearer {
+            user: b"tim".to_vec(),
+            token: b"ya29.secret".to_vec(),
+        };
+        assert!(!format!("{c:?}").contains("ya29"));
     }
 }

@@ -18,6 +18,8 @@ use tiny_http::{Header, Request, Response, Server};
 
 use super::dev::DevStore;
 use super::page;
+use crate::auth::oauth::{self, BearerTokens};
+use crate::limits::MAX_BEARER_TOKEN;
 use crate::mailbox::append::{AppendError, append};
 use crate::mailbox::mbox::MboxOptions;
 use crate::mailbox::template::MailTemplate;
@@ -52,6 +54,12 @@ pub enum Route {
     DeleteMailbox(String),
     /// `POST /api/v1/reset`.
     Reset,
+    /// `GET /api/v1/mailboxes/{user}/token`: whether the user has a token of their own.
+    Token(String),
+    /// `PUT /api/v1/mailboxes/{user}/token`: only the token in the body logs the user in.
+    SetToken(String),
+    /// `DELETE /api/v1/mailboxes/{user}/token`: any token logs the user in again.
+    ClearToken(String),
     /// A path with no route.
     NotFound,
     /// A path whose route takes other methods: those.
@@ -73,6 +81,7 @@ pub fn route(method: &str, url: &str) -> Route {
     };
     let s: Vec<&str> = segments.iter().map(String::as_str).collect();
     let (get, post, delete) = (method == "GET", method == "POST", method == "DELETE");
+    let put = method == "PUT";
     match s.as_slice() {
         [""] if get => Route::Page,
         [""] => Route::Method("GET"),
@@ -93,6 +102,10 @@ pub fn route(method: &str, url: &str) -> Route {
             Route::DeleteMessage(user.to_string(), uidl.to_string())
         }
         ["api", "v1", "mailboxes", _, "messages", _] => Route::Method("GET, DELETE"),
+        ["api", "v1", "mailboxes", user, "token"] if get => Route::Token(user.to_string()),
+        ["api", "v1", "mailboxes", user, "token"] if put => Route::SetToken(user.to_string()),
+        ["api", "v1", "mailboxes", user, "token"] if delete => Route::ClearToken(user.to_string()),
+        ["api", "v1", "mailboxes", _, "token"] => Route::Method("GET, PUT, DELETE"),
         ["api", "v1", "reset"] if post => Route::Reset,
         ["api", "v1", "reset"] => Route::Method("POST"),
         _ => Route::NotFound,
@@ -209,6 +222,8 @@ pub struct Api {
     /// Where the mailboxes as `--dev` started are kept for `POST /api/v1/reset`.
     seed: PathBuf,
     max_size: u64,
+    /// The users' own OAuth bearer tokens, shared with the POP3 sessions.
+    tokens: BearerTokens,
 }
 
 /// Why an API call could not go on, as an HTTP status and reason.
@@ -225,14 +240,16 @@ impl From<MailboxError> for Refusal {
 }
 
 impl Api {
-    /// The API over the mailboxes in `dir`, served through `store`; the mailboxes there now
-    /// are copied aside as the seed that reset restores.
+    /// The API over the mailboxes in `dir`, served through `store`, and over the sessions'
+    /// bearer `tokens`; the mailboxes there now are copied aside as the seed that reset
+    /// restores.
     pub fn new(
         dir: PathBuf,
         template: MailTemplate,
         store: Arc<DevStore>,
         options: MboxOptions,
         max_size: u64,
+        tokens: BearerTokens,
     ) -> io::Result<Api> {
         // A dot-name is never a user's mailbox (user names cannot start with a dot).
         let seed = dir.join(".poplar-dev-seed");
@@ -247,6 +264,7 @@ impl Api {
             options,
             seed,
             max_size,
+            tokens,
         };
         for user in api.users()? {
             fs::copy(api.path(&user), api.seed.join(user.as_str()))?;
@@ -337,6 +355,12 @@ impl Api {
             Route::DeleteMessage(user, uidl) => self.delete_message(&user, &uidl),
             Route::DeleteMailbox(user) => self.delete_mailbox(&user),
             Route::Reset => self.reset(),
+            Route::Token(user) => self.user(&user).map(|u| self.token_state(&u)),
+            Route::SetToken(user) => self.set_token(&user, req.as_reader()),
+            Route::ClearToken(user) => self.user(&user).map(|u| {
+                self.tokens.clear(&u);
+                self.token_state(&u)
+            }),
             Route::NotFound => Err(Refusal(404, "no such route (see docs/dev.md)".into())),
             Route::BadPath => Err(Refusal(
                 400,
@@ -461,6 +485,36 @@ impl Api {
         ))
     }
 
+    /// Whether `user` has a token of their own (never the token).
+    fn token_state(&self, user: &UserName) -> Reply {
+        Reply::json(
+            200,
+            format!(
+                "{{\"user\":{},\"token_set\":{}}}",
+                json_str(user.as_str()),
+                self.tokens.is_set(user)
+            ),
+        )
+    }
+
+    /// Sets the user's own token from the request body: the token itself, one line end after
+    /// it dropped (as `echo` leaves one). A user name needs no mailbox yet: the token is ready
+    /// for the login that creates it.
+    fn set_token(&self, name: &str, body: &mut dyn Read) -> Result<Reply, Refusal> {
+        let user = self.user(name)?;
+        let mut token = Vec::new();
+        body.take(MAX_BEARER_TOKEN as u64 + 3)
+            .read_to_end(&mut token)
+            .map_err(|e| Refusal(400, format!("reading the token: {e}")))?;
+        let line = token.strip_suffix(b"\n").unwrap_or(&token);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(why) = oauth::token_problem(line) {
+            return Err(Refusal(400, why));
+        }
+        self.tokens.set(&user, line);
+        Ok(self.token_state(&user))
+    }
+
     fn delete_message(&self, name: &str, uidl: &str) -> Result<Reply, Refusal> {
         let (_, drop) = self.open(name)?;
         let i = find(drop.as_ref(), uidl)?;
@@ -479,7 +533,8 @@ impl Api {
     }
 
     /// Every mailbox back to what `--dev` started with: all are held first, so that either
-    /// none is touched (one is in a session: 409) or all are.
+    /// none is touched (one is in a session: 409) or all are. Every user's own bearer token is
+    /// forgotten too, as `--dev` starts with none.
     fn reset(&self) -> Result<Reply, Refusal> {
         let mut names = self.users().map_err(|e| Refusal(500, e.to_string()))?;
         for user in users_in(&self.seed).map_err(|e| Refusal(500, e.to_string()))? {
@@ -506,6 +561,7 @@ impl Api {
             }
         }
         drop(held);
+        self.tokens.clear_all();
         Ok(Reply::json(
             200,
             format!(
@@ -719,6 +775,22 @@ mod tests {
             Route::Method("GET, POST")
         );
         assert_eq!(route("GET", "/api/v2/mailboxes"), Route::NotFound);
+        assert_eq!(
+            route("PUT", "/api/v1/mailboxes/bob%40x.test/token"),
+            Route::SetToken("bob@x.test".into())
+        );
+        assert_eq!(
+            route("GET", "/api/v1/mailboxes/bob/token"),
+            Route::Token("bob".into())
+        );
+        assert_eq!(
+            route("DELETE", "/api/v1/mailboxes/bob/token"),
+            Route::ClearToken("bob".into())
+        );
+        assert_eq!(
+            route("POST", "/api/v1/mailboxes/bob/token"),
+            Route::Method("GET, PUT, DELETE")
+        );
         assert_eq!(
             route("GET", "/api/v1/mailboxes/%zz/messages"),
             Route::BadPath

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::auth::UsersHandle;
+use crate::auth::oauth::BearerTokens;
 use crate::config::{Config, DEV_PASSWORD, DevMode};
 use crate::mailbox::mbox::{MboxOptions, MboxStore};
 use crate::mailbox::template::MailTemplate;
@@ -76,7 +77,8 @@ pub fn run(config: &Config) -> Result<(), String> {
     };
     made.map_err(|e| format!("cannot create {}: {e}", mode.dir.display()))?;
     let store = Arc::new(DevStore::new(mode.template(), config.mbox.clone()));
-    let server = Server::bind(config, context(config, mode, store.clone()))
+    let tokens = BearerTokens::default();
+    let server = Server::bind(config, context(config, mode, store.clone(), tokens.clone()))
         .map_err(|e| format!("cannot start the dev server: {e}"))?;
     let smtp = match mode.smtp {
         Some(addr) => {
@@ -95,6 +97,7 @@ pub fn run(config: &Config) -> Result<(), String> {
                 store,
                 config.mbox.clone(),
                 mode.smtp_max_size,
+                tokens,
             )
             .map_err(|e| format!("cannot keep the seed mailboxes for the HTTP API: {e}"))?;
             let bound = super::api::start(addr, api)
@@ -124,10 +127,17 @@ pub fn run(config: &Config) -> Result<(), String> {
     served
 }
 
-/// The sessions' context in dev mode: anyone logs in and mailboxes appear in `store`; every
-/// server flag applies as in the daemon.
-pub fn context(config: &Config, mode: &DevMode, store: Arc<DevStore>) -> Context {
-    wiring::context_for(config, UsersHandle::new(mode.users()), store)
+/// The sessions' context in dev mode: anyone logs in (by password, or by XOAUTH2 and
+/// OAUTHBEARER as `tokens` say) and mailboxes appear in `store`; every server flag applies as
+/// in the daemon.
+pub fn context(
+    config: &Config,
+    mode: &DevMode,
+    store: Arc<DevStore>,
+    tokens: BearerTokens,
+) -> Context {
+    let users = mode.users().with_bearer_tokens(tokens);
+    wiring::context_for(config, UsersHandle::new(users), store)
 }
 
 /// What the developer needs to know, printed at start.
@@ -145,7 +155,8 @@ fn banner(
     };
     let mut s = format!(
         "poplar --dev: mailboxes in {}\n  any user name logs in with {password}; \
-         its mbox is {}/<user>, created at first login\n",
+         its mbox is {}/<user>, created at first login\n  \
+         or with any OAuth token over SASL XOAUTH2 or OAUTHBEARER (docs/dev.md)\n",
         mode.dir.display(),
         mode.dir.display()
     );
@@ -224,6 +235,7 @@ mod tests {
                     &config,
                     &mode,
                     Arc::new(DevStore::new(mode.template(), config.mbox.clone())),
+                    BearerTokens::default(),
                 ),
             )
             .unwrap();

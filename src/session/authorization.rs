@@ -29,6 +29,9 @@ pub(super) struct Authorization {
     bad_commands: u32,
     /// The AUTH exchange under way: the next line is its response, not a command.
     exchange: Option<Exchange>,
+    /// A refused OAuth login, already counted and delayed: its error challenge has gone out
+    /// and the client's next line, whatever it is, gets this (RFC 7628 §3.2.3).
+    refusal: Option<AuthStep>,
     /// The APOP timestamp in our greeting; `None` when APOP is off.
     timestamp: Option<String>,
     /// What the connection allows.
@@ -56,6 +59,7 @@ impl Authorization {
             failures: 0,
             bad_commands: 0,
             exchange: None,
+            refusal: None,
             timestamp,
             channel,
         }
@@ -65,18 +69,20 @@ impl Authorization {
     pub(super) fn tls_started(&mut self, channel: Channel) {
         self.user = None;
         self.exchange = None;
+        self.refusal = None;
         self.channel = channel;
     }
 
     /// The cleartext policy: whether USER/PASS and the SASL mechanisms that send the password
-    /// itself (PLAIN, LOGIN) may be used on this connection.
+    /// itself (PLAIN, LOGIN) or a bearer token (XOAUTH2, OAUTHBEARER) may be used on this
+    /// connection.
     fn plaintext_allowed(&self) -> bool {
         self.channel.secure
     }
 
     /// Whether the next line answers a SASL challenge (and so may be longer than a command).
     pub(super) fn in_exchange(&self) -> bool {
-        self.exchange.is_some()
+        self.exchange.is_some() || self.refusal.is_some()
     }
 
     /// The mechanisms that can work on this connection now, for CAPA and `AUTH`.
@@ -101,6 +107,10 @@ impl Authorization {
             Mechanism::Plain | Mechanism::Login => self.plaintext_allowed(),
             // CRAM-MD5 needs plain secrets, like APOP, and goes with it.
             Mechanism::CramMd5 => ctx.settings.apop && ctx.users.current().any_plain(),
+            // A bearer token is as secret as a password; only `--dev` has tokens to check.
+            Mechanism::XOAuth2 | Mechanism::OAuthBearer => {
+                self.plaintext_allowed() && ctx.users.current().takes_bearer_tokens()
+            }
         }
     }
 
@@ -175,7 +185,11 @@ impl Authorization {
                 initial,
             } => {
                 self.user = None;
-                let Some(m) = Mechanism::from_name(&name) else {
+                // Bearer tokens only where there are tokens to check them against (`--dev`).
+                let served = |m: &Mechanism| {
+                    !m.takes_bearer_token() || ctx.users.current().takes_bearer_tokens()
+                };
+                let Some(m) = Mechanism::from_name(&name).filter(served) else {
                     return self.bad_command(ctx, Reply::err("unsupported SASL mechanism"));
                 };
                 if let Some(r) = self.cleartext_refused().filter(|_| m.sends_password()) {
@@ -209,6 +223,9 @@ impl Authorization {
         tag: &Tag,
         line: Option<&[u8]>,
     ) -> AuthStep {
+        if let Some(refused) = self.refusal.take() {
+            return refused;
+        }
         let Some(mut ex) = self.exchange.take() else {
             return AuthStep::Reply(Reply::err("no authentication under way"));
         };
@@ -238,7 +255,16 @@ impl Authorization {
             }
             Step::Done(creds) => {
                 self.exchange = None;
-                self.check(ctx, tag, &creds, m.name())
+                let failures = self.failures;
+                let step = self.check(ctx, tag, &creds, m.name());
+                match m.error_challenge() {
+                    // Refused (not busy, not locked): say why first, as RFC 7628 §3.2.2 does.
+                    Some(error) if self.failures > failures => {
+                        self.refusal = Some(step);
+                        AuthStep::Reply(Reply::Challenge(sasl::encode(error)))
+                    }
+                    _ => step,
+                }
             }
         }
     }
@@ -256,6 +282,7 @@ impl Authorization {
                 challenge,
                 digest,
             } => Ok(users.verify_cram_md5(user, challenge, digest)),
+            Credentials::Bearer { user, token } => Ok(users.verify_bearer(user, token)),
         };
         self.finish_login(ctx, tag, creds.user(), verified, how)
     }

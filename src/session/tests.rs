@@ -1178,3 +1178,149 @@ fn over_long_credentials_fail_like_any_other_without_being_hashed() {
         "over-long attempts that were hashed: {hashed_over_cap:?}"
     );
 }
+
+/// A `--dev`-like context over `store`: anyone logs in, by password or by bearer token as
+/// `tokens` say.
+fn oauth_context(store: &MemoryStore, tokens: &crate::auth::oauth::BearerTokens) -> Context {
+    let mut c = context(Arc::new(store.clone()), Duration::from_millis(50));
+    let users = Users::anyone(crate::auth::Anyone::AnyPassword).with_bearer_tokens(tokens.clone());
+    c.users = UsersHandle::new(users);
+    c
+}
+
+#[test]
+fn xoauth2_and_oauthbearer_log_in_with_or_without_an_initial_response() {
+    use crate::auth::sasl::encode;
+    let s = store();
+    let tokens = crate::auth::oauth::BearerTokens::default();
+    let c = oauth_context(&s, &tokens);
+    let xoauth2 = encode(b"user=alice\x01auth=Bearer ya29.any\x01\x01");
+    let oauthbearer = encode(b"n,a=alice,\x01host=h\x01port=110\x01auth=Bearer any\x01\x01");
+    let sasl = "SASL PLAIN LOGIN CRAM-MD5 XOAUTH2 OAUTHBEARER";
+    let (ending, lines) = talk(
+        &c,
+        &script(&["CAPA", &format!("AUTH XOAUTH2 {xoauth2}"), "QUIT"]),
+    );
+    assert_eq!(ending, Ending::Quit);
+    assert!(lines.iter().any(|l| l == sasl), "{lines:?}");
+    assert_eq!(lines[lines.len() - 2], "+OK 3 messages (78 octets)");
+    let (_, lines) = talk(
+        &c,
+        &script(&["AUTH OAUTHBEARER", &oauthbearer, "STAT", "QUIT"]),
+    );
+    assert_eq!(lines[..3], ["+ ", "+OK 3 messages (78 octets)", "+OK 3 78"]);
+    // Neither is offered nor taken where no token table is (the daemon, --inetd).
+    let (_, lines) = talk(
+        &ctx(&s),
+        &script(&["CAPA", &format!("AUTH XOAUTH2 {xoauth2}")]),
+    );
+    assert!(
+        lines.iter().any(|l| l == "SASL PLAIN LOGIN CRAM-MD5"),
+        "{lines:?}"
+    );
+    assert_eq!(lines.last().unwrap(), "-ERR unsupported SASL mechanism");
+}
+
+#[test]
+fn a_refused_token_gets_the_rfc_7628_error_challenge_then_err_after_the_delay() {
+    use crate::auth::oauth::{OAUTHBEARER_ERROR, XOAUTH2_ERROR};
+    use crate::auth::sasl::encode;
+    let s = store();
+    let tokens = crate::auth::oauth::BearerTokens::default();
+    tokens.set(&UserName::new(b"alice").unwrap(), b"right");
+    let c = oauth_context(&s, &tokens);
+    let wrong_x = encode(b"user=alice\x01auth=Bearer wrong\x01\x01");
+    let wrong_b = encode(b"n,a=alice,\x01auth=Bearer wrong\x01\x01");
+    let right = encode(b"n,a=alice,\x01auth=Bearer right\x01\x01");
+    let started = Instant::now();
+    let (ending, lines) = talk(
+        &c,
+        &script(&[
+            &format!("AUTH XOAUTH2 {wrong_x}"),
+            "",
+            "AUTH OAUTHBEARER",
+            &wrong_b,
+            "AQ==",
+            &format!("AUTH OAUTHBEARER {right}"),
+            "QUIT",
+        ]),
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(100),
+        "no failure delay"
+    );
+    assert_eq!(ending, Ending::Quit);
+    let failed = "-ERR [AUTH] authentication failed";
+    assert_eq!(
+        lines,
+        [
+            format!("+ {}", encode(XOAUTH2_ERROR)).as_str(),
+            failed,
+            "+ ",
+            format!("+ {}", encode(OAUTHBEARER_ERROR)).as_str(),
+            failed,
+            "+OK 3 messages (78 octets)",
+            "+OK bye, 3 messages left",
+        ]
+    );
+    // The third refusal still answers the client's dummy response, then closes; a malformed
+    // message is a plain -ERR [AUTH] and no failed login.
+    let (ending, lines) = talk(
+        &c,
+        &script(&[
+            &format!("AUTH XOAUTH2 {wrong_x}"),
+            "",
+            "AUTH OAUTHBEARER bixhPWFsaWNlLAFhdXRoPUJhc2ljIHgBAQ==",
+            &format!(
+                "AUTH OAUTHBEARER {}",
+                encode(b"n,,\x01auth=Bearer right\x01\x01")
+            ),
+            &format!("AUTH XOAUTH2 {wrong_x}"),
+            "*",
+            &format!("AUTH OAUTHBEARER {wrong_b}"),
+            "QUIT",
+            "NOOP",
+        ]),
+    );
+    assert_eq!(ending, Ending::AuthFailures);
+    let x_error = format!("+ {}", encode(XOAUTH2_ERROR));
+    let b_error = format!("+ {}", encode(OAUTHBEARER_ERROR));
+    assert_eq!(
+        lines,
+        [
+            x_error.as_str(),
+            failed,
+            "-ERR [AUTH] malformed SASL response",
+            "-ERR [AUTH] OAUTHBEARER must name the user in its authzid (a=)",
+            x_error.as_str(),
+            failed,
+            b_error.as_str(),
+            failed,
+        ]
+    );
+    alice_untouched(&s);
+}
+
+#[test]
+fn bearer_tokens_follow_the_cleartext_policy() {
+    use crate::auth::sasl::encode;
+    let s = store();
+    let c = oauth_context(&s, &crate::auth::oauth::BearerTokens::default());
+    let remote = Tag {
+        id: 8,
+        peer: Some("192.0.2.1:1110".parse().unwrap()),
+    };
+    let mut out = Vec::new();
+    let xoauth2 = encode(b"user=alice\x01auth=Bearer any\x01\x01");
+    let input = script(&[
+        "CAPA",
+        &format!("AUTH XOAUTH2 {xoauth2}"),
+        "AUTH OAUTHBEARER",
+    ]);
+    run(&c, &remote, Cursor::new(input), &mut out);
+    let lines = replies(&out);
+    assert!(lines.contains(&"SASL CRAM-MD5".to_owned()), "{lines:?}");
+    let refused = "-ERR [AUTH] cleartext login refused without TLS";
+    assert_eq!(lines[lines.len() - 2..], [refused, refused]);
+    alice_untouched(&s);
+}

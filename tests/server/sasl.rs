@@ -1,5 +1,6 @@
 //! AUTH over a real socket (RFC 5034): PLAIN, LOGIN and CRAM-MD5 byte for byte, cancel, bad
-//! base64, authzid mismatch, long responses, and what CAPA and `AUTH` announce.
+//! base64, authzid mismatch, long responses, what CAPA and `AUTH` announce, and no OAuth
+//! mechanism outside `--dev`.
 
 use crate::common::{Client, TestServer, mbox};
 
@@ -150,6 +151,32 @@ fn capa_lists_the_mechanisms_before_and_after_login() {
     assert!(c.greeting.contains('<'), "APOP timestamp: {}", c.greeting);
     c.login("tim", "tanstaaf");
     assert_eq!(String::from_utf8(c.multi("CAPA")).unwrap(), before);
+}
+
+/// XOAUTH2 and OAUTHBEARER are `--dev`'s alone (tests/clients/oauth.rs): the daemon has no
+/// token issuer to check a bearer token against, so it neither offers nor takes them, with
+/// or without an initial response, and says so rather than blame cleartext.
+#[test]
+fn the_daemon_neither_offers_nor_takes_oauth_mechanisms() {
+    let s = server();
+    let mut c = s.connect();
+    let capa = String::from_utf8(c.multi("CAPA")).unwrap();
+    assert!(
+        !capa.contains("XOAUTH2") && !capa.contains("OAUTHBEARER"),
+        "{capa}"
+    );
+    let xoauth2 = base64_encode(b"user=tim\x01auth=Bearer tanstaaf\x01\x01");
+    let oauthbearer = base64_encode(b"n,a=tim,\x01auth=Bearer tanstaaf\x01\x01");
+    let unsupported = "-ERR unsupported SASL mechanism";
+    assert_eq!(c.cmd(&format!("AUTH XOAUTH2 {xoauth2}")), unsupported);
+    assert_eq!(
+        c.cmd(&format!("AUTH OAUTHBEARER {oauthbearer}")),
+        unsupported
+    );
+    assert_eq!(c.cmd("AUTH OAUTHBEARER"), unsupported);
+    // The next line is a command again, not a SASL response.
+    c.login("tim", "tanstaaf");
+    logged_in(&mut c);
 }
 
 #[test]
