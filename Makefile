@@ -79,6 +79,10 @@ deps: tls-deps
 	@# Dovecot's own POP3 server, which tests/clients/dovecot.rs compares poplar with.
 	@test -x /usr/lib/dovecot/pop3 || $(call apt,dovecot-pop3d,Dovecot's POP3 server to compare with)
 	@python3 -W ignore -c 'import crypt' || { echo "python3 lacks the crypt module" >&2; exit 1; }
+	@# pytest for the example suite in examples/pytest (tests/clients/pytest.rs runs it); a
+	@# python3 first on the PATH (pyenv, a venv) may lack it where Debian's has it.
+	@python3 -c 'import pytest' 2>/dev/null || /usr/bin/python3 -c 'import pytest' 2>/dev/null || \
+		$(call apt,python3-pytest,pytest for the example test suite in examples/pytest)
 	@# The mail fetchers tests/clients/interop.rs drives: fetchmail and getmail6 from Debian.
 	@command -v fetchmail >/dev/null || $(call apt,fetchmail,a mail fetcher as a test client)
 	@command -v getmail >/dev/null || $(call apt,getmail6,a mail fetcher as a test client)
@@ -216,7 +220,8 @@ FALLBACK_TOOLCHAIN := 1.94.1
 BINARY_TESTS := --test server --test storage --test clients
 BINARY_FILTERS := binary:: modes:: reload:: tls:: dev_tools:: storage_deliver:: \
 	storage_interrupted:: storage_torture:: storage_concurrency:: storage_uid:: docs:: \
-	schemes:: fail2ban:: observe:: inetd_guards:: probe:: edge_cases:: smtp:: dev_api::
+	schemes:: fail2ban:: observe:: inetd_guards:: probe:: edge_cases:: smtp:: dev_api:: \
+	pytest::
 
 # toolchain TARGET: `+FALLBACK_TOOLCHAIN` when the default toolchain lacks TARGET, else nothing.
 toolchain = $$(rustup target list --installed | grep -qx $(1) || echo +$(FALLBACK_TOOLCHAIN))

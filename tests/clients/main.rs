@@ -23,6 +23,7 @@ mod dovecot;
 mod edge_cases;
 mod install;
 mod interop;
+mod pytest;
 mod qemu;
 mod schemes;
 mod smtp;
