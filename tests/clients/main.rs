@@ -23,6 +23,7 @@ mod dovecot;
 mod edge_cases;
 mod install;
 mod interop;
+mod make_run;
 mod pytest;
 mod qemu;
 mod schemes;
