@@ -2,12 +2,13 @@
 
 Copy this file beside your tests. The session-scoped fixture `poplar` starts
 
-    poplar --dev DIR --dev-any-password --mbox-unquote --auth-delay 0 \
+    poplar --dev DIR --dev-any-password --mbox-unquote --auth-delay 0
         --listen 127.0.0.1:0 --dev-smtp 127.0.0.1:0 --dev-http 127.0.0.1:0
 
 once for the whole run, reads the three addresses from the banner poplar prints once it
 listens on them, waits for GET /readyz, and stops it at the end. DIR starts with the sample
-messages of examples/samples/ in alice's mailbox: the seed that `reset()` restores. The
+messages of examples/samples/ in alice's mailbox (`seed`, filled by `poplar seed`): what
+`reset()` restores. The
 function-scoped fixture `mail` is the same server, reset after each test, so that tests do not
 see each other's mail. poplar's log (every command, secrets masked) is poplar.log beside DIR.
 
@@ -51,10 +52,12 @@ def address(text):
 class Poplar:
     """A running `poplar --dev`: its three addresses and small helpers over them."""
 
-    def __init__(self, pop3, smtp, http):
+    def __init__(self, pop3, smtp, http, seed):
         self.pop3 = pop3
         self.smtp = smtp
         self.http = http
+        # The files each mailbox was seeded from, in order: what reset() brings back.
+        self.seed = seed
 
     def send(self, to, message, sender="app@example.com"):
         """Sends `message` (bytes, CRLF line ends) over SMTP, as an application would."""
@@ -144,9 +147,12 @@ def poplar(tmp_path_factory):
     binary = poplar_binary()
     top = tmp_path_factory.mktemp("poplar")
     mail, log = top / "mail", top / "poplar.log"
-    seeded = subprocess.run([binary, "seed", "--dev", str(mail), "--to", "alice", str(SAMPLES)],
-                            capture_output=True, text=True, timeout=TIMEOUT)
-    assert seeded.returncode == 0, seeded.stderr
+    seed = {"alice": sorted(SAMPLES.glob("*.eml"))}
+    for user, files in seed.items():
+        seeded = subprocess.run(
+            [binary, "seed", "--dev", str(mail), "--to", user, *map(str, files)],
+            capture_output=True, text=True, timeout=TIMEOUT)
+        assert seeded.returncode == 0, seeded.stderr
     with log.open("w") as errors:
         process = subprocess.Popen(
             [binary, "--dev", str(mail), "--dev-any-password", "--mbox-unquote",
@@ -155,7 +161,7 @@ def poplar(tmp_path_factory):
             stdout=subprocess.PIPE, stderr=errors, text=True)
     try:
         found = read_banner(process.stdout, TIMEOUT, log)
-        server = Poplar(found["pop3"], found["smtp"], found["http"])
+        server = Poplar(found["pop3"], found["smtp"], found["http"], seed)
         wait_ready(server, TIMEOUT)
         yield server
     finally:

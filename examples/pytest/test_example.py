@@ -4,8 +4,6 @@ API, and every mailbox reset to the seed between tests."""
 
 import poplib
 
-from conftest import SAMPLES
-
 # A message with what mail paths get wrong: a dot-led line (POP3 stuffs it), a body line
 # starting "From " (an mbox quotes it), 8-bit UTF-8 text, and CRLF line ends throughout.
 MESSAGE = (b"From: App <app@example.com>\r\n"
@@ -52,7 +50,7 @@ def test_a_message_posted_to_the_api_is_served_and_its_raw_form_kept(mail):
 
 
 def test_the_seed_is_served_and_reset_brings_it_back(mail):
-    samples = sorted(SAMPLES.glob("*.eml"))
+    samples = mail.seed["alice"]
     assert mail.retrieve_all("alice") == [crlf(p.read_bytes()) for p in samples]
     first = mail.messages("alice")[0]["uidl"]
     status, _ = mail.api("DELETE", f"/api/v1/mailboxes/alice/messages/{first}")
