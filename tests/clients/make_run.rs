@@ -161,3 +161,47 @@ fn a_taken_address_stops_make_run_with_the_reason_and_no_banner() {
         }
     }
 }
+
+/// The default addresses the README's first lines and docs/dev.md give are the Makefile's.
+#[test]
+fn the_readme_and_dev_md_name_make_runs_default_addresses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |name: &str| std::fs::read_to_string(root.join(name)).unwrap();
+    let makefile = read("Makefile");
+    let default = |var: &str| -> String {
+        let prefix = format!("{var} ?= ");
+        let line = makefile
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("the Makefile sets no default {var}"));
+        line[prefix.len()..].trim().to_owned()
+    };
+    let (pop3, smtp, http) = (default("POP3"), default("SMTP"), default("HTTP"));
+    let readme = read("README.md");
+    let first = readme
+        .lines()
+        .find(|l| l.trim_start().starts_with("make run "))
+        .expect("the README's make run line");
+    let port = |a: &str| format!(":{}", a.rsplit(':').next().unwrap());
+    assert!(first.contains(&format!("POP3 on {pop3}")), "{first}");
+    assert!(
+        first.contains(&format!("SMTP on {}", port(&smtp))),
+        "{first}"
+    );
+    assert!(first.contains(&format!("on {}", port(&http))), "{first}");
+    // Lines joined: where a sentence wraps is no matter.
+    let dev = read("docs/dev.md")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for (what, addr) in [
+        ("POP3", &pop3),
+        ("SMTP", &smtp),
+        ("the page and API", &http),
+    ] {
+        assert!(
+            dev.contains(&format!("{what} on {addr}")),
+            "docs/dev.md does not say {what} on {addr}"
+        );
+    }
+}
