@@ -647,7 +647,8 @@ fn summarize(reader: Box<dyn Read + '_>) -> io::Result<Summary> {
 }
 
 /// The API served on its own threads; dropping it stops taking requests (those being
-/// answered finish on their threads).
+/// answered finish on their threads, and tiny_http closes the listening socket on its own
+/// thread a moment later).
 pub struct Http {
     addr: SocketAddr,
     server: Arc<Server>,
