@@ -11,7 +11,6 @@ DEMO := target/demo
 	static-deps static static-test dist-deps dist $(foreach t,$(STATIC) $(CROSS),build-$(t))
 
 demo-mail:
-	$(CARGO) build --release
 	rm -rf $(DEMO) && mkdir -p $(DEMO)/mail
 	cp examples/demo/users $(DEMO)/users
 	cp examples/demo/alice.mbox $(DEMO)/mail/alice
@@ -20,25 +19,27 @@ demo-mail:
 # --dev serves the demo mailboxes in $(DEMO)/mail to any user name, with any password, over
 # POP3 and takes mail over SMTP (Mailpit's port: apps set up for Mailpit send here unchanged).
 # --mbox-unquote: `poplar seed` and SMTP write mboxrd, so '>From ' lines come back as written.
-# The addresses are printed by poplar once it listens on them.
+# Nothing here names an address: poplar prints each one once it listens on it, and exits with
+# the reason instead when one is taken. RUN_BIN is the binary run: the release build by
+# default (built first when a source is newer), or another, e.g. `RUN_BIN=target/debug/poplar`.
 POP3 ?= 127.0.0.1:1110
 SMTP ?= 127.0.0.1:1025
 HTTP ?= 127.0.0.1:8025
-run: demo-mail
+RUN_BIN ?= target/release/poplar
+run: $(RUN_BIN) demo-mail
 	@echo
 	@echo "poplar demo (--dev mode): mail in $(DEMO)/mail, reset by every 'make run'"
 	@echo "  users: alice (3 messages), bob (1 message), or any new name; any password works"
-	@echo "  try:   telnet $(subst :, ,$(POP3))   then USER alice / PASS alice / STAT / LIST / RETR 1 / DELE 1 / QUIT"
-	@echo "  web page and API: http://$(HTTP)/ (docs/dev.md)"
-	@echo "  more mail: send it over SMTP to $(SMTP), or"
-	@echo "             ./target/release/poplar seed --dev $(DEMO)/mail --to NAME FILE.eml|DIR|MBOX..."
+	@echo "  POP3:  telnet to the address below, then USER alice / PASS alice / STAT / LIST / RETR 1 / DELE 1 / QUIT"
+	@echo "  more mail: send it over SMTP to the address below, or seed it as poplar shows"
+	@echo "  the page and the API: the HTTP address below (docs/dev.md)"
 	@echo "  stop:  Ctrl-C"
 	@echo
-	exec ./target/release/poplar --dev $(DEMO)/mail --dev-any-password --mbox-unquote \
+	@exec $(RUN_BIN) --dev $(DEMO)/mail --dev-any-password --mbox-unquote \
 		--listen $(POP3) --dev-smtp $(SMTP) --dev-http $(HTTP)
 
 # The TLS demo: a self-signed certificate for localhost and 127.0.0.1, made at every start.
-run-tls: demo-mail tls-deps
+run-tls: target/release/poplar demo-mail tls-deps
 	mkdir -p $(DEMO)/tls
 	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
 	  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
@@ -79,6 +80,10 @@ deps: tls-deps
 	@# Dovecot's own POP3 server, which tests/clients/dovecot.rs compares poplar with.
 	@test -x /usr/lib/dovecot/pop3 || $(call apt,dovecot-pop3d,Dovecot's POP3 server to compare with)
 	@python3 -W ignore -c 'import crypt' || { echo "python3 lacks the crypt module" >&2; exit 1; }
+	@# pytest for the example suite in examples/pytest (tests/clients/pytest.rs runs it); a
+	@# python3 first on the PATH (pyenv, a venv) may lack it where Debian's has it.
+	@python3 -c 'import pytest' 2>/dev/null || /usr/bin/python3 -c 'import pytest' 2>/dev/null || \
+		$(call apt,python3-pytest,pytest for the example test suite in examples/pytest)
 	@# The mail fetchers tests/clients/interop.rs drives: fetchmail and getmail6 from Debian.
 	@command -v fetchmail >/dev/null || $(call apt,fetchmail,a mail fetcher as a test client)
 	@command -v getmail >/dev/null || $(call apt,getmail6,a mail fetcher as a test client)
@@ -216,7 +221,8 @@ FALLBACK_TOOLCHAIN := 1.94.1
 BINARY_TESTS := --test server --test storage --test clients
 BINARY_FILTERS := binary:: modes:: reload:: tls:: dev_tools:: storage_deliver:: \
 	storage_interrupted:: storage_torture:: storage_concurrency:: storage_uid:: docs:: \
-	schemes:: fail2ban:: observe:: inetd_guards:: probe:: edge_cases:: smtp:: dev_api::
+	schemes:: fail2ban:: observe:: inetd_guards:: probe:: edge_cases:: smtp:: dev_api:: \
+	pytest:: make_run::
 
 # toolchain TARGET: `+FALLBACK_TOOLCHAIN` when the default toolchain lacks TARGET, else nothing.
 toolchain = $$(rustup target list --installed | grep -qx $(1) || echo +$(FALLBACK_TOOLCHAIN))

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::SystemTime;
 
@@ -226,8 +226,31 @@ pub struct Api {
     tokens: BearerTokens,
 }
 
-/// Why an API call could not go on, as an HTTP status and reason.
-struct Refusal(u16, String);
+/// Why an API call could not go on: the HTTP status it answers (400 a bad name or message,
+/// 404 no such mailbox or message, 409 a mailbox in a session or a delivery, 413 over the
+/// size limit, 500 a failure of the store) and the reason it gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal(pub u16, pub String);
+
+impl Refusal {
+    /// The HTTP status the API answers with.
+    pub fn status(&self) -> u16 {
+        self.0
+    }
+
+    /// The reason, as the API's `{"error": ...}` gives it.
+    pub fn reason(&self) -> &str {
+        &self.1
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.1, self.0)
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 impl From<MailboxError> for Refusal {
     fn from(e: MailboxError) -> Self {
@@ -315,8 +338,8 @@ impl Api {
         Ok(out)
     }
 
-    /// Each message of the user's mailbox, summarized.
-    fn messages(&self, name: &str) -> Result<Vec<Summary>, Refusal> {
+    /// Each message of the user's mailbox, summarized, in POP3 order.
+    pub fn messages(&self, name: &str) -> Result<Vec<Summary>, Refusal> {
         let (_, mut drop) = self.open(name)?;
         let infos = drop.messages().to_vec();
         let mut out = Vec::with_capacity(infos.len());
@@ -351,10 +374,14 @@ impl Api {
                 Reply::json(200, format!("[{}]", items.join(",")))
             }),
             Route::Message(..) => Err(Refusal(500, "a message is streamed by serve".into())),
-            Route::Append(user) => self.append(&user, req.as_reader()),
+            Route::Append(user) => self
+                .append(&user, req.as_reader())
+                .map(|uidl| Reply::json(201, format!("{{\"uidl\":{}}}", json_str(&uidl)))),
             Route::DeleteMessage(user, uidl) => self.delete_message(&user, &uidl),
             Route::DeleteMailbox(user) => self.delete_mailbox(&user),
-            Route::Reset => self.reset(),
+            Route::Reset => self
+                .reset()
+                .map(|n| Reply::json(200, format!("{{\"mailboxes\":{n}}}"))),
             Route::Token(user) => self.user(&user).map(|u| self.token_state(&u)),
             Route::SetToken(user) => self.set_token(&user, req.as_reader()),
             Route::ClearToken(user) => self.user(&user).map(|u| {
@@ -438,9 +465,10 @@ impl Api {
         Ok(200)
     }
 
-    /// Appends the request body, spooled first so that one over the limit, or cut off, is
-    /// never stored.
-    fn append(&self, name: &str, body: &mut dyn Read) -> Result<Reply, Refusal> {
+    /// Appends a message (the request body) to the user's mailbox, created if needed, as
+    /// `poplar deliver` appends; returns its UIDL. It is spooled first, so that one over the
+    /// limit, or cut off, is never stored.
+    pub fn append(&self, name: &str, body: &mut dyn Read) -> Result<String, Refusal> {
         let user = self.user(name)?;
         let path = self.path(&user);
         let too_big = || Refusal(413, format!("the message is over {} octets", self.max_size));
@@ -474,15 +502,11 @@ impl Api {
         }
         drop(before);
         let (_, after) = self.open(name)?;
-        let uidl = after
+        after
             .messages()
             .last()
             .map(|m| m.uid.to_string())
-            .ok_or_else(|| Refusal(500, "the message is not in the mailbox".into()))?;
-        Ok(Reply::json(
-            201,
-            format!("{{\"uidl\":{}}}", json_str(&uidl)),
-        ))
+            .ok_or_else(|| Refusal(500, "the message is not in the mailbox".into()))
     }
 
     /// Whether `user` has a token of their own (never the token).
@@ -534,8 +558,8 @@ impl Api {
 
     /// Every mailbox back to what `--dev` started with: all are held first, so that either
     /// none is touched (one is in a session: 409) or all are. Every user's own bearer token is
-    /// forgotten too, as `--dev` starts with none.
-    fn reset(&self) -> Result<Reply, Refusal> {
+    /// forgotten too, as `--dev` starts with none. Returns how many mailboxes the seed holds.
+    pub fn reset(&self) -> Result<usize, Refusal> {
         let mut names = self.users().map_err(|e| Refusal(500, e.to_string()))?;
         for user in users_in(&self.seed).map_err(|e| Refusal(500, e.to_string()))? {
             if !names.contains(&user) {
@@ -562,13 +586,7 @@ impl Api {
         }
         drop(held);
         self.tokens.clear_all();
-        Ok(Reply::json(
-            200,
-            format!(
-                "{{\"mailboxes\":{}}}",
-                users_in(&self.seed).map_or(0, |u| u.len())
-            ),
-        ))
+        Ok(users_in(&self.seed).map_or(0, |u| u.len()))
     }
 }
 
@@ -683,47 +701,92 @@ fn summarize(reader: Box<dyn Read + '_>) -> io::Result<Summary> {
     Ok(s)
 }
 
-/// Serves the API at `addr` on threads of its own for as long as the process runs; returns
-/// the bound address.
-pub fn start(addr: SocketAddr, api: Api) -> io::Result<SocketAddr> {
-    let server = Server::http(addr).map_err(io::Error::other)?;
+/// The API served on its own threads; dropping it stops taking requests (those being
+/// answered finish on their threads, and tiny_http closes the listening socket on its own
+/// thread a moment later).
+pub struct Http {
+    addr: SocketAddr,
+    server: Arc<Server>,
+    stopping: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Http {
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Http {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serves `api` at `addr` until the returned `Http` is dropped.
+pub fn start(addr: SocketAddr, api: Arc<Api>) -> io::Result<Http> {
+    let server = Arc::new(Server::http(addr).map_err(io::Error::other)?);
     let bound = server
         .server_addr()
         .to_ip()
         .ok_or_else(|| io::Error::other("the HTTP server has no IP address"))?;
-    let api = Arc::new(api);
-    let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    thread::Builder::new()
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (accepting, stop) = (server.clone(), stopping.clone());
+    let thread = thread::Builder::new()
         .name("http-accept".into())
-        .spawn(move || {
-            for req in server.incoming_requests() {
-                use std::sync::atomic::Ordering::SeqCst;
-                if busy.fetch_add(1, SeqCst) >= MAX_REQUESTS {
-                    busy.fetch_sub(1, SeqCst);
-                    let _ =
-                        req.respond(to_response(Reply::error(503, "too many requests at once")));
-                    continue;
-                }
-                let (api, slot) = (api.clone(), busy.clone());
-                let spawned = thread::Builder::new().name("http".into()).spawn(move || {
-                    let what = format!(
-                        "{} {}",
-                        req.method(),
-                        crate::logsafe::escape(req.url().as_bytes())
-                    );
-                    match api.serve(req) {
-                        Ok(status) => log::info!("http: {what} -> {status}"),
-                        Err(e) => log::info!("http: {what}: {e}"),
-                    }
-                    slot.fetch_sub(1, SeqCst);
-                });
-                if let Err(e) = spawned {
-                    busy.fetch_sub(1, SeqCst);
-                    log::warn!("http: cannot start a thread: {e}");
-                }
+        .spawn(move || accept(&accepting, &api, &stop))?;
+    Ok(Http {
+        addr: bound,
+        server,
+        stopping,
+        thread: Some(thread),
+    })
+}
+
+/// Hands each request to a thread of its own, at most `MAX_REQUESTS` at once, until `stop`.
+fn accept(server: &Server, api: &Arc<Api>, stop: &AtomicBool) {
+    let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    loop {
+        use std::sync::atomic::Ordering::SeqCst;
+        let req = match server.recv() {
+            Ok(req) => req,
+            // `unblock` and a failed accept both come here: only the first ends the loop.
+            Err(_) if stop.load(SeqCst) => return,
+            Err(e) => {
+                log::warn!("http: accept failed: {e}");
+                // Out of descriptors, say: do not spin.
+                thread::sleep(std::time::Duration::from_millis(100));
+                continue;
             }
-        })?;
-    Ok(bound)
+        };
+        if busy.fetch_add(1, SeqCst) >= MAX_REQUESTS {
+            busy.fetch_sub(1, SeqCst);
+            let _ = req.respond(to_response(Reply::error(503, "too many requests at once")));
+            continue;
+        }
+        let (api, slot) = (api.clone(), busy.clone());
+        let spawned = thread::Builder::new().name("http".into()).spawn(move || {
+            let what = format!(
+                "{} {}",
+                req.method(),
+                crate::logsafe::escape(req.url().as_bytes())
+            );
+            match api.serve(req) {
+                Ok(status) => log::info!("http: {what} -> {status}"),
+                Err(e) => log::info!("http: {what}: {e}"),
+            }
+            slot.fetch_sub(1, SeqCst);
+        });
+        if let Err(e) = spawned {
+            busy.fetch_sub(1, SeqCst);
+            log::warn!("http: cannot start a thread: {e}");
+        }
+    }
 }
 
 fn to_response(reply: Reply) -> Response<io::Cursor<Vec<u8>>> {

@@ -83,9 +83,9 @@ pub fn run(config: &Config) -> Result<(), String> {
     let smtp = match mode.smtp {
         Some(addr) => {
             let intake = DevIntake::new(mode.dir.clone(), mode.template(), config.mbox.clone());
-            let bound = super::smtp::start(addr, intake, mode.smtp_max_size)
+            let smtp = super::smtp::start(addr, intake, mode.smtp_max_size)
                 .map_err(|e| format!("cannot take SMTP on {addr}: {e}"))?;
-            Some(bound)
+            Some(smtp)
         }
         None => None,
     };
@@ -100,9 +100,9 @@ pub fn run(config: &Config) -> Result<(), String> {
                 tokens,
             )
             .map_err(|e| format!("cannot keep the seed mailboxes for the HTTP API: {e}"))?;
-            let bound = super::api::start(addr, api)
+            let http = super::api::start(addr, Arc::new(api))
                 .map_err(|e| format!("cannot serve HTTP on {addr}: {e}"))?;
-            Some(bound)
+            Some(http)
         }
         None => None,
     };
@@ -112,11 +112,12 @@ pub fn run(config: &Config) -> Result<(), String> {
             mode,
             config.mbox.keep_deleted,
             &server.local_addrs(),
-            smtp,
-            http
+            smtp.as_ref().map(super::smtp::Smtp::addr),
+            http.as_ref().map(super::api::Http::addr)
         )
     );
     let served = super::daemon::serve(server);
+    drop((smtp, http));
     // A directory poplar picked is its own: nothing else knows its name to look in it again.
     if mode.fresh {
         match std::fs::remove_dir_all(&mode.dir) {

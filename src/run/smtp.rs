@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
+use mio::{Events, Interest, Poll, Token, Waker};
+
 use crate::mailbox::UserName;
 use crate::mailbox::append::append;
 use crate::mailbox::mbox::MboxOptions;
@@ -98,33 +100,105 @@ impl Intake for DevIntake {
     }
 }
 
-/// Binds `addr` and serves SMTP on a thread of its own for as long as the process runs;
-/// returns the bound address.
-pub fn start(addr: SocketAddr, intake: DevIntake, max_size: u64) -> io::Result<SocketAddr> {
+/// The SMTP intake listening on its own thread; dropping it stops taking connections (those
+/// open finish on their threads).
+pub struct Smtp {
+    addr: SocketAddr,
+    waker: Arc<Waker>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Smtp {
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        if let Err(e) = self.waker.wake() {
+            log::warn!("smtp: cannot stop the listener: {e}");
+            return;
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const LISTENER: Token = Token(0);
+const STOP: Token = Token(1);
+
+/// Binds `addr` and serves SMTP on a thread of its own until the returned `Smtp` is dropped.
+pub fn start(addr: SocketAddr, intake: DevIntake, max_size: u64) -> io::Result<Smtp> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let mut listener = mio::net::TcpListener::from_std(listener);
+    let poll = Poll::new()?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
     let limits = Arc::new(Limits {
         hostname: crate::hostname::system_hostname(),
         max_size,
         max_recipients: MAX_RECIPIENTS,
     });
     let intake = Arc::new(intake);
-    let open = Arc::new(AtomicUsize::new(0));
-    thread::Builder::new()
+    let thread = thread::Builder::new()
         .name("smtp-accept".into())
-        .spawn(move || {
-            for conn in listener.incoming() {
-                match conn {
-                    Ok(sock) => admit(sock, &intake, &limits, &open),
-                    Err(e) => {
-                        log::warn!("smtp: accept failed: {e}");
-                        // Out of descriptors, say: do not spin.
-                        thread::sleep(Duration::from_millis(100));
+        .spawn(move || accept(poll, &listener, &intake, &limits))?;
+    Ok(Smtp {
+        addr: bound,
+        waker,
+        thread: Some(thread),
+    })
+}
+
+/// Accepts until woken to stop. Readiness is edge-triggered, so each wake-up accepts until
+/// the backlog is empty; after a failed accept (out of descriptors, say) it tries again a
+/// little later rather than spin or wait for a connection that may never come.
+fn accept(
+    mut poll: Poll,
+    listener: &mio::net::TcpListener,
+    intake: &Arc<DevIntake>,
+    limits: &Arc<Limits>,
+) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut events = Events::with_capacity(8);
+    let mut retry = None;
+    loop {
+        match poll.poll(&mut events, retry) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log::error!("smtp: the listener cannot wait for connections: {e}");
+                return;
+            }
+        }
+        if events.iter().any(|e| e.token() == STOP) {
+            return;
+        }
+        retry = None;
+        loop {
+            match listener.accept() {
+                Ok((sock, _)) => {
+                    let sock = TcpStream::from(sock);
+                    match sock.set_nonblocking(false) {
+                        Ok(()) => admit(sock, intake, limits, &open),
+                        Err(e) => log::warn!("smtp: cannot set up a connection: {e}"),
                     }
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    log::warn!("smtp: accept failed: {e}");
+                    retry = Some(Duration::from_millis(100));
+                    break;
+                }
             }
-        })?;
-    Ok(bound)
+        }
+    }
 }
 
 fn admit(

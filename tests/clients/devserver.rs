@@ -1,5 +1,5 @@
 //! A `poplar --dev` process with its SMTP intake and HTTP API on ephemeral ports, for the
-//! tests of those (the addresses come from its banner).
+//! tests of those (the addresses come from its banner), and the banner's reader.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -39,13 +39,43 @@ impl Dev {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let banner = Banner::read(BufReader::new(child.stdout.take().unwrap()));
+        Dev {
+            child,
+            pop3: banner.pop3,
+            smtp: banner.smtp,
+            http: banner.http,
+        }
+    }
+}
+
+/// The addresses a `--dev` banner names, and the lines of output before the banner's first.
+pub struct Banner {
+    /// POP3 (`listening on ADDR`).
+    pub pop3: SocketAddr,
+    /// SMTP (`SMTP on ADDR: ...`).
+    pub smtp: SocketAddr,
+    /// HTTP (`HTTP on ADDR: ...`).
+    pub http: SocketAddr,
+    /// What came before `poplar --dev: ...`.
+    pub before: Vec<String>,
+}
+
+impl Banner {
+    /// Reads output until the banner has named all three addresses.
+    pub fn read(out: impl BufRead) -> Banner {
+        let mut lines = out.lines();
         let (mut pop3, mut smtp, mut http) = (None, None, None);
+        let (mut before, mut started) = (Vec::new(), false);
         while pop3.is_none() || smtp.is_none() || http.is_none() {
             let line = lines
                 .next()
                 .expect("the banner names every address")
                 .unwrap();
+            started |= line.starts_with("poplar --dev: ");
+            if !started {
+                before.push(line.clone());
+            }
             let addr = |marker: &str| -> Option<SocketAddr> {
                 let rest = line.split(marker).nth(1)?;
                 Some(rest.split(": ").next()?.trim().parse().unwrap())
@@ -54,11 +84,11 @@ impl Dev {
             smtp = smtp.or_else(|| addr("SMTP on "));
             http = http.or_else(|| addr("HTTP on "));
         }
-        Dev {
-            child,
+        Banner {
             pop3: pop3.unwrap(),
             smtp: smtp.unwrap(),
             http: http.unwrap(),
+            before,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! getmail as clients; password hashes made by mkpasswd, openssl, Python's crypt and
 //! doveadm; Dovecot's own POP3 server on the same mbox; the docs checked against
 //! `poplar --help`, groff and systemd-analyze; `poplar::testing::Server` as another crate's
-//! test suite uses it; and the static binaries of `make dist` for other architectures, under
+//! test suite uses it; the pytest example suite; `make run` itself; and the static binaries of `make dist` for other architectures, under
 //! qemu-user.
 //!
 //! `clients` installs a logger for the whole process (the first of its tests to start does),
@@ -23,7 +23,9 @@ mod dovecot;
 mod edge_cases;
 mod install;
 mod interop;
+mod make_run;
 mod oauth;
+mod pytest;
 mod qemu;
 mod schemes;
 mod smtp;
