@@ -18,6 +18,7 @@ use tiny_http::{Header, Request, Response, Server};
 
 use super::dev::DevStore;
 use super::page;
+use super::sessions::SessionLog;
 use crate::mailbox::append::{AppendError, append};
 use crate::mailbox::mbox::MboxOptions;
 use crate::mailbox::template::MailTemplate;
@@ -52,6 +53,8 @@ pub enum Route {
     DeleteMailbox(String),
     /// `POST /api/v1/reset`.
     Reset,
+    /// `GET /api/v1/sessions`.
+    Sessions,
     /// A path with no route.
     NotFound,
     /// A path whose route takes other methods: those.
@@ -95,6 +98,8 @@ pub fn route(method: &str, url: &str) -> Route {
         ["api", "v1", "mailboxes", _, "messages", _] => Route::Method("GET, DELETE"),
         ["api", "v1", "reset"] if post => Route::Reset,
         ["api", "v1", "reset"] => Route::Method("POST"),
+        ["api", "v1", "sessions"] if get => Route::Sessions,
+        ["api", "v1", "sessions"] => Route::Method("GET"),
         _ => Route::NotFound,
     }
 }
@@ -209,6 +214,8 @@ pub struct Api {
     /// Where the mailboxes as `--dev` started are kept for `POST /api/v1/reset`.
     seed: PathBuf,
     max_size: u64,
+    /// The recent POP3 sessions.
+    sessions: Arc<SessionLog>,
 }
 
 /// Why an API call could not go on, as an HTTP status and reason.
@@ -225,14 +232,15 @@ impl From<MailboxError> for Refusal {
 }
 
 impl Api {
-    /// The API over the mailboxes in `dir`, served through `store`; the mailboxes there now
-    /// are copied aside as the seed that reset restores.
+    /// The API over the mailboxes in `dir`, served through `store`, and the log of the
+    /// sessions; the mailboxes there now are copied aside as the seed that reset restores.
     pub fn new(
         dir: PathBuf,
         template: MailTemplate,
         store: Arc<DevStore>,
         options: MboxOptions,
         max_size: u64,
+        sessions: Arc<SessionLog>,
     ) -> io::Result<Api> {
         // A dot-name is never a user's mailbox (user names cannot start with a dot).
         let seed = dir.join(".poplar-dev-seed");
@@ -247,6 +255,7 @@ impl Api {
             options,
             seed,
             max_size,
+            sessions,
         };
         for user in api.users()? {
             fs::copy(api.path(&user), api.seed.join(user.as_str()))?;
@@ -337,6 +346,7 @@ impl Api {
             Route::DeleteMessage(user, uidl) => self.delete_message(&user, &uidl),
             Route::DeleteMailbox(user) => self.delete_mailbox(&user),
             Route::Reset => self.reset(),
+            Route::Sessions => Ok(Reply::json(200, self.sessions.json())),
             Route::NotFound => Err(Refusal(404, "no such route (see docs/dev.md)".into())),
             Route::BadPath => Err(Refusal(
                 400,
@@ -380,7 +390,7 @@ impl Api {
         Ok(Reply {
             status: 200,
             content_type: "text/html; charset=utf-8",
-            body: page::render(&mailboxes, &messages).into_bytes(),
+            body: page::render(&mailboxes, &messages, &self.sessions.records()).into_bytes(),
             allow: None,
         })
     }
@@ -713,6 +723,8 @@ mod tests {
             Route::DeleteMailbox("bob".into())
         );
         assert_eq!(route("POST", "/api/v1/reset"), Route::Reset);
+        assert_eq!(route("GET", "/api/v1/sessions"), Route::Sessions);
+        assert_eq!(route("DELETE", "/api/v1/sessions"), Route::Method("GET"));
         assert_eq!(route("GET", "/api/v1/reset"), Route::Method("POST"));
         assert_eq!(
             route("PUT", "/api/v1/mailboxes/bob/messages"),

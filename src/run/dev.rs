@@ -15,6 +15,7 @@ use crate::server::{Server, wiring};
 use crate::session::Context;
 
 use super::api::Api;
+use super::sessions::{DevWatcher, SessionLog};
 use super::smtp::DevIntake;
 
 /// mbox files that come into being at first login, so the developer sees them at once.
@@ -76,7 +77,9 @@ pub fn run(config: &Config) -> Result<(), String> {
     };
     made.map_err(|e| format!("cannot create {}: {e}", mode.dir.display()))?;
     let store = Arc::new(DevStore::new(mode.template(), config.mbox.clone()));
-    let server = Server::bind(config, context(config, mode, store.clone()))
+    let sessions = Arc::new(SessionLog::default());
+    let watcher = Arc::new(DevWatcher::new(sessions.clone()));
+    let server = Server::bind(config, context(config, mode, store.clone(), watcher))
         .map_err(|e| format!("cannot start the dev server: {e}"))?;
     let smtp = match mode.smtp {
         Some(addr) => {
@@ -95,6 +98,7 @@ pub fn run(config: &Config) -> Result<(), String> {
                 store,
                 config.mbox.clone(),
                 mode.smtp_max_size,
+                sessions,
             )
             .map_err(|e| format!("cannot keep the seed mailboxes for the HTTP API: {e}"))?;
             let bound = super::api::start(addr, api)
@@ -124,10 +128,17 @@ pub fn run(config: &Config) -> Result<(), String> {
     served
 }
 
-/// The sessions' context in dev mode: anyone logs in and mailboxes appear in `store`; every
-/// server flag applies as in the daemon.
-pub fn context(config: &Config, mode: &DevMode, store: Arc<DevStore>) -> Context {
-    wiring::context_for(config, UsersHandle::new(mode.users()), store)
+/// The sessions' context in dev mode: anyone logs in, mailboxes appear in `store`, and
+/// `watcher` sees every session; every server flag applies as in the daemon.
+pub fn context(
+    config: &Config,
+    mode: &DevMode,
+    store: Arc<DevStore>,
+    watcher: Arc<DevWatcher>,
+) -> Context {
+    let mut ctx = wiring::context_for(config, UsersHandle::new(mode.users()), store);
+    ctx.watcher = Some(watcher);
+    ctx
 }
 
 /// What the developer needs to know, printed at start.
@@ -224,6 +235,7 @@ mod tests {
                     &config,
                     &mode,
                     Arc::new(DevStore::new(mode.template(), config.mbox.clone())),
+                    Arc::new(DevWatcher::new(Arc::default())),
                 ),
             )
             .unwrap();

@@ -6,6 +6,7 @@ mod daemon;
 mod dev;
 pub mod inetd;
 mod page;
+mod sessions;
 mod smtp;
 pub mod testing;
 
