@@ -303,3 +303,10 @@ pub const DEV_SESSIONS_KEPT: usize = 100;
 
 /// Commands kept per session in the dev server's sessions log; later ones are only counted.
 pub const DEV_SESSION_COMMANDS_KEPT: usize = 200;
+
+/// Rules a fault document may hold: far more than a test needs, few enough that matching a
+/// line against all of them costs nothing.
+pub const MAX_FAULT_RULES: usize = 100;
+
+/// The largest fault document read from `--dev-faults` or taken by `PUT /api/v1/faults`.
+pub const MAX_FAULT_DOCUMENT: u64 = 64 * 1024;

@@ -17,8 +17,11 @@ use std::time::SystemTime;
 use tiny_http::{Header, Request, Response, Server};
 
 use super::dev::DevStore;
+use super::faults::Faults;
 use super::page;
 use super::sessions::SessionLog;
+use crate::fault_rules;
+use crate::limits::MAX_FAULT_DOCUMENT;
 use crate::mailbox::append::{AppendError, append};
 use crate::mailbox::mbox::MboxOptions;
 use crate::mailbox::template::MailTemplate;
@@ -55,6 +58,10 @@ pub enum Route {
     Reset,
     /// `GET /api/v1/sessions`.
     Sessions,
+    /// `GET /api/v1/faults`.
+    Faults,
+    /// `PUT /api/v1/faults`.
+    PutFaults,
     /// A path with no route.
     NotFound,
     /// A path whose route takes other methods: those.
@@ -100,6 +107,9 @@ pub fn route(method: &str, url: &str) -> Route {
         ["api", "v1", "reset"] => Route::Method("POST"),
         ["api", "v1", "sessions"] if get => Route::Sessions,
         ["api", "v1", "sessions"] => Route::Method("GET"),
+        ["api", "v1", "faults"] if get => Route::Faults,
+        ["api", "v1", "faults"] if method == "PUT" => Route::PutFaults,
+        ["api", "v1", "faults"] => Route::Method("GET, PUT"),
         _ => Route::NotFound,
     }
 }
@@ -216,6 +226,8 @@ pub struct Api {
     max_size: u64,
     /// The recent POP3 sessions.
     sessions: Arc<SessionLog>,
+    /// The fault rules in force.
+    faults: Arc<Faults>,
 }
 
 /// Why an API call could not go on, as an HTTP status and reason.
@@ -232,8 +244,9 @@ impl From<MailboxError> for Refusal {
 }
 
 impl Api {
-    /// The API over the mailboxes in `dir`, served through `store`, and the log of the
-    /// sessions; the mailboxes there now are copied aside as the seed that reset restores.
+    /// The API over the mailboxes in `dir`, served through `store`, the log of the sessions
+    /// and the fault rules; the mailboxes there now are copied aside as the seed that reset
+    /// restores.
     pub fn new(
         dir: PathBuf,
         template: MailTemplate,
@@ -241,6 +254,7 @@ impl Api {
         options: MboxOptions,
         max_size: u64,
         sessions: Arc<SessionLog>,
+        faults: Arc<Faults>,
     ) -> io::Result<Api> {
         // A dot-name is never a user's mailbox (user names cannot start with a dot).
         let seed = dir.join(".poplar-dev-seed");
@@ -256,6 +270,7 @@ impl Api {
             seed,
             max_size,
             sessions,
+            faults,
         };
         for user in api.users()? {
             fs::copy(api.path(&user), api.seed.join(user.as_str()))?;
@@ -347,6 +362,8 @@ impl Api {
             Route::DeleteMailbox(user) => self.delete_mailbox(&user),
             Route::Reset => self.reset(),
             Route::Sessions => Ok(Reply::json(200, self.sessions.json())),
+            Route::Faults => Ok(Reply::json(200, self.faults.json())),
+            Route::PutFaults => self.put_faults(req.as_reader()),
             Route::NotFound => Err(Refusal(404, "no such route (see docs/dev.md)".into())),
             Route::BadPath => Err(Refusal(
                 400,
@@ -486,6 +503,25 @@ impl Api {
         remove_mailbox(&path).map_err(|e| Refusal(500, e.to_string()))?;
         drop(held);
         Ok(Reply::json(200, "{\"deleted\":true}".into()))
+    }
+
+    /// Puts the rules in the body in force, the counts and the generator started afresh;
+    /// a document that does not parse changes nothing.
+    fn put_faults(&self, body: &mut dyn Read) -> Result<Reply, Refusal> {
+        let mut text = Vec::new();
+        body.take(MAX_FAULT_DOCUMENT + 1)
+            .read_to_end(&mut text)
+            .map_err(|e| Refusal(400, format!("reading the rules: {e}")))?;
+        if text.len() as u64 > MAX_FAULT_DOCUMENT {
+            return Err(Refusal(
+                413,
+                format!("the rules are over {MAX_FAULT_DOCUMENT} octets"),
+            ));
+        }
+        let rules = fault_rules::parse(&text).map_err(|why| Refusal(400, why))?;
+        log::info!("http: {} fault rules in force", rules.rules.len());
+        self.faults.replace(rules);
+        Ok(Reply::json(200, self.faults.json()))
     }
 
     /// Every mailbox back to what `--dev` started with: all are held first, so that either
@@ -724,6 +760,9 @@ mod tests {
         );
         assert_eq!(route("POST", "/api/v1/reset"), Route::Reset);
         assert_eq!(route("GET", "/api/v1/sessions"), Route::Sessions);
+        assert_eq!(route("GET", "/api/v1/faults"), Route::Faults);
+        assert_eq!(route("PUT", "/api/v1/faults"), Route::PutFaults);
+        assert_eq!(route("POST", "/api/v1/faults"), Route::Method("GET, PUT"));
         assert_eq!(route("DELETE", "/api/v1/sessions"), Route::Method("GET"));
         assert_eq!(route("GET", "/api/v1/reset"), Route::Method("POST"));
         assert_eq!(

@@ -15,6 +15,7 @@ use crate::server::{Server, wiring};
 use crate::session::Context;
 
 use super::api::Api;
+use super::faults::Faults;
 use super::sessions::{DevWatcher, SessionLog};
 use super::smtp::DevIntake;
 
@@ -78,7 +79,8 @@ pub fn run(config: &Config) -> Result<(), String> {
     made.map_err(|e| format!("cannot create {}: {e}", mode.dir.display()))?;
     let store = Arc::new(DevStore::new(mode.template(), config.mbox.clone()));
     let sessions = Arc::new(SessionLog::default());
-    let watcher = Arc::new(DevWatcher::new(sessions.clone()));
+    let faults = Arc::new(Faults::new(mode.faults.clone()));
+    let watcher = Arc::new(DevWatcher::new(sessions.clone(), faults.clone()));
     let server = Server::bind(config, context(config, mode, store.clone(), watcher))
         .map_err(|e| format!("cannot start the dev server: {e}"))?;
     let smtp = match mode.smtp {
@@ -99,6 +101,7 @@ pub fn run(config: &Config) -> Result<(), String> {
                 config.mbox.clone(),
                 mode.smtp_max_size,
                 sessions,
+                faults,
             )
             .map_err(|e| format!("cannot keep the seed mailboxes for the HTTP API: {e}"))?;
             let bound = super::api::start(addr, api)
@@ -183,6 +186,12 @@ fn banner(
             "  HTTP on {a}: the page at http://{a}/, the API under /api/v1\n"
         ));
     }
+    if !mode.faults.rules.is_empty() {
+        s.push_str(&format!(
+            "  {} in force (--dev-faults)\n",
+            crate::plural::plural(mode.faults.rules.len() as u64, "fault rule")
+        ));
+    }
     s
 }
 
@@ -235,7 +244,7 @@ mod tests {
                     &config,
                     &mode,
                     Arc::new(DevStore::new(mode.template(), config.mbox.clone())),
-                    Arc::new(DevWatcher::new(Arc::default())),
+                    Arc::new(DevWatcher::new(Arc::default(), Arc::default())),
                 ),
             )
             .unwrap();

@@ -4,6 +4,7 @@
 mod api;
 mod daemon;
 mod dev;
+mod faults;
 pub mod inetd;
 mod page;
 mod sessions;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::api::json_str;
+use super::faults::{Faults, Fired};
 use crate::limits::{DEV_SESSION_COMMANDS_KEPT, DEV_SESSIONS_KEPT};
 use crate::session::{Ending, Fault, PhaseName, Seen, Stats, Tag, Watch, Watcher};
 
@@ -253,15 +254,16 @@ impl SessionLog {
     }
 }
 
-/// The dev server's [`Watcher`]: each session is logged.
+/// The dev server's [`Watcher`]: each session is logged, and faults are drawn from the rules.
 pub struct DevWatcher {
     log: Arc<SessionLog>,
+    faults: Arc<Faults>,
 }
 
 impl DevWatcher {
-    /// Logs into `log`.
-    pub fn new(log: Arc<SessionLog>) -> DevWatcher {
-        DevWatcher { log }
+    /// Logs into `log`, injecting what `faults` says.
+    pub fn new(log: Arc<SessionLog>, faults: Arc<Faults>) -> DevWatcher {
+        DevWatcher { log, faults }
     }
 }
 
@@ -270,7 +272,9 @@ impl Watcher for DevWatcher {
         self.log.start(Record::new(tag));
         Box::new(SessionWatch {
             id: tag.id,
+            tag: tag.to_string(),
             log: self.log.clone(),
+            faults: self.faults.clone(),
             user: None,
             quit: false,
         })
@@ -280,16 +284,42 @@ impl Watcher for DevWatcher {
 /// One session's watch.
 struct SessionWatch {
     id: u64,
+    /// `[id peer]`, for log lines.
+    tag: String,
     log: Arc<SessionLog>,
-    /// The user: logged in, or named before login.
+    faults: Arc<Faults>,
+    /// The user the rules match: logged in, or named before login.
     user: Option<String>,
     /// Whether the client sent QUIT.
     quit: bool,
 }
 
+impl SessionWatch {
+    /// Notes a fired fault in the log line and the record.
+    fn fired(&self, fired: Fired, command: &str) -> Fault {
+        log::info!(
+            "{} fault injected: rule {} {} on {command}",
+            self.tag,
+            fired.rule,
+            fired.action
+        );
+        let entry = (command.to_owned(), fired.rule, fired.action);
+        self.log.update(self.id, |r| {
+            if command != "greeting"
+                && let Some(c) = r.commands.last_mut()
+            {
+                c.fault = Some(fired.action);
+            }
+            r.faults.push(entry);
+        });
+        fired.fault
+    }
+}
+
 impl Watch for SessionWatch {
     fn greeting(&mut self) -> Option<Fault> {
-        None
+        let fired = self.faults.greeting()?;
+        Some(self.fired(fired, "greeting"))
     }
 
     fn line(&mut self, seen: &Seen<'_>) -> Option<Fault> {
@@ -315,7 +345,8 @@ impl Watch for SessionWatch {
                 r.commands_omitted += 1;
             }
         });
-        None
+        let fired = self.faults.line(seen, self.id)?;
+        Some(self.fired(fired, seen.shown))
     }
 
     fn replied(&mut self, status: &str) {
@@ -352,7 +383,7 @@ mod tests {
     #[test]
     fn the_log_keeps_commands_answers_and_flags() {
         let log = Arc::new(SessionLog::default());
-        let watcher = DevWatcher::new(log.clone());
+        let watcher = DevWatcher::new(log.clone(), Arc::default());
         let tag = Tag {
             id: 7,
             peer: Some("127.0.0.1:4000".parse().unwrap()),
@@ -405,7 +436,7 @@ mod tests {
     #[test]
     fn the_log_keeps_the_newest_sessions_and_bounded_commands() {
         let log = Arc::new(SessionLog::default());
-        let watcher = DevWatcher::new(log.clone());
+        let watcher = DevWatcher::new(log.clone(), Arc::default());
         for id in 0..(DEV_SESSIONS_KEPT as u64 + 5) {
             let mut w = watcher.watch(&Tag { id, peer: None });
             if id == DEV_SESSIONS_KEPT as u64 + 4 {
