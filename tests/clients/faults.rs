@@ -1,6 +1,6 @@
 //! The development server's sessions log and POP3 fault injection, seen by real clients:
 //! Python's poplib and raw sockets over POP3, curl for `/api/v1/sessions` and
-//! `/api/v1/faults`.
+//! `/api/v1/faults`, chromium for the page.
 
 use std::io::Write;
 use std::path::Path;
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::Client;
+use crate::dev_api::rendered_dom;
 use crate::devserver::Dev;
 
 /// curl's status code and body for `method` on `path`, with `data` as the request body.
@@ -186,13 +187,17 @@ p.sock.close()
     assert_eq!(third["commands"][3]["pipelined"], true);
     assert_eq!(third["ending"], "quit");
 
-    // The page lists them, newest first.
-    let (code, page) = curl(&dev, "GET", "/", None);
-    assert_eq!(code, 200);
+    // The page, as chromium renders it, lists them newest first.
+    let page = rendered_dom(&format!("http://{}/", dev.http));
     let row = |s: &Value| page.find(&format!("data-session=\"{}\"", s["id"])).unwrap();
     let (bob, ann) = (row(third), row(first));
     assert!(bob < ann, "{page}");
     assert!(page.contains("deleted without UIDL, retrieved without LIST, no QUIT"));
+    assert!(page.contains("<code>DELE 2</code> +OK"), "{page}");
+    assert!(
+        page.contains("<code>PASS ***</code> -ERR [IN-USE]"),
+        "{page}"
+    );
     assert!(!page.contains("PASS poplar"));
 }
 
