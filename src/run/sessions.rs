@@ -173,10 +173,12 @@ impl Record {
         let (phase, command) = (last.phase, last.command.clone());
         let mut words = command.split(' ');
         let keyword = words.next().unwrap_or("");
-        let number = words.next().and_then(|n| n.parse::<u32>().ok());
+        let argument = words.next();
+        let number = argument.and_then(|n| n.parse::<u32>().ok());
         match (phase, keyword) {
-            (PhaseName::Authorization, "PASS" | "APOP" | "AUTH") => self.logged_in = true,
-            (PhaseName::Authorization, "(SASL") => self.logged_in = true,
+            (PhaseName::Authorization, "PASS" | "APOP" | "(SASL") => self.logged_in = true,
+            // AUTH alone lists the mechanisms; with one, `+OK` is a login.
+            (PhaseName::Authorization, "AUTH") => self.logged_in |= argument.is_some(),
             (PhaseName::Transaction, "UIDL") => self.seen_uidl = true,
             (PhaseName::Transaction, "LIST" | "STAT") => self.seen_list = true,
             (PhaseName::Transaction, "RETR" | "TOP") => {
@@ -360,6 +362,7 @@ impl Watch for SessionWatch {
             r.ended_ms = Some(now_ms());
             r.ending = Some(ending.as_str());
             r.committed = stats.deleted;
+            r.logged_in = stats.logged_in.is_some();
             r.flags.no_quit = !quit;
         });
     }
@@ -390,6 +393,12 @@ mod tests {
         };
         let mut w = watcher.watch(&tag);
         let t = PhaseName::Transaction;
+        w.line(&seen("AUTH", "AUTH", PhaseName::Authorization));
+        w.replied("+OK SASL mechanisms follow");
+        assert!(
+            !log.records()[0].logged_in,
+            "a list of mechanisms is no login"
+        );
         for (kw, shown, phase, answer) in [
             (
                 "USER",
@@ -412,7 +421,12 @@ mod tests {
             assert_eq!(w.line(&s), None);
             w.replied(answer);
         }
-        w.ended(Ending::Disconnected, &Stats::default());
+        assert!(log.records()[0].logged_in, "PASS answered +OK");
+        let stats = Stats {
+            logged_in: Some(std::time::Instant::now()),
+            ..Stats::default()
+        };
+        w.ended(Ending::Disconnected, &stats);
         let r = &log.records()[0];
         assert_eq!(r.user.as_deref(), Some("ann"));
         assert!(r.logged_in);
@@ -426,7 +440,7 @@ mod tests {
                 pipelined: false,
             }
         );
-        assert_eq!(r.commands[4].code.as_deref(), Some("SYS/PERM"));
+        assert_eq!(r.commands[5].code.as_deref(), Some("SYS/PERM"));
         assert_eq!(r.ending, Some("disconnected"));
         let json = log.json();
         assert!(json.contains(r#""command":"PASS ***""#), "{json}");
