@@ -423,6 +423,23 @@ mod tests {
     }
 
     #[test]
+    fn any_one_byte_changed_parses_or_fails_without_panicking() {
+        let doc = r#"{"a": [1, -2.5e+3, true, null, {}], "b": "x\u00e9\ud83d\ude00\n"}"#;
+        let mut parsed = 0;
+        for at in 0..doc.len() {
+            for b in b"{}[],:\"\\0123456789-+.eEunlrtf \x7f" {
+                let mut bytes = doc.as_bytes().to_vec();
+                bytes[at] = *b;
+                if let Ok(text) = std::str::from_utf8(&bytes) {
+                    parsed += usize::from(parse(text).is_ok());
+                }
+            }
+        }
+        // Some changes keep it JSON (a digit for a digit), most do not; none panics.
+        assert!(parsed > 0);
+    }
+
+    #[test]
     fn nesting_is_bounded() {
         let deep = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
         assert!(parse(&deep).is_ok());
