@@ -119,7 +119,7 @@ clippy:
 # names nothing of the crate; the other leaves name only `limits` (`logline.rs` names itself, as
 # `$crate::logline`, in the macro it exports to the crate).
 COMMA := ,
-NOT_LEAVES := auth,cli,config,mailbox,protocol,run,server,session,logsafe,hostname,line_ends,plural,logline,metrics
+NOT_LEAVES := auth,cli,config,mailbox,protocol,run,server,session,fault_rules,logsafe,hostname,line_ends,plural,logline,metrics
 LAYOUT_RULES := \
 	src/mailbox:config,session,server,run,cli,auth,protocol \
 	src/protocol:config,session,server,run,cli,auth,mailbox \
@@ -127,13 +127,14 @@ LAYOUT_RULES := \
 	src/auth:config,session,server,run,cli,protocol \
 	src/session:config,server,run,cli \
 	src/config.rs:session,server,run,cli \
+	src/fault_rules.rs:config,session,server,run,cli,auth,mailbox,smtp \
 	src/server:run,cli \
 	src/run:cli \
 	src/cli:run,server,session \
 	src/limits.rs:ALL \
 	src/logsafe.rs:$(NOT_LEAVES) src/hostname.rs:$(NOT_LEAVES) src/line_ends.rs:$(NOT_LEAVES) \
 	src/plural.rs:$(NOT_LEAVES) src/logline.rs:$(subst $(COMMA)logline,,$(NOT_LEAVES)) \
-	src/metrics.rs:$(NOT_LEAVES)
+	src/metrics.rs:$(NOT_LEAVES) src/json.rs:ALL
 
 layout:
 	@bad=0; for rule in $(LAYOUT_RULES); do \

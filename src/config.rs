@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::auth::{Anyone, Secret, Users};
+use crate::fault_rules::FaultRules;
 use crate::limits;
 use crate::logline::LogFormat;
 use crate::mailbox::mbox::MboxOptions;
@@ -159,6 +160,8 @@ pub struct DevMode {
     pub http: Option<SocketAddr>,
     /// The largest message the SMTP intake takes (`--dev-smtp-max-size`).
     pub smtp_max_size: u64,
+    /// The fault rules in force at start (`--dev-faults`); none unless given.
+    pub faults: FaultRules,
 }
 
 /// The largest message the `--dev-smtp` intake takes unless `--dev-smtp-max-size` says
@@ -183,6 +186,7 @@ impl DevMode {
             smtp: None,
             http: None,
             smtp_max_size: DEV_SMTP_MAX_SIZE,
+            faults: FaultRules::default(),
         }
     }
 

@@ -14,7 +14,9 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod fault_rules;
 mod hostname;
+mod json;
 pub mod limits;
 mod line_ends;
 pub mod logline;

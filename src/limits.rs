@@ -299,3 +299,24 @@ pub const MAX_FROM_LINE_CHECKED: usize = 1000;
 /// the `fsync` at the end of a big index finds little left to write, rarely enough that the
 /// advice costs nothing.
 pub const INDEX_WRITE_BACK_RECORDS: u64 = 6 * 1024;
+
+/// The longest a `trickle` fault of the dev server (`--dev-faults`) spends on one answer; the
+/// rest then goes at once, so a rule with a large delay cannot hold a test forever.
+pub const MAX_FAULT_TRICKLE: Duration = Duration::from_secs(30);
+
+/// The longest `delay` a dev server fault rule may ask for: longer than any client timeout
+/// worth testing, short enough that a typo does not hang a test suite.
+pub const MAX_FAULT_DELAY: Duration = Duration::from_secs(120);
+
+/// Sessions the dev server's sessions log keeps (`GET /api/v1/sessions`); the oldest go first.
+pub const DEV_SESSIONS_KEPT: usize = 100;
+
+/// Commands kept per session in the dev server's sessions log; later ones are only counted.
+pub const DEV_SESSION_COMMANDS_KEPT: usize = 200;
+
+/// Rules a fault document may hold: far more than a test needs, few enough that matching a
+/// line against all of them costs nothing.
+pub const MAX_FAULT_RULES: usize = 100;
+
+/// The largest fault document read from `--dev-faults` or taken by `PUT /api/v1/faults`.
+pub const MAX_FAULT_DOCUMENT: u64 = 64 * 1024;

@@ -103,6 +103,18 @@ class Poplar:
         status, body = self.api("POST", "/api/v1/reset")
         assert status == 200, body
 
+    def faults(self, rules, seed=0):
+        """Puts fault `rules` (dicts, as docs/dev.md describes them) in force; `[]` ends them."""
+        document = json.dumps({"seed": seed, "rules": rules}).encode()
+        status, body = self.api("PUT", "/api/v1/faults", document)
+        assert status == 200, body
+
+    def sessions(self):
+        """The recent POP3 sessions, oldest first, as GET /api/v1/sessions lists them."""
+        status, body = self.api("GET", "/api/v1/sessions")
+        assert status == 200, body
+        return body
+
 
 def read_banner(stdout, deadline, log):
     """The POP3, SMTP and HTTP addresses from poplar's banner, or a failure after `deadline`
@@ -176,4 +188,5 @@ def poplar(tmp_path_factory):
 @pytest.fixture
 def mail(poplar):
     yield poplar
+    poplar.faults([])
     poplar.reset()

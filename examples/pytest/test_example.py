@@ -4,6 +4,8 @@ API, and every mailbox reset to the seed between tests."""
 
 import poplib
 
+import pytest
+
 # A message with what mail paths get wrong: a dot-led line (POP3 stuffs it), a body line
 # starting "From " (an mbox quotes it), 8-bit UTF-8 text, and CRLF line ends throughout.
 MESSAGE = (b"From: App <app@example.com>\r\n"
@@ -87,3 +89,16 @@ def test_a_wrong_command_gets_an_error_the_client_sees(mail):
             raise AssertionError("RETR of a message that does not exist succeeded")
     finally:
         client.quit()
+
+
+def test_a_refused_dele_deletes_nothing_and_the_sessions_log_shows_it(mail):
+    mail.faults([{"command": "DELE", "action": "err", "code": "SYS/TEMP", "text": "try later"}])
+    before = len(mail.messages("alice"))
+    client = mail.pop3_login("alice")
+    with pytest.raises(poplib.error_proto, match=r"\[SYS/TEMP\] try later"):
+        client.dele(1)
+    client.quit()
+    assert len(mail.messages("alice")) == before
+    last = mail.sessions()[-1]
+    assert last["user"] == "alice"
+    assert any(c["command"] == "DELE 1" and c.get("fault") for c in last["commands"]), last

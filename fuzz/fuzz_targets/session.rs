@@ -27,6 +27,7 @@ fuzz_target!(|input: &[u8]| {
             max_bad_commands: 1_000,
             ..Settings::default()
         },
+        watcher: None,
     };
     let tag = Tag { id: 1, peer: None };
     let mut out = Vec::new();

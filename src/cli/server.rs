@@ -1,14 +1,16 @@
 //! The server's own flags: one getopts table, a pure `parse` into a `Config`, the usage.
 
+use std::io::Read;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use getopts::Options;
 
 use super::flags::{StorageUse, mbox_flags, mbox_options, seconds};
 use super::{Action, CliError};
 use crate::config::{Config, DEFAULT_LISTEN, DEV_PASSWORD, DevMode, TlsFiles};
-use crate::limits::MAX_KEEP_DELETED_DAYS;
+use crate::fault_rules::{self, FaultRules};
+use crate::limits::{MAX_FAULT_DOCUMENT, MAX_KEEP_DELETED_DAYS};
 use crate::logline::LogFormat;
 use crate::mailbox::template::MailTemplate;
 use crate::protocol::proxy::Cidr;
@@ -180,6 +182,12 @@ fn options() -> Options {
         ),
         "OCTETS",
     );
+    o.optopt(
+        "",
+        "dev-faults",
+        "with --dev: inject the POP3 faults the JSON rules in FILE describe (docs/dev.md)",
+        "FILE",
+    );
     o.optflag(
         "",
         "dev-keep-deleted",
@@ -213,7 +221,7 @@ pub fn usage() -> String {
     options().usage(
         "Usage: poplar --users FILE --mail TEMPLATE [--listen ADDR ...] [options]\n       \
          poplar --dev [DIR] [--dev-any-password] [--dev-smtp 127.0.0.1:PORT]\n       \
-             [--dev-http 127.0.0.1:PORT] [--listen 127.0.0.1:PORT]\n       \
+             [--dev-http 127.0.0.1:PORT] [--dev-faults FILE] [--listen 127.0.0.1:PORT]\n       \
          poplar deliver|seed|check|undelete|probe ARGS (each prints its own usage with --help)\n       \
          poplar pw [-s SCHEME] (prints a password hash for the users file)\n\n\
          A POP3 server for mbox mailboxes. POPLAR_LOG sets the log filter (default info).",
@@ -281,6 +289,7 @@ pub fn parse(args: &[String]) -> Result<Action, CliError> {
             "dev-smtp",
             "dev-http",
             "dev-smtp-max-size",
+            "dev-faults",
         ] {
             if m.opt_present(flag) {
                 return Err(CliError(format!("--{flag} needs --dev")));
@@ -521,7 +530,24 @@ fn dev_config(m: &getopts::Matches) -> Result<Config, CliError> {
             ))
         })?;
     }
+    if let Some(file) = m.opt_str("dev-faults") {
+        mode.faults = read_faults(Path::new(&file))
+            .map_err(|e| CliError(format!("--dev-faults {file}: {e}")))?;
+    }
     Ok(Config::dev(mode))
+}
+
+/// The fault rules in `file`, read whole (at most `MAX_FAULT_DOCUMENT` octets) and checked.
+fn read_faults(file: &Path) -> Result<FaultRules, String> {
+    let f = std::fs::File::open(file).map_err(|e| e.to_string())?;
+    let mut text = Vec::new();
+    f.take(MAX_FAULT_DOCUMENT + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_FAULT_DOCUMENT {
+        return Err(format!("larger than {MAX_FAULT_DOCUMENT} octets"));
+    }
+    fault_rules::parse(&text)
 }
 
 /// Combinations that cannot work, refused before anything starts.
@@ -593,6 +619,33 @@ mod tests {
             Ok(Action::Serve(c)) => *c,
             other => panic!("{s}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn dev_faults_reads_and_checks_its_rules_and_needs_dev() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rules.json");
+        std::fs::write(
+            &file,
+            r#"{"rules": [{"command": "QUIT", "action": "drop"}]}"#,
+        )
+        .unwrap();
+        let c = run(&format!("--dev --dev-faults {}", file.display()));
+        assert_eq!(c.dev.unwrap().faults.rules.len(), 1);
+        let e = |s: String| match parse(&args(&s)) {
+            Err(e) => e.0,
+            other => panic!("{s}: {other:?}"),
+        };
+        let needs = e(format!("-u u -m /m/%u --dev-faults {}", file.display()));
+        assert_eq!(needs, "--dev-faults needs --dev");
+        std::fs::write(&file, r#"{"rules": [{"action": "drop", "bytes": 1}]}"#).unwrap();
+        let bad = e(format!("--dev --dev-faults {}", file.display()));
+        assert!(bad.contains("rule 0: \"drop\" takes no \"bytes\""), "{bad}");
+        let missing = e(format!(
+            "--dev --dev-faults {}/nothing",
+            dir.path().display()
+        ));
+        assert!(missing.starts_with("--dev-faults "), "{missing}");
     }
 
     #[test]

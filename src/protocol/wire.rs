@@ -84,7 +84,17 @@ pub enum RespCode {
 }
 
 impl RespCode {
-    fn as_str(self) -> &'static str {
+    /// Every code, for parsers of configuration that names one.
+    pub const ALL: [RespCode; 5] = [
+        RespCode::Auth,
+        RespCode::InUse,
+        RespCode::LoginDelay,
+        RespCode::SysTemp,
+        RespCode::SysPerm,
+    ];
+
+    /// The code as written between the brackets (`SYS/TEMP`).
+    pub fn as_str(self) -> &'static str {
         match self {
             RespCode::Auth => "AUTH",
             RespCode::InUse => "IN-USE",

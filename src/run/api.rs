@@ -17,9 +17,13 @@ use std::time::SystemTime;
 use tiny_http::{Header, Request, Response, Server};
 
 use super::dev::DevStore;
+use super::faults::Faults;
 use super::page;
+use super::sessions::SessionLog;
 use crate::auth::oauth::{self, BearerTokens};
+use crate::fault_rules;
 use crate::limits::MAX_BEARER_TOKEN;
+use crate::limits::MAX_FAULT_DOCUMENT;
 use crate::mailbox::append::{AppendError, append};
 use crate::mailbox::mbox::MboxOptions;
 use crate::mailbox::template::MailTemplate;
@@ -60,6 +64,12 @@ pub enum Route {
     SetToken(String),
     /// `DELETE /api/v1/mailboxes/{user}/token`: any token logs the user in again.
     ClearToken(String),
+    /// `GET /api/v1/sessions`.
+    Sessions,
+    /// `GET /api/v1/faults`.
+    Faults,
+    /// `PUT /api/v1/faults`.
+    PutFaults,
     /// A path with no route.
     NotFound,
     /// A path whose route takes other methods: those.
@@ -108,6 +118,11 @@ pub fn route(method: &str, url: &str) -> Route {
         ["api", "v1", "mailboxes", _, "token"] => Route::Method("GET, PUT, DELETE"),
         ["api", "v1", "reset"] if post => Route::Reset,
         ["api", "v1", "reset"] => Route::Method("POST"),
+        ["api", "v1", "sessions"] if get => Route::Sessions,
+        ["api", "v1", "sessions"] => Route::Method("GET"),
+        ["api", "v1", "faults"] if get => Route::Faults,
+        ["api", "v1", "faults"] if method == "PUT" => Route::PutFaults,
+        ["api", "v1", "faults"] => Route::Method("GET, PUT"),
         _ => Route::NotFound,
     }
 }
@@ -224,6 +239,10 @@ pub struct Api {
     max_size: u64,
     /// The users' own OAuth bearer tokens, shared with the POP3 sessions.
     tokens: BearerTokens,
+    /// The recent POP3 sessions.
+    sessions: Arc<SessionLog>,
+    /// The fault rules in force.
+    faults: Arc<Faults>,
 }
 
 /// Why an API call could not go on: the HTTP status it answers (400 a bad name or message,
@@ -262,9 +281,20 @@ impl From<MailboxError> for Refusal {
     }
 }
 
+/// What the API shares with the POP3 sessions of the same server.
+#[derive(Clone, Default)]
+pub struct Shared {
+    /// The users' own OAuth bearer tokens.
+    pub tokens: BearerTokens,
+    /// The log of the recent sessions.
+    pub sessions: Arc<SessionLog>,
+    /// The fault rules in force.
+    pub faults: Arc<Faults>,
+}
+
 impl Api {
-    /// The API over the mailboxes in `dir`, served through `store`, and over the sessions'
-    /// bearer `tokens`; the mailboxes there now are copied aside as the seed that reset
+    /// The API over the mailboxes in `dir`, served through `store`, and over what it `shared`
+    /// with the POP3 sessions; the mailboxes there now are copied aside as the seed that reset
     /// restores.
     pub fn new(
         dir: PathBuf,
@@ -272,8 +302,13 @@ impl Api {
         store: Arc<DevStore>,
         options: MboxOptions,
         max_size: u64,
-        tokens: BearerTokens,
+        shared: Shared,
     ) -> io::Result<Api> {
+        let Shared {
+            tokens,
+            sessions,
+            faults,
+        } = shared;
         // A dot-name is never a user's mailbox (user names cannot start with a dot).
         let seed = dir.join(".poplar-dev-seed");
         if seed.exists() {
@@ -288,6 +323,8 @@ impl Api {
             seed,
             max_size,
             tokens,
+            sessions,
+            faults,
         };
         for user in api.users()? {
             fs::copy(api.path(&user), api.seed.join(user.as_str()))?;
@@ -388,6 +425,9 @@ impl Api {
                 self.tokens.clear(&u);
                 self.token_state(&u)
             }),
+            Route::Sessions => Ok(Reply::json(200, self.sessions_json())),
+            Route::Faults => Ok(Reply::json(200, self.faults.json())),
+            Route::PutFaults => self.put_faults(req.as_reader()),
             Route::NotFound => Err(Refusal(404, "no such route (see docs/dev.md)".into())),
             Route::BadPath => Err(Refusal(
                 400,
@@ -431,7 +471,7 @@ impl Api {
         Ok(Reply {
             status: 200,
             content_type: "text/html; charset=utf-8",
-            body: page::render(&mailboxes, &messages).into_bytes(),
+            body: page::render(&mailboxes, &messages, &self.sessions.records()).into_bytes(),
             allow: None,
         })
     }
@@ -554,6 +594,38 @@ impl Api {
         remove_mailbox(&path).map_err(|e| Refusal(500, e.to_string()))?;
         drop(held);
         Ok(Reply::json(200, "{\"deleted\":true}".into()))
+    }
+
+    /// Puts the rules in the body in force, the counts and the generator started afresh;
+    /// a document that does not parse changes nothing.
+    fn put_faults(&self, body: &mut dyn Read) -> Result<Reply, Refusal> {
+        let mut text = Vec::new();
+        body.take(MAX_FAULT_DOCUMENT + 1)
+            .read_to_end(&mut text)
+            .map_err(|e| Refusal(400, format!("reading the rules: {e}")))?;
+        if text.len() as u64 > MAX_FAULT_DOCUMENT {
+            return Err(Refusal(
+                413,
+                format!("the rules are over {MAX_FAULT_DOCUMENT} octets"),
+            ));
+        }
+        self.set_faults(&text)?;
+        Ok(Reply::json(200, self.faults.json()))
+    }
+
+    /// Puts the fault rules of the JSON document `text` in force (docs/dev.md), the counts and
+    /// draws afresh; a document that does not parse is refused with 400 and the rules in force
+    /// stay.
+    pub fn set_faults(&self, text: &[u8]) -> Result<(), Refusal> {
+        let rules = fault_rules::parse(text).map_err(|why| Refusal(400, why))?;
+        log::info!("http: {} fault rules in force", rules.rules.len());
+        self.faults.replace(rules);
+        Ok(())
+    }
+
+    /// The recent POP3 sessions as `GET /api/v1/sessions` answers them (JSON).
+    pub fn sessions_json(&self) -> String {
+        self.sessions.json()
     }
 
     /// Every mailbox back to what `--dev` started with: all are held first, so that either
@@ -832,6 +904,11 @@ mod tests {
             Route::DeleteMailbox("bob".into())
         );
         assert_eq!(route("POST", "/api/v1/reset"), Route::Reset);
+        assert_eq!(route("GET", "/api/v1/sessions"), Route::Sessions);
+        assert_eq!(route("GET", "/api/v1/faults"), Route::Faults);
+        assert_eq!(route("PUT", "/api/v1/faults"), Route::PutFaults);
+        assert_eq!(route("POST", "/api/v1/faults"), Route::Method("GET, PUT"));
+        assert_eq!(route("DELETE", "/api/v1/sessions"), Route::Method("GET"));
         assert_eq!(route("GET", "/api/v1/reset"), Route::Method("POST"));
         assert_eq!(
             route("PUT", "/api/v1/mailboxes/bob/messages"),

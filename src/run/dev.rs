@@ -15,7 +15,9 @@ use crate::mailbox::{MailStore, MailboxError, Maildrop, UserName};
 use crate::server::{Server, wiring};
 use crate::session::Context;
 
-use super::api::Api;
+use super::api::{Api, Shared};
+use super::faults::Faults;
+use super::sessions::DevWatcher;
 use super::smtp::DevIntake;
 
 /// mbox files that come into being at first login, so the developer sees them at once.
@@ -77,9 +79,17 @@ pub fn run(config: &Config) -> Result<(), String> {
     };
     made.map_err(|e| format!("cannot create {}: {e}", mode.dir.display()))?;
     let store = Arc::new(DevStore::new(mode.template(), config.mbox.clone()));
-    let tokens = BearerTokens::default();
-    let server = Server::bind(config, context(config, mode, store.clone(), tokens.clone()))
-        .map_err(|e| format!("cannot start the dev server: {e}"))?;
+    let shared = Shared {
+        faults: Arc::new(Faults::new(mode.faults.clone())),
+        ..Shared::default()
+    };
+    let watcher = Arc::new(DevWatcher::new(
+        shared.sessions.clone(),
+        shared.faults.clone(),
+    ));
+    let ctx = context(config, mode, store.clone(), shared.tokens.clone(), watcher);
+    let server =
+        Server::bind(config, ctx).map_err(|e| format!("cannot start the dev server: {e}"))?;
     let smtp = match mode.smtp {
         Some(addr) => {
             let intake = DevIntake::new(mode.dir.clone(), mode.template(), config.mbox.clone());
@@ -97,7 +107,7 @@ pub fn run(config: &Config) -> Result<(), String> {
                 store,
                 config.mbox.clone(),
                 mode.smtp_max_size,
-                tokens,
+                shared,
             )
             .map_err(|e| format!("cannot keep the seed mailboxes for the HTTP API: {e}"))?;
             let http = super::api::start(addr, Arc::new(api))
@@ -129,16 +139,19 @@ pub fn run(config: &Config) -> Result<(), String> {
 }
 
 /// The sessions' context in dev mode: anyone logs in (by password, or by XOAUTH2 and
-/// OAUTHBEARER as `tokens` say) and mailboxes appear in `store`; every server flag applies as
-/// in the daemon.
+/// OAUTHBEARER as `tokens` say), mailboxes appear in `store`, and `watcher` sees every
+/// session; every server flag applies as in the daemon.
 pub fn context(
     config: &Config,
     mode: &DevMode,
     store: Arc<DevStore>,
     tokens: BearerTokens,
+    watcher: Arc<DevWatcher>,
 ) -> Context {
     let users = mode.users().with_bearer_tokens(tokens);
-    wiring::context_for(config, UsersHandle::new(users), store)
+    let mut ctx = wiring::context_for(config, UsersHandle::new(users), store);
+    ctx.watcher = Some(watcher);
+    ctx
 }
 
 /// What the developer needs to know, printed at start.
@@ -182,6 +195,12 @@ fn banner(
     if let Some(a) = http {
         s.push_str(&format!(
             "  HTTP on {a}: the page at http://{a}/, the API under /api/v1\n"
+        ));
+    }
+    if !mode.faults.rules.is_empty() {
+        s.push_str(&format!(
+            "  {} in force (--dev-faults)\n",
+            crate::plural::plural(mode.faults.rules.len() as u64, "fault rule")
         ));
     }
     s
@@ -237,6 +256,7 @@ mod tests {
                     &mode,
                     Arc::new(DevStore::new(mode.template(), config.mbox.clone())),
                     BearerTokens::default(),
+                    Arc::new(DevWatcher::new(Arc::default(), Arc::default())),
                 ),
             )
             .unwrap();

@@ -4,8 +4,10 @@
 mod api;
 mod daemon;
 mod dev;
+mod faults;
 pub mod inetd;
 mod page;
+mod sessions;
 mod smtp;
 pub mod testing;
 

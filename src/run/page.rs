@@ -1,10 +1,11 @@
 //! The development server's web page (`GET /` on `--dev-http`): plain HTML, no script, no
 //! framework, nothing fetched from elsewhere. It lists the mailboxes and their messages, with a
-//! link to each message as stored.
+//! link to each message as stored, and the recent POP3 sessions.
 
 use std::fmt::Write as _;
 
 use super::api::{MailboxInfo, Summary};
+use super::sessions::Record;
 
 /// Text made safe inside HTML elements and double-quoted attributes.
 fn esc(s: &str) -> String {
@@ -35,8 +36,13 @@ fn segment(s: &str) -> String {
     out
 }
 
-/// The page for these mailboxes and, for each that is not in a session, its messages.
-pub fn render(mailboxes: &[MailboxInfo], messages: &[(String, Vec<Summary>)]) -> String {
+/// The page for these mailboxes and, for each that is not in a session, its messages; then
+/// the `sessions`, newest first.
+pub fn render(
+    mailboxes: &[MailboxInfo],
+    messages: &[(String, Vec<Summary>)],
+    sessions: &[Record],
+) -> String {
     let mut h = String::from(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -106,11 +112,70 @@ pub fn render(mailboxes: &[MailboxInfo], messages: &[(String, Vec<Summary>)]) ->
         }
         h.push_str("</tbody></table>\n");
     }
+    render_sessions(&mut h, sessions);
     h.push_str(
         "<p>The API behind this page: <code>/api/v1/mailboxes</code> \
          (docs/dev.md).</p>\n</body></html>\n",
     );
     h
+}
+
+/// The sessions table, newest first: each command with its answer, the flags, the faults.
+fn render_sessions(h: &mut String, sessions: &[Record]) {
+    h.push_str("<h2 id=\"sessions\">Recent POP3 sessions</h2>\n");
+    if sessions.is_empty() {
+        h.push_str("<p id=\"no-sessions\">No sessions yet.</p>\n");
+        return;
+    }
+    h.push_str(
+        "<table id=\"sessions-table\"><thead><tr><th>#</th><th>Client</th><th>User</th>\
+         <th>Ended</th><th>Commands</th><th>Flags</th><th>Faults</th></tr></thead><tbody>\n",
+    );
+    for r in sessions.iter().rev() {
+        let mut commands = String::new();
+        for c in &r.commands {
+            let answer = match (c.status, &c.code) {
+                (Some(s), Some(code)) => format!("{s} [{code}]"),
+                (Some(s), None) => s.to_owned(),
+                (None, _) => "(no answer)".to_owned(),
+            };
+            let _ = write!(
+                commands,
+                "<li><code>{}</code> {}</li>",
+                esc(&c.command),
+                esc(&answer)
+            );
+        }
+        let f = r.flags;
+        let flags: Vec<&str> = [
+            (f.deleted_without_uidl, "deleted without UIDL"),
+            (f.retrieved_without_list, "retrieved without LIST"),
+            (f.no_quit, "no QUIT"),
+            (f.pipelined, "pipelined"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, name)| *name)
+        .collect();
+        let faults: Vec<String> = r
+            .faults
+            .iter()
+            .map(|(command, rule, action)| format!("{action} on {command} (rule {rule})"))
+            .collect();
+        let _ = writeln!(
+            h,
+            "<tr data-session=\"{id}\"><td class=\"n\">{id}</td><td>{client}</td>\
+             <td>{user}</td><td>{ending}</td><td><ol class=\"commands\">{commands}</ol></td>\
+             <td class=\"flags\">{flags}</td><td class=\"faults\">{faults}</td></tr>",
+            id = r.id,
+            client = esc(r.client.as_deref().unwrap_or("-")),
+            user = esc(r.user.as_deref().unwrap_or("-")),
+            ending = r.ending.unwrap_or("in progress"),
+            flags = esc(&flags.join(", ")),
+            faults = esc(&faults.join("; ")),
+        );
+    }
+    h.push_str("</tbody></table>\n");
 }
 
 #[cfg(test)]
@@ -134,7 +199,7 @@ mod tests {
                 date: "'d'".into(),
             }],
         )];
-        let page = render(&boxes, &list);
+        let page = render(&boxes, &list, &[]);
         assert!(!page.contains("<script>x"));
         assert!(page.contains("&lt;script&gt;x&lt;/script&gt;"));
         assert!(page.contains("a &amp; b") && page.contains("&#39;d&#39;"));

@@ -50,8 +50,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use super::api::{self, Api, Http};
+use super::api::{self, Api, Http, Shared};
 use super::dev::DevStore;
+use super::sessions::DevWatcher;
 use super::smtp::{self, DevIntake, Smtp};
 use crate::auth::oauth::BearerTokens;
 use crate::auth::{Secret, Users, UsersHandle};
@@ -185,7 +186,8 @@ impl Builder {
         config.listen = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
         config.shutdown_grace = Duration::from_millis(100);
         config.auth_failure_delay = Duration::ZERO;
-        let tokens = BearerTokens::default();
+        let shared = Shared::default();
+        let tokens = shared.tokens.clone();
         let users = UsersHandle::new(Users::default().with_bearer_tokens(tokens.clone()));
         let store = Arc::new(DevStore::new(template.clone(), config.mbox.clone()));
         let api = Arc::new(Api::new(
@@ -194,7 +196,7 @@ impl Builder {
             store.clone(),
             config.mbox.clone(),
             DEV_SMTP_MAX_SIZE,
-            tokens.clone(),
+            shared.clone(),
         )?);
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let smtp = if self.smtp {
@@ -208,7 +210,8 @@ impl Builder {
         } else {
             None
         };
-        let ctx = wiring::context_for(&config, users.clone(), store);
+        let mut ctx = wiring::context_for(&config, users.clone(), store);
+        ctx.watcher = Some(Arc::new(DevWatcher::new(shared.sessions, shared.faults)));
         let server = server::Server::bind(&config, ctx)?;
         let addr = server.local_addrs()[0];
         let handle = server.shutdown_handle();
@@ -302,6 +305,19 @@ impl Server {
         self.users
             .replace(Users::new(table.iter().cloned()).with_bearer_tokens(self.tokens.clone()));
         self
+    }
+
+    /// Puts the fault rules of `rules` (the JSON document `PUT /api/v1/faults` takes, see
+    /// docs/dev.md) in force for the sessions that start from now on; a document that does not
+    /// parse is refused with the reason, and the rules in force stay.
+    pub fn set_faults(&self, rules: &str) -> Result<(), Refusal> {
+        self.api.set_faults(rules.as_bytes())
+    }
+
+    /// The recent POP3 sessions, as `GET /api/v1/sessions` gives them (JSON): each command
+    /// with its reply, the faults injected and what the client did that servers trip on.
+    pub fn sessions_json(&self) -> String {
+        self.api.sessions_json()
     }
 
     /// From now on only `token` logs `user` in by SASL XOAUTH2 or OAUTHBEARER (as `PUT

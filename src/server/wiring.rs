@@ -81,6 +81,7 @@ fn guarded_context(
         store,
         guards: Arc::new(guards.with_login_delay(config.login_delay)),
         settings: settings(config),
+        watcher: None,
     }
 }
 

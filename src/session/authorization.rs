@@ -80,6 +80,13 @@ impl Authorization {
         self.channel.secure
     }
 
+    /// The name from the last USER, as the client sent it, for a watch.
+    pub(super) fn named(&self) -> Option<String> {
+        self.user
+            .as_ref()
+            .map(|u| String::from_utf8_lossy(u).into_owned())
+    }
+
     /// Whether the next line answers a SASL challenge (and so may be longer than a command).
     pub(super) fn in_exchange(&self) -> bool {
         self.exchange.is_some() || self.refusal.is_some()

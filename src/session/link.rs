@@ -187,6 +187,7 @@ mod tests {
                 auth_failure_delay: Duration::ZERO,
                 ..settings
             },
+            watcher: None,
         }
     }
 

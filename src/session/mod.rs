@@ -9,6 +9,7 @@ mod report;
 mod retrieve;
 mod settings;
 mod transaction;
+mod watch;
 
 use std::io::{self, BufRead, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,16 +22,18 @@ use crate::logline::emit;
 use crate::metrics;
 use crate::plural::plural;
 use crate::protocol::command::{self, Command};
-use crate::protocol::wire::{self, Line, Reply};
+use crate::protocol::wire::{self, Line, Reply, RespCode};
 
 use authorization::{AuthStep, Authorization};
 use errors::{Whose, commit_failed_reply, io_ending, mailbox_reply};
 use retrieve::{SendError, send_message};
 use transaction::{Transaction, TxStep};
+use watch::{Hook, Tapped};
 
 pub use link::{Link, Plain};
 pub use report::{Ending, Stats, Tag};
 pub use settings::{Context, Settings};
+pub use watch::{Fault, PhaseName, Seen, Watch, Watcher};
 
 /// What the connection allows now, for the cleartext policy, STLS and CAPA.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +94,24 @@ pub fn serve_then<L: Link>(
     link: &mut L,
     goodbye: impl FnOnce(),
 ) -> Ending {
+    match &ctx.watcher {
+        None => watched(ctx, tag, link, goodbye, None),
+        Some(watcher) => {
+            let hook = Hook::new(watcher.watch(tag));
+            let mut tapped = Tapped::new(link, hook.clone());
+            watched(ctx, tag, &mut tapped, goodbye, Some(&hook))
+        }
+    }
+}
+
+/// [`serve_then`], telling `hook` (when there is one) what happens.
+fn watched<L: Link>(
+    ctx: &Context,
+    tag: &Tag,
+    link: &mut L,
+    goodbye: impl FnOnce(),
+    hook: Option<&Hook>,
+) -> Ending {
     let started = Instant::now();
     let _open = crate::metrics::OpenSession::start();
     let tls = link.is_tls();
@@ -109,17 +130,20 @@ pub fn serve_then<L: Link>(
     let channel = Channel::of(&ctx.settings, tag, link);
     let phase = Phase::Authorization(Authorization::new(channel, timestamp));
     let mut login = Login::default();
+    if let Some(h) = hook {
+        h.greeting();
+    }
     let ending = match send(link, &greeting) {
         Err(e) => io_ending(&e),
-        Ok(()) => match command_loop(ctx, tag, phase, &mut login, link) {
+        Ok(()) => match command_loop(ctx, tag, phase, &mut login, link, hook) {
             Exit::Update(t) => {
                 let (reply, ending) = update(tag, *t, &mut login.stats);
                 // The commit is done whether or not its answer reaches the client.
                 let _ = farewell(link, &reply, &mut login, goodbye);
                 ending
             }
-            Exit::Quit(reply) => farewell(link, &reply, &mut login, goodbye)
-                .map_or_else(|e| io_ending(&e), |()| Ending::Quit),
+            Exit::Quit(reply, ending) => farewell(link, &reply, &mut login, goodbye)
+                .map_or_else(|e| io_ending(&e), |()| ending),
             Exit::End(ending) => ending,
         },
     };
@@ -129,6 +153,9 @@ pub fn serve_then<L: Link>(
         log::debug!("{tag} closing: {e}");
     }
     crate::metrics::session_ended(ending.as_str());
+    if let Some(h) = hook {
+        h.ended(ending, &login.stats);
+    }
     let user = login.user.as_deref();
     emit!(
         log::Level::Info,
@@ -165,8 +192,9 @@ fn farewell<L: Link>(
 enum Exit {
     /// The session is over.
     End(Ending),
-    /// QUIT in AUTHORIZATION: send this reply and end.
-    Quit(Reply),
+    /// QUIT in AUTHORIZATION, or one whose commit a fault refused: send this reply and end
+    /// so.
+    Quit(Reply, Ending),
     /// QUIT in TRANSACTION: the UPDATE state, with the transaction that ends in it.
     Update(Box<Transaction>),
 }
@@ -200,6 +228,7 @@ fn command_loop<L: Link>(
     mut phase: Phase,
     login: &mut Login,
     link: &mut L,
+    hook: Option<&Hook>,
 ) -> Exit {
     let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
     let trace = if ctx.settings.trace_commands {
@@ -221,20 +250,67 @@ fn command_loop<L: Link>(
             Ok(read) => read,
             Err(e) => return Exit::End(io_ending(&e)),
         };
-        let turn = match phase {
-            Phase::Authorization(mut auth) => {
-                let step = authorization_line(ctx, tag, trace, &mut auth, sasl, &read, &line);
-                authorization_turn(ctx, tag, auth, step, login, link)
+        let fault = hook.and_then(|h| {
+            let (name, user) = match &phase {
+                Phase::Authorization(a) => (PhaseName::Authorization, a.named()),
+                Phase::Transaction(t) => (PhaseName::Transaction, Some(t.user().as_str().into())),
+            };
+            h.line(name, sasl, read == Line::Complete, &line, user.as_deref())
+        });
+        let turn = match (fault, phase) {
+            (Some(Fault::Refuse(r)), phase) => Turn::after(send(link, &r), phase),
+            (Some(Fault::FailCommit), Phase::Transaction(t)) => {
+                // The transaction goes unused: nothing is deleted, and the mailbox is free
+                // before the client reads the answer.
+                drop(t);
+                let reply = Reply::err_code(RespCode::SysTemp, "commit failed (fault injected)");
+                Turn::Exit(Exit::Quit(reply, Ending::CommitFailed))
             }
-            Phase::Transaction(t) => match transaction_command(tag, trace, &read, &line) {
-                Ok(cmd) => transaction_turn(tag, t, cmd, &mut login.stats, link),
-                Err(r) => Turn::after(send(link, &r), Phase::Transaction(t)),
-            },
+            (Some(Fault::SaltUidls(salt)), Phase::Transaction(mut t)) => {
+                t.salt_uids(salt);
+                dispatch(
+                    ctx,
+                    tag,
+                    trace,
+                    Phase::Transaction(t),
+                    sasl,
+                    &read,
+                    &line,
+                    login,
+                    link,
+                )
+            }
+            (_, phase) => dispatch(ctx, tag, trace, phase, sasl, &read, &line, login, link),
         };
         phase = match turn {
             Turn::Next(next) => next,
             Turn::Exit(exit) => return exit,
         };
+    }
+}
+
+/// Runs one line in the phase it was read in.
+#[allow(clippy::too_many_arguments)]
+fn dispatch<L: Link>(
+    ctx: &Context,
+    tag: &Tag,
+    trace: log::Level,
+    phase: Phase,
+    sasl: bool,
+    read: &Line,
+    line: &[u8],
+    login: &mut Login,
+    link: &mut L,
+) -> Turn {
+    match phase {
+        Phase::Authorization(mut auth) => {
+            let step = authorization_line(ctx, tag, trace, &mut auth, sasl, read, line);
+            authorization_turn(ctx, tag, auth, step, login, link)
+        }
+        Phase::Transaction(t) => match transaction_command(tag, trace, read, line) {
+            Ok(cmd) => transaction_turn(tag, t, cmd, &mut login.stats, link),
+            Err(r) => Turn::after(send(link, &r), Phase::Transaction(t)),
+        },
     }
 }
 
@@ -249,7 +325,7 @@ fn authorization_turn<L: Link>(
 ) -> Turn {
     match step {
         AuthStep::Reply(r) => Turn::after(send(link, &r), Phase::Authorization(auth)),
-        AuthStep::Quit(r) => Turn::Exit(Exit::Quit(r)),
+        AuthStep::Quit(r) => Turn::Exit(Exit::Quit(r, Ending::Quit)),
         AuthStep::Close(r, ending) => Turn::end(send(link, &r), ending),
         AuthStep::StartTls(r) => match start_tls(ctx, tag, link, &r) {
             Ok(channel) => {

@@ -64,4 +64,7 @@ pub struct Context {
     pub guards: Arc<Guards>,
     /// Session settings.
     pub settings: Settings,
+    /// What watches each session and may inject faults: the development server's sessions
+    /// log; `None` everywhere else.
+    pub watcher: Option<Arc<dyn super::Watcher>>,
 }

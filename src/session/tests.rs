@@ -54,6 +54,7 @@ fn context(store: Arc<dyn MailStore>, delay: Duration) -> Context {
             max_bad_commands: u32::MAX,
             ..Settings::default()
         },
+        watcher: None,
     }
 }
 
@@ -1323,4 +1324,236 @@ fn bearer_tokens_follow_the_cleartext_policy() {
     let refused = "-ERR [AUTH] cleartext login refused without TLS";
     assert_eq!(lines[lines.len() - 2..], [refused, refused]);
     alice_untouched(&s);
+}
+
+/// Sessions with a watch: what it is told, and the faults it injects.
+mod watched {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::protocol::wire::{Reply, RespCode};
+    use crate::session::{Fault, Seen, Stats, Watch, Watcher};
+
+    /// Injects a fixed fault per keyword (`greeting` for the greeting) and records events.
+    #[derive(Default)]
+    struct Script {
+        faults: HashMap<&'static str, Fault>,
+        events: Arc<Mutex<Vec<String>>>,
+    }
+
+    struct Recording {
+        faults: HashMap<&'static str, Fault>,
+        events: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Watcher for Script {
+        fn watch(&self, _: &Tag) -> Box<dyn Watch> {
+            Box::new(Recording {
+                faults: self.faults.clone(),
+                events: self.events.clone(),
+            })
+        }
+    }
+
+    impl Watch for Recording {
+        fn greeting(&mut self) -> Option<Fault> {
+            self.faults.get("greeting").cloned()
+        }
+
+        fn line(&mut self, seen: &Seen<'_>) -> Option<Fault> {
+            let p = if seen.pipelined { " (pipelined)" } else { "" };
+            let user = seen.user.unwrap_or("-");
+            self.events
+                .lock()
+                .unwrap()
+                .push(format!("{} {user}{p}", seen.shown));
+            self.faults.get(seen.keyword?).cloned()
+        }
+
+        fn replied(&mut self, status: &str) {
+            self.events.lock().unwrap().push(format!("= {status}"));
+        }
+
+        fn ended(&mut self, ending: Ending, stats: &Stats) {
+            self.events.lock().unwrap().push(format!(
+                "end {} retr={}",
+                ending.as_str(),
+                stats.retr
+            ));
+        }
+    }
+
+    /// Runs `input` through a session watched by `script`; the ending, the raw output and
+    /// the watch's events.
+    fn watched(
+        store: &MemoryStore,
+        script: Script,
+        input: impl io::BufRead,
+    ) -> (Ending, String, Vec<String>) {
+        let events = script.events.clone();
+        let mut c = ctx(store);
+        c.watcher = Some(Arc::new(script));
+        let mut out = Vec::new();
+        let ending = run(&c, &tag(), input, &mut out);
+        let events = events.lock().unwrap().clone();
+        (ending, String::from_utf8(out).unwrap(), events)
+    }
+
+    fn faulty(faults: &[(&'static str, Fault)]) -> Script {
+        Script {
+            faults: faults.iter().cloned().collect(),
+            events: Arc::default(),
+        }
+    }
+
+    /// Gives one line per read, as a client that waits for each answer.
+    struct OneLineAtATime(Cursor<Vec<u8>>);
+
+    impl Read for OneLineAtATime {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let mut line = Vec::new();
+            io::BufRead::read_until(&mut self.0, b'\n', &mut line)?;
+            let n = line.len().min(buf.len());
+            buf[..n].copy_from_slice(&line[..n]);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_watch_sees_each_line_its_status_and_the_end_without_secrets() {
+        let s = store();
+        let input = OneLineAtATime(Cursor::new(with_login(&["RETR 1", "BOGUS", "QUIT"])));
+        let (ending, _, events) = watched(&s, Script::default(), BufReader::new(input));
+        assert_eq!(ending, Ending::Quit);
+        assert!(events[0].starts_with("= +OK poplar ready <"), "{events:?}");
+        assert_eq!(
+            events[1..],
+            [
+                "USER alice alice",
+                "= +OK send PASS",
+                "PASS *** alice",
+                "= +OK 3 messages (78 octets)",
+                "RETR 1 alice",
+                "= +OK 26 octets",
+                "(unknown command) BOGUS alice",
+                "= -ERR unknown command",
+                "QUIT alice",
+                "= +OK bye, 3 messages left",
+                "end quit retr=1",
+            ]
+        );
+    }
+
+    #[test]
+    fn lines_already_buffered_are_pipelined() {
+        let s = store();
+        let (_, _, events) = watched(&s, Script::default(), Cursor::new(with_login(&["QUIT"])));
+        assert_eq!(events[1], "USER alice alice", "the first line is not");
+        assert_eq!(events[3], "PASS *** alice (pipelined)");
+        assert_eq!(events[5], "QUIT alice (pipelined)");
+    }
+
+    #[test]
+    fn a_refused_dele_marks_nothing() {
+        let s = store();
+        let refuse = Fault::Refuse(Reply::err_code(RespCode::InUse, "injected"));
+        let (_, out, _) = watched(
+            &s,
+            faulty(&[("DELE", refuse)]),
+            Cursor::new(with_login(&["DELE 1", "QUIT"])),
+        );
+        assert!(out.contains("-ERR [IN-USE] injected\r\n"), "{out}");
+        assert!(out.ends_with("+OK bye, 3 messages left\r\n"), "{out}");
+        assert_eq!(s.messages("alice").len(), 3);
+    }
+
+    #[test]
+    fn a_failed_commit_deletes_nothing() {
+        let s = store();
+        let (ending, out, events) = watched(
+            &s,
+            faulty(&[("QUIT", Fault::FailCommit)]),
+            Cursor::new(with_login(&["DELE 1", "QUIT"])),
+        );
+        assert_eq!(ending, Ending::CommitFailed);
+        assert!(out.ends_with("-ERR [SYS/TEMP] commit failed (fault injected)\r\n"));
+        assert_eq!(s.messages("alice").len(), 3);
+        assert_eq!(events.last().unwrap(), "end commit-failed retr=0");
+    }
+
+    #[test]
+    fn a_drop_after_quit_commits_but_never_answers() {
+        let s = store();
+        let (_, out, _) = watched(
+            &s,
+            faulty(&[("QUIT", Fault::Drop)]),
+            Cursor::new(with_login(&["DELE 1", "QUIT"])),
+        );
+        assert!(out.ends_with("+OK message 1 deleted\r\n"), "{out}");
+        assert_eq!(s.messages("alice").len(), 2);
+    }
+
+    #[test]
+    fn drop_after_cuts_the_answer_after_its_status_line() {
+        let s = store();
+        let (ending, out, _) = watched(
+            &s,
+            faulty(&[("RETR", Fault::DropAfter(5))]),
+            Cursor::new(with_login(&["RETR 1", "NOOP"])),
+        );
+        assert_eq!(ending, Ending::Disconnected);
+        assert!(out.ends_with("+OK 26 octets\r\nSubje"), "{out:?}");
+    }
+
+    #[test]
+    fn no_terminator_sends_all_but_the_final_dot_then_closes() {
+        let s = store();
+        let (_, out, _) = watched(
+            &s,
+            faulty(&[("RETR", Fault::NoTerminator), ("LIST", Fault::NoTerminator)]),
+            Cursor::new(with_login(&["LIST 1", "RETR 2", "NOOP"])),
+        );
+        assert!(
+            out.contains("+OK 1 26\r\n"),
+            "a single line passes: {out:?}"
+        );
+        assert!(
+            out.ends_with("+OK 22 octets\r\nSubject: two\r\n\r\n..dot\r\n"),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn salted_uidls_differ_from_the_stored_ones_and_agree_with_each_other() {
+        let s = store();
+        let plain = talk(&ctx(&s), &with_login(&["UIDL", "QUIT"])).1;
+        let (_, out, _) = watched(
+            &s,
+            faulty(&[("UIDL", Fault::SaltUidls(9))]),
+            Cursor::new(with_login(&["UIDL", "UIDL 2", "QUIT"])),
+        );
+        let salted: Vec<&str> = out.split("\r\n").collect();
+        let listed = salted.iter().position(|l| l.starts_with("2 ")).unwrap();
+        assert!(!plain.contains(&salted[listed].to_owned()), "{plain:?}");
+        assert_eq!(salted[listed].len(), 2 + 32);
+        assert!(salted.contains(&format!("+OK {}", salted[listed]).as_str()));
+    }
+
+    #[test]
+    fn a_delayed_greeting_waits_and_a_trickle_sends_everything() {
+        let s = store();
+        let started = Instant::now();
+        let (_, out, _) = watched(
+            &s,
+            faulty(&[
+                ("greeting", Fault::Delay(Duration::from_millis(50))),
+                ("CAPA", Fault::Trickle(Duration::from_millis(1))),
+            ]),
+            Cursor::new(script(&["CAPA", "QUIT"])),
+        );
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert!(out.contains("\r\n+OK capability list follows\r\nTOP\r\n"));
+        assert!(out.ends_with("\r\n.\r\n+OK bye\r\n"), "{out:?}");
+    }
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::auth::sasl::Mechanism;
-use crate::mailbox::{MailboxError, Maildrop, UserName};
+use crate::mailbox::{MailboxError, Maildrop, Uid, UserName};
 use crate::protocol::command::{Command, MsgNum};
 use crate::protocol::message::Portion;
 use crate::protocol::wire::Reply;
@@ -26,6 +26,8 @@ pub(super) struct Transaction {
     mechanisms: Vec<Mechanism>,
     /// The `--login-delay` CAPA keeps announcing.
     login_delay: Duration,
+    /// A salt to mix into the UIDLs of the next answer (a dev server's injected fault).
+    uid_salt: Option<u64>,
 }
 
 /// What a command in TRANSACTION leads to.
@@ -64,7 +66,14 @@ impl Transaction {
             },
             mechanisms,
             login_delay,
+            uid_salt: None,
         }
+    }
+
+    /// Mixes `salt` into the UIDLs the next command answers with, so that a client sees
+    /// them change between sessions.
+    pub(super) fn salt_uids(&mut self, salt: u64) {
+        self.uid_salt = Some(salt);
     }
 
     /// Whose mailbox this is, for log lines.
@@ -108,6 +117,7 @@ impl Transaction {
     }
 
     pub(super) fn handle(&mut self, cmd: Command) -> TxStep {
+        let salt = self.uid_salt.take();
         let reply = match cmd {
             Command::Stat => {
                 let (n, size) = self.totals();
@@ -121,13 +131,19 @@ impl Transaction {
                     crate::plural::plural(size, "octet")
                 )
             }),
-            Command::Uidl(None) => self.listing(|m| &m.uid, "unique-id listing follows".into()),
+            Command::Uidl(None) => self.listing(
+                |m| ShownUid(&m.uid, salt),
+                "unique-id listing follows".into(),
+            ),
             Command::List(Some(n)) => match self.live(n) {
                 Ok(i) => Reply::ok(format!("{n} {}", self.maildrop.messages()[i].size)),
                 Err(r) => r,
             },
             Command::Uidl(Some(n)) => match self.live(n) {
-                Ok(i) => Reply::ok(format!("{n} {}", self.maildrop.messages()[i].uid)),
+                Ok(i) => Reply::ok(format!(
+                    "{n} {}",
+                    ShownUid(&self.maildrop.messages()[i].uid, salt)
+                )),
                 Err(r) => r,
             },
             Command::Retr(n) => match self.live(n) {
@@ -227,5 +243,22 @@ impl Transaction {
         stats.deleted_octets = deleted_octets;
         stats.mailbox_bytes = Some((summary.bytes_before, summary.bytes_after));
         Ok(left)
+    }
+}
+
+/// A UIDL as served: the message's own, or with a fault's salt mixed in (32 hex digits, as
+/// valid a UIDL as any, RFC 1939 §7).
+struct ShownUid<'a>(&'a Uid, Option<u64>);
+
+impl std::fmt::Display for ShownUid<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            None => self.0.fmt(f),
+            Some(salt) => {
+                let uid = self.0.to_string();
+                let mixed = xxhash_rust::xxh3::xxh3_128_with_seed(uid.as_bytes(), salt);
+                write!(f, "{mixed:032x}")
+            }
+        }
     }
 }

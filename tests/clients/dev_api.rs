@@ -166,7 +166,7 @@ fn a_message_over_the_size_limit_is_refused_and_not_kept() {
 }
 
 /// The DOM chromium renders for `url`, headless, with nothing fetched from elsewhere.
-fn rendered_dom(url: &str) -> String {
+pub(crate) fn rendered_dom(url: &str) -> String {
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new("chromium")
         .args([

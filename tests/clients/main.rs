@@ -21,6 +21,7 @@ mod devserver;
 mod docs;
 mod dovecot;
 mod edge_cases;
+mod faults;
 mod install;
 mod interop;
 mod make_run;

@@ -79,6 +79,34 @@ fn bearer_tokens_log_in_as_in_dev_until_one_is_set_and_reset_forgets_it() {
 }
 
 #[test]
+fn fault_rules_act_on_sessions_and_the_sessions_log_shows_them() {
+    let server = Server::start().unwrap();
+    server
+        .add_user("alice", "pw")
+        .add_message("alice", b"Subject: one\n\nbody\n");
+    let refused = server.set_faults(r#"{"rules": [{"action": "explode"}]}"#);
+    assert_eq!(refused.unwrap_err().0, 400);
+    server
+        .set_faults(r#"{"rules": [{"command": "DELE", "action": "err", "code": "SYS/TEMP"}]}"#)
+        .unwrap();
+    let mut c = connect(&server);
+    c.login("alice", "pw");
+    assert_eq!(c.cmd("DELE 1"), "-ERR [SYS/TEMP] fault injected");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    // The refused DELE marked nothing.
+    assert!(
+        server
+            .mailbox("alice")
+            .windows(12)
+            .any(|w| w == b"Subject: one")
+    );
+    let log = server.sessions_json();
+    assert!(log.contains("\"DELE 1\""), "{log}");
+    assert!(log.contains("SYS/TEMP"), "{log}");
+    assert!(log.contains("\"user\":\"alice\""), "{log}");
+}
+
+#[test]
 fn dropping_the_server_stops_it() {
     let server = Server::start().unwrap();
     let addr = server.addr();
