@@ -210,6 +210,9 @@ CC.aarch64-unknown-linux-musl := aarch64-linux-gnu-gcc
 CC.armv7-unknown-linux-musleabihf := arm-linux-gnueabihf-gcc
 LINKER.aarch64-unknown-linux-musl := aarch64-linux-gnu-gcc
 LINKER.armv7-unknown-linux-musleabihf := arm-linux-gnueabihf-gcc
+# jemalloc (the 64-bit builds' allocator) takes the page size it is built for as the least it
+# runs on: 64 KiB covers arm64 kernels of 4, 16 (Raspberry Pi 5, Asahi) and 64 KiB pages.
+ENV.aarch64-unknown-linux-musl := JEMALLOC_SYS_WITH_LG_PAGE=16
 # Rust 1.95's stable channel ships no standard library for any 32-bit ARM Linux target (its
 # manifest says rust-std "available = false"); a target the default toolchain cannot add is
 # built with this one, the newest release that ships it.
@@ -222,7 +225,7 @@ FALLBACK_TOOLCHAIN := 1.94.1
 BINARY_TESTS := --test server --test storage --test clients
 BINARY_FILTERS := binary:: modes:: reload:: tls:: dev_tools:: storage_deliver:: \
 	storage_interrupted:: storage_torture:: storage_concurrency:: storage_uid:: docs:: \
-	schemes:: fail2ban:: observe:: inetd_guards:: probe:: edge_cases:: smtp:: dev_api:: \
+	schemes:: fail2ban:: observe:: inetd_guards:: probe:: edge_cases:: smtp:: dev_api:: idle_memory:: \
 	pytest:: make_run::
 
 # toolchain TARGET: `+FALLBACK_TOOLCHAIN` when the default toolchain lacks TARGET, else nothing.
@@ -231,7 +234,7 @@ toolchain = $$(rustup target list --installed | grep -qx $(1) || echo +$(FALLBAC
 # build-TARGET: the stripped static release binary target/TARGET/release/poplar.
 build-%:
 	t=$*; u=$${t//-/_}; \
-	env CC_$$u=$(CC.$*) $(if $(LINKER.$*),CARGO_TARGET_$${u^^}_LINKER=$(LINKER.$*)) \
+	env CC_$$u=$(CC.$*) $(if $(LINKER.$*),CARGO_TARGET_$${u^^}_LINKER=$(LINKER.$*)) $(ENV.$*) \
 		POPLAR_COMMIT=$(COMMIT) POPLAR_TARGET=$$t \
 		$(CARGO) $(call toolchain,$*) build --release --locked --target $$t --bin poplar
 	@if readelf -l target/$*/release/poplar | grep -q 'program interpreter'; then \
