@@ -70,6 +70,8 @@ pub enum Action {
     FailCommit,
     /// The UIDLs of the answer are mixed with a salt of the session's own.
     ChangeUidls,
+    /// STLS answers `+OK`, then octets that are not a TLS record instead of the handshake.
+    FailHandshake,
 }
 
 impl Action {
@@ -84,6 +86,7 @@ impl Action {
             Action::Trickle(_) => "trickle",
             Action::FailCommit => "fail_commit",
             Action::ChangeUidls => "change_uidls",
+            Action::FailHandshake => "fail_handshake",
         }
     }
 }
@@ -343,10 +346,11 @@ fn action<'v>(name: &str, field: &dyn Fn(&str) -> Option<&'v Value>) -> Result<A
         "trickle" => Action::Trickle(ms()?),
         "fail_commit" => Action::FailCommit,
         "change_uidls" => Action::ChangeUidls,
+        "fail_handshake" => Action::FailHandshake,
         other => {
             return Err(format!(
                 "unknown action \"{}\" (drop, drop_after, no_terminator, err, delay, trickle, \
-                 fail_commit or change_uidls)",
+                 fail_commit, change_uidls or fail_handshake)",
                 printable(other)
             ));
         }
@@ -366,6 +370,7 @@ fn check_fit(user: &Option<String>, target: &Target, action: &Action) -> Result<
         },
         (_, Action::FailCommit) => *target == Target::Command("QUIT"),
         (_, Action::ChangeUidls) => *target == Target::Command("UIDL"),
+        (_, Action::FailHandshake) => *target == Target::Command("STLS"),
         _ => true,
     };
     if !fits {
@@ -441,7 +446,8 @@ mod tests {
             {"command": "login", "action": "err"},
             {"action": "trickle", "ms": 1},
             {"command": "QUIT", "action": "fail_commit"},
-            {"command": "UIDL", "action": "change_uidls", "fired": 3}
+            {"command": "UIDL", "action": "change_uidls", "fired": 3},
+            {"command": "stls", "action": "fail_handshake"}
         ]}"#;
         let rules = parse(doc.as_bytes()).unwrap();
         assert_eq!(rules.seed, u64::MAX);
@@ -469,6 +475,10 @@ mod tests {
         assert_eq!(rules.rules[3].target, Target::Login);
         assert_eq!(rules.rules[4].target, Target::Any);
         assert_eq!(rules.rules[4].probability, Probability::ALWAYS);
+        assert_eq!(
+            (&rules.rules[7].target, &rules.rules[7].action),
+            (&Target::Command("STLS"), &Action::FailHandshake)
+        );
         // What GET answers parses back to the same rules.
         let again = parse(rules.json(&[1, 2]).as_bytes()).unwrap();
         assert_eq!(again, rules);
@@ -535,6 +545,22 @@ mod tests {
                 "cannot apply",
             ),
             (r#"{"rules": [{"action": "change_uidls"}]}"#, "cannot apply"),
+            (
+                r#"{"rules": [{"command": "QUIT", "action": "fail_handshake"}]}"#,
+                "\"fail_handshake\" cannot apply to QUIT",
+            ),
+            (
+                r#"{"rules": [{"action": "fail_handshake"}]}"#,
+                "\"fail_handshake\" cannot apply to any command",
+            ),
+            (
+                r#"{"rules": [{"command": "greeting", "action": "fail_handshake"}]}"#,
+                "cannot apply to greeting",
+            ),
+            (
+                r#"{"rules": [{"command": "STLS", "action": "fail_handshake", "ms": 5}]}"#,
+                "\"fail_handshake\" takes no \"ms\"",
+            ),
             (
                 r#"{"rules": [{"user": "a", "command": "greeting", "action": "drop"}]}"#,
                 "cannot name a user",

@@ -222,6 +222,7 @@ pub fn usage() -> String {
         "Usage: poplar --users FILE --mail TEMPLATE [--listen ADDR ...] [options]\n       \
          poplar --dev [DIR] [--dev-any-password] [--dev-smtp 127.0.0.1:PORT]\n       \
              [--dev-http 127.0.0.1:PORT] [--dev-faults FILE] [--listen 127.0.0.1:PORT]\n       \
+             [--tls-cert FILE --tls-key FILE [--listen-tls 127.0.0.1:PORT]]\n       \
          poplar deliver|seed|check|undelete|probe ARGS (each prints its own usage with --help)\n       \
          poplar pw [-s SCHEME] (prints a password hash for the users file)\n\n\
          A POP3 server for mbox mailboxes. POPLAR_LOG sets the log filter (default info).",
@@ -470,16 +471,14 @@ fn count(m: &getopts::Matches, name: &str) -> Result<Option<usize>, CliError> {
 /// The `--dev` configuration: its own users and mail, any DIR given as `--dev=DIR` or as the
 /// one free argument.
 fn dev_config(m: &getopts::Matches) -> Result<Config, CliError> {
-    // TLS and cleartext rules are for the network; --dev serves loopback only.
+    // --dev has its own users and mail, and serves loopback only, where cleartext logins are
+    // allowed anyway. The TLS flags apply, so a client's STLS and POP3S paths can be tried.
     for flag in [
         "users",
         "mail",
         "inetd",
         "proxy-protocol",
         "trusted-proxy",
-        "tls-cert",
-        "tls-key",
-        "listen-tls",
         "allow-cleartext",
     ] {
         if m.opt_present(flag) {
@@ -553,7 +552,11 @@ fn read_faults(file: &Path) -> Result<FaultRules, String> {
 /// Combinations that cannot work, refused before anything starts.
 fn check_modes(m: &getopts::Matches, config: &Config) -> Result<(), CliError> {
     if config.dev.is_some()
-        && let Some(a) = config.listen.iter().find(|a| a.ip() != DEV_IP)
+        && let Some(a) = config
+            .listen
+            .iter()
+            .chain(&config.listen_tls)
+            .find(|a| a.ip() != DEV_IP)
     {
         return Err(CliError(format!(
             "--dev listens on {DEV_IP} only, not on {a}"
@@ -646,6 +649,21 @@ mod tests {
             dir.path().display()
         ));
         assert!(missing.starts_with("--dev-faults "), "{missing}");
+    }
+
+    #[test]
+    fn dev_takes_a_certificate_for_stls_and_pop3s_on_loopback() {
+        let c = run("--dev --tls-cert c.pem --tls-key k.pem --listen-tls 127.0.0.1:1995");
+        assert!(c.dev.is_some());
+        assert_eq!(c.tls.unwrap().cert, PathBuf::from("c.pem"));
+        assert_eq!(c.listen_tls, vec!["127.0.0.1:1995".parse().unwrap()]);
+        assert_eq!(c.listen, vec!["127.0.0.1:1110".parse().unwrap()]);
+        match parse(&args(
+            "--dev --tls-cert c --tls-key k --listen-tls [::1]:1995",
+        )) {
+            Err(e) => assert_eq!(e.0, "--dev listens on 127.0.0.1 only, not on [::1]:1995"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -858,7 +876,9 @@ mod tests {
             "--dev -m /m/%n",
             "--dev --inetd",
             "--dev --proxy-protocol 127.0.0.1:1 --trusted-proxy 127.0.0.1",
-            "--dev --tls-cert c --tls-key k",
+            "--dev --tls-cert c",
+            "--dev --listen-tls 127.0.0.1:1995",
+            "--dev --tls-cert c --tls-key k --listen-tls 0.0.0.0:1995",
             "--dev --allow-cleartext",
             "-u u -m /m/%n --inetd --tls-cert c --tls-key k --listen-tls 127.0.0.1:995",
             "--dev a b",

@@ -119,8 +119,8 @@ pub fn run(config: &Config) -> Result<(), String> {
     print!(
         "{}",
         banner(
+            config,
             mode,
-            config.mbox.keep_deleted,
             &server.local_addrs(),
             smtp.as_ref().map(super::smtp::Smtp::addr),
             http.as_ref().map(super::api::Http::addr)
@@ -154,10 +154,11 @@ pub fn context(
     ctx
 }
 
-/// What the developer needs to know, printed at start.
+/// What the developer needs to know, printed at start. `addrs` are the server's, the
+/// `--listen` ones first, then the `--listen-tls` ones.
 fn banner(
+    config: &Config,
     mode: &DevMode,
-    keep_deleted: bool,
     addrs: &[std::net::SocketAddr],
     smtp: Option<std::net::SocketAddr>,
     http: Option<std::net::SocketAddr>,
@@ -177,15 +178,25 @@ fn banner(
     if mode.fresh {
         s.push_str("  the directory is new and is removed when poplar stops\n");
     }
-    if keep_deleted {
+    if config.mbox.keep_deleted {
         s.push_str("  messages deleted at QUIT are moved to <user>.deleted beside the mbox\n");
     }
     s.push_str(&format!(
         "  fill a mailbox: poplar seed --dev {} --to <user> FILE.eml|DIR|MBOX...\n",
         mode.dir.display()
     ));
-    for a in addrs {
+    let (plain, tls) = addrs.split_at(config.listen.len().min(addrs.len()));
+    for a in plain {
         s.push_str(&format!("  listening on {a}\n"));
+    }
+    for a in tls {
+        s.push_str(&format!("  POP3S (TLS from the first byte) on {a}\n"));
+    }
+    if let Some(files) = &config.tls {
+        s.push_str(&format!(
+            "  STLS offered with the certificate in {}\n",
+            files.cert.display()
+        ));
     }
     if let Some(a) = smtp {
         s.push_str(&format!(

@@ -157,6 +157,8 @@ fn matches(rule: &Rule, event: &Event<'_>) -> bool {
         && match rule.action {
             Action::DropAfter(_) | Action::NoTerminator => seen.multi_line(),
             Action::FailCommit | Action::ChangeUidls => seen.phase == PhaseName::Transaction,
+            // Where STLS gets `-ERR` there is no handshake to fail.
+            Action::FailHandshake => seen.stls,
             _ => true,
         }
 }
@@ -174,6 +176,7 @@ fn fault(action: &Action, seed: u64, session: u64) -> Fault {
         // One salt per session: its UIDLs agree with each other and differ from any other
         // session's.
         Action::ChangeUidls => Fault::SaltUidls(mix(seed ^ mix(session))),
+        Action::FailHandshake => Fault::FailHandshake,
     }
 }
 
@@ -190,6 +193,7 @@ mod tests {
             phase,
             user,
             pipelined: false,
+            stls: false,
         }
     }
 
@@ -250,6 +254,16 @@ mod tests {
             f.line(&seen("QUIT", T, None), 1).unwrap().fault,
             Fault::FailCommit
         );
+    }
+
+    #[test]
+    fn a_handshake_fault_fires_only_where_stls_would_start_tls() {
+        let f = faults(r#"{"rules": [{"command": "STLS", "action": "fail_handshake"}]}"#);
+        let mut stls = seen("STLS", A, None);
+        assert_eq!(f.line(&stls, 1), None, "no certificate, or TLS already on");
+        stls.stls = true;
+        assert_eq!(f.line(&stls, 1).unwrap().fault, Fault::FailHandshake);
+        assert!(f.json().contains(r#""action":"fail_handshake","fired":1}"#));
     }
 
     #[test]

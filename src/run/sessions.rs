@@ -380,6 +380,7 @@ mod tests {
             phase,
             user: None,
             pipelined: false,
+            stls: false,
         }
     }
 

@@ -85,14 +85,16 @@ impl<R: BufRead, W: Write> Link for Plain<R, W> {
 mod tests {
     use std::io::Cursor;
     use std::net::SocketAddr;
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use super::*;
     use crate::auth::{Secret, Users, UsersHandle};
     use crate::mailbox::UserName;
     use crate::mailbox::memory::MemoryStore;
-    use crate::session::{Context, Ending, Settings, Tag, serve};
+    use crate::session::{
+        Context, Ending, Fault, NOT_A_TLS_RECORD, Seen, Settings, Stats, Tag, Watch, Watcher, serve,
+    };
 
     /// A link with pretend TLS: what the client sends before the handshake and after it are
     /// two scripts, so bytes left in the first when TLS starts are exactly those a real
@@ -258,6 +260,83 @@ mod tests {
         assert!(lines.contains(&"-ERR TLS is already active".to_owned()));
         assert!(lines.contains(&"-ERR STLS not valid in this state".to_owned()));
         assert_eq!(lines.last().unwrap(), "<close_notify>");
+    }
+
+    /// Fails the handshake after every STLS that could start TLS; notes each STLS's `stls`.
+    struct FailStls(Arc<Mutex<Vec<bool>>>);
+
+    impl Watcher for FailStls {
+        fn watch(&self, _: &Tag) -> Box<dyn Watch> {
+            Box::new(FailStls(self.0.clone()))
+        }
+    }
+
+    impl Watch for FailStls {
+        fn greeting(&mut self) -> Option<Fault> {
+            None
+        }
+
+        fn line(&mut self, seen: &Seen<'_>) -> Option<Fault> {
+            if seen.keyword != Some("STLS") {
+                return None;
+            }
+            self.0.lock().unwrap().push(seen.stls);
+            seen.stls.then_some(Fault::FailHandshake)
+        }
+
+        fn replied(&mut self, _: &str) {}
+
+        fn ended(&mut self, _: Ending, _: &Stats) {}
+    }
+
+    /// Runs `link` watched by [`FailStls`]: the ending, the lines after the greeting and
+    /// what each STLS line told the watch.
+    fn failing_stls(link: &mut FakeTls) -> (Ending, Vec<String>, Vec<bool>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut ctx = context(Settings::default());
+        ctx.watcher = Some(Arc::new(FailStls(seen.clone())));
+        let tag = Tag {
+            id: 1,
+            peer: Some("127.0.0.1:5000".parse().unwrap()),
+        };
+        let ending = serve(&ctx, &tag, link);
+        let text = String::from_utf8(link.out.clone()).unwrap();
+        let lines = text.split_terminator("\r\n").skip(1).map(str::to_owned);
+        let seen = seen.lock().unwrap().clone();
+        (ending, lines.collect(), seen)
+    }
+
+    #[test]
+    fn a_failed_handshake_fault_sends_no_tls_record_after_ok_and_ends() {
+        let mut link = FakeTls::new(true, "STLS\r\nQUIT\r\n", "QUIT\r\n");
+        let (ending, lines, seen) = failing_stls(&mut link);
+        assert_eq!(ending, Ending::TlsFailed);
+        assert_eq!(seen, [true]);
+        assert_eq!(
+            lines,
+            ["+OK begin TLS negotiation", "not TLS (fault injected)"]
+        );
+        assert_eq!(
+            link.out[link.out.len() - NOT_A_TLS_RECORD.len()..],
+            *NOT_A_TLS_RECORD
+        );
+        assert!(!link.tls, "no handshake ran");
+    }
+
+    #[test]
+    fn no_handshake_fault_where_stls_cannot_start_tls() {
+        // No certificate: STLS gets -ERR; logged in: STLS is not valid.
+        let mut link = FakeTls::new(false, "STLS\r\nQUIT\r\n", "");
+        let (ending, lines, seen) = failing_stls(&mut link);
+        assert_eq!((ending, seen), (Ending::Quit, vec![false]));
+        assert_eq!(lines, ["-ERR TLS is not configured", "+OK bye"]);
+        let mut link = FakeTls::new(true, "USER alice\r\nPASS secret\r\nSTLS\r\nQUIT\r\n", "");
+        let (ending, lines, seen) = failing_stls(&mut link);
+        assert_eq!((ending, seen), (Ending::Quit, vec![false]));
+        assert!(
+            lines.contains(&"-ERR STLS not valid in this state".to_owned()),
+            "{lines:?}"
+        );
     }
 
     #[test]

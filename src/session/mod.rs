@@ -33,7 +33,7 @@ use watch::{Hook, Tapped};
 pub use link::{Link, Plain};
 pub use report::{Ending, Stats, Tag};
 pub use settings::{Context, Settings};
-pub use watch::{Fault, PhaseName, Seen, Watch, Watcher};
+pub use watch::{Fault, NOT_A_TLS_RECORD, PhaseName, Seen, Watch, Watcher};
 
 /// What the connection allows now, for the cleartext policy, STLS and CAPA.
 #[derive(Debug, Clone, Copy)]
@@ -255,7 +255,16 @@ fn command_loop<L: Link>(
                 Phase::Authorization(a) => (PhaseName::Authorization, a.named()),
                 Phase::Transaction(t) => (PhaseName::Transaction, Some(t.user().as_str().into())),
             };
-            h.line(name, sasl, read == Line::Complete, &line, user.as_deref())
+            // As `Channel::stls` has it: STLS is valid only in AUTHORIZATION.
+            let stls = name == PhaseName::Authorization && link.can_start_tls();
+            h.line(
+                name,
+                sasl,
+                read == Line::Complete,
+                &line,
+                user.as_deref(),
+                stls,
+            )
         });
         let turn = match (fault, phase) {
             (Some(Fault::Refuse(r)), phase) => Turn::after(send(link, &r), phase),

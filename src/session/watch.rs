@@ -74,6 +74,9 @@ pub struct Seen<'a> {
     /// Whether a line of it was already buffered when the previous line was read: the client
     /// sent it before reading the previous answer.
     pub pipelined: bool,
+    /// Whether STLS would start TLS now (a certificate, no TLS yet, AUTHORIZATION): only
+    /// then has a handshake fault a handshake to fail.
+    pub stls: bool,
 }
 
 impl Seen<'_> {
@@ -107,7 +110,14 @@ pub enum Fault {
     FailCommit,
     /// Serve the UIDLs of this answer mixed with this salt.
     SaltUidls(u64),
+    /// STLS: after its `+OK`, send [`NOT_A_TLS_RECORD`] instead of a TLS handshake and close.
+    FailHandshake,
 }
+
+/// What [`Fault::FailHandshake`] sends where the client waits for the server's TLS hello:
+/// readable in a capture, and no TLS record (a record starts with a content type from 20 to
+/// 24 and the version 3.x), so the client's handshake fails on its first read.
+pub const NOT_A_TLS_RECORD: &[u8] = b"not TLS (fault injected)\r\n";
 
 /// The session's end of the hook: the watch, and how the next answer is to be shaped.
 pub(super) struct Tap {
@@ -157,7 +167,8 @@ impl Hook {
     }
 
     /// A line was read: tells the watch and arms the byte-level fault for its answer;
-    /// returns a fault the session must carry out itself.
+    /// returns a fault the session must carry out itself. `stls`: whether STLS would start
+    /// TLS now.
     pub(super) fn line(
         &self,
         phase: PhaseName,
@@ -165,6 +176,7 @@ impl Hook {
         complete: bool,
         line: &[u8],
         user: Option<&str>,
+        stls: bool,
     ) -> Option<Fault> {
         let parsed = (!sasl && complete).then(|| command::parse(line));
         let shown = match &parsed {
@@ -190,6 +202,7 @@ impl Hook {
             phase,
             user: named.as_deref().or(user),
             pipelined,
+            stls,
         };
         let fault = tap.watch.line(&seen);
         match fault {
@@ -397,6 +410,15 @@ impl<L: Link> Link for Tapped<'_, L> {
     }
 
     fn start_tls(&mut self) -> io::Result<()> {
+        if matches!(self.hook.0.borrow().shape, Some(Fault::FailHandshake)) {
+            self.inner.write_all(NOT_A_TLS_RECORD)?;
+            // Flushed and the FIN behind it: the client reads these octets, then the end.
+            self.inner.close()?;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "no TLS handshake (fault injected)",
+            ));
+        }
         let started = self.inner.start_tls();
         let mut tap = self.hook.0.borrow_mut();
         (tap.window, tap.leftover) = (0, 0);

@@ -18,6 +18,8 @@ pub struct Dev {
     /// The HTTP API and page.
     #[allow(dead_code)]
     pub http: SocketAddr,
+    /// POP3S, when `extra` asked for `--listen-tls`.
+    pub pop3s: Option<SocketAddr>,
 }
 
 impl Dev {
@@ -45,6 +47,7 @@ impl Dev {
             pop3: banner.pop3,
             smtp: banner.smtp,
             http: banner.http,
+            pop3s: banner.pop3s,
         }
     }
 }
@@ -57,6 +60,8 @@ pub struct Banner {
     pub smtp: SocketAddr,
     /// HTTP (`HTTP on ADDR: ...`).
     pub http: SocketAddr,
+    /// POP3S (`POP3S (TLS from the first byte) on ADDR`), which the banner names before SMTP.
+    pub pop3s: Option<SocketAddr>,
     /// What came before `poplar --dev: ...`.
     pub before: Vec<String>,
 }
@@ -65,7 +70,7 @@ impl Banner {
     /// Reads output until the banner has named all three addresses.
     pub fn read(out: impl BufRead) -> Banner {
         let mut lines = out.lines();
-        let (mut pop3, mut smtp, mut http) = (None, None, None);
+        let (mut pop3, mut smtp, mut http, mut pop3s) = (None, None, None, None);
         let (mut before, mut started) = (Vec::new(), false);
         while pop3.is_none() || smtp.is_none() || http.is_none() {
             let line = lines
@@ -83,11 +88,13 @@ impl Banner {
             pop3 = pop3.or_else(|| addr("listening on "));
             smtp = smtp.or_else(|| addr("SMTP on "));
             http = http.or_else(|| addr("HTTP on "));
+            pop3s = pop3s.or_else(|| addr("POP3S (TLS from the first byte) on "));
         }
         Banner {
             pop3: pop3.unwrap(),
             smtp: smtp.unwrap(),
             http: http.unwrap(),
+            pop3s,
             before,
         }
     }

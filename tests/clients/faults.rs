@@ -14,7 +14,7 @@ use crate::dev_api::rendered_dom;
 use crate::devserver::Dev;
 
 /// curl's status code and body for `method` on `path`, with `data` as the request body.
-fn curl(dev: &Dev, method: &str, path: &str, data: Option<&str>) -> (u16, String) {
+pub(crate) fn curl(dev: &Dev, method: &str, path: &str, data: Option<&str>) -> (u16, String) {
     let url = format!("http://{}{path}", dev.http);
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "-X", method, "-o", "-", "-w", "\n%{http_code}", &url]);
@@ -53,7 +53,7 @@ fn sessions(dev: &Dev) -> Vec<Value> {
 
 /// The sessions log once `n` sessions have ended (a session's end is logged just after the
 /// client sees its last answer).
-fn ended_sessions(dev: &Dev, n: usize) -> Vec<Value> {
+pub(crate) fn ended_sessions(dev: &Dev, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let all = sessions(dev);
@@ -66,7 +66,7 @@ fn ended_sessions(dev: &Dev, n: usize) -> Vec<Value> {
 }
 
 /// Runs a Python script with `args`; its stdout, asserting it succeeded.
-fn python(script: &str, args: &[String]) -> String {
+pub(crate) fn python(script: &str, args: &[String]) -> String {
     let out = Command::new("python3")
         .arg("-c")
         .arg(script)
@@ -83,7 +83,7 @@ fn python(script: &str, args: &[String]) -> String {
 }
 
 /// A mail directory where `user` has `n` messages.
-fn mail_dir(dir: &Path, user: &str, n: usize) -> std::path::PathBuf {
+pub(crate) fn mail_dir(dir: &Path, user: &str, n: usize) -> std::path::PathBuf {
     let mail = dir.join("mail");
     std::fs::create_dir(&mail).unwrap();
     let mut mbox = Vec::new();
@@ -100,7 +100,7 @@ fn mail_dir(dir: &Path, user: &str, n: usize) -> std::path::PathBuf {
     mail
 }
 
-fn command_list(session: &Value) -> Vec<String> {
+pub(crate) fn command_list(session: &Value) -> Vec<String> {
     session["commands"]
         .as_array()
         .unwrap()
@@ -211,7 +211,7 @@ fn mail_dirs(dir: &Path, users: &[&str]) -> std::path::PathBuf {
 }
 
 /// PUTs `rules`, asserting they were taken.
-fn put_faults(dev: &Dev, rules: &str) {
+pub(crate) fn put_faults(dev: &Dev, rules: &str) {
     let (code, body) = curl(dev, "PUT", "/api/v1/faults", Some(rules));
     assert_eq!(code, 200, "{body}");
 }

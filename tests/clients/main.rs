@@ -17,6 +17,7 @@ mod delivery;
 
 mod clients;
 mod dev_api;
+mod dev_tls;
 mod devserver;
 mod docs;
 mod dovecot;
