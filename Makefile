@@ -226,7 +226,7 @@ BINARY_TESTS := --test server --test storage --test clients
 BINARY_FILTERS := binary:: modes:: reload:: tls:: dev_tools:: storage_deliver:: \
 	storage_interrupted:: storage_torture:: storage_concurrency:: storage_uid:: docs:: \
 	schemes:: fail2ban:: observe:: inetd_guards:: probe:: edge_cases:: smtp:: dev_api:: idle_memory:: \
-	pytest:: make_run::
+	pytest:: make_run:: faults:: oauth::
 
 # toolchain TARGET: `+FALLBACK_TOOLCHAIN` when the default toolchain lacks TARGET, else nothing.
 toolchain = $$(rustup target list --installed | grep -qx $(1) || echo +$(FALLBACK_TOOLCHAIN))
