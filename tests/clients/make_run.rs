@@ -153,7 +153,8 @@ fn a_taken_address_stops_make_run_with_the_reason_and_no_banner() {
             "{which} taken: make run succeeded\n{out}{err}"
         );
         assert!(
-            err.contains(&format!("poplar: {says}")) && err.contains("Address already in use"),
+            // glibc says "Address already in use", musl (the static binary) "Address in use".
+            err.contains(&format!("poplar: {says}")) && err.contains("in use (os error 98)"),
             "{which} taken: {err}"
         );
         for marker in ["listening on", "SMTP on", "HTTP on", "poplar --dev:"] {
