@@ -157,11 +157,12 @@ fn watched<L: Link>(
         h.ended(ending, &login.stats);
     }
     let user = login.user.as_deref();
+    let span = (started, Instant::now());
     emit!(
         log::Level::Info,
-        login.stats.end_event(tag, user, ending, started),
+        login.stats.end_event(tag, user, ending, span),
         "{tag} {}",
-        login.stats.end_line(tag, user, ending, started)
+        login.stats.end_line(tag, user, ending, span)
     );
     ending
 }

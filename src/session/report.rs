@@ -72,13 +72,14 @@ pub struct Stats {
 
 impl Stats {
     /// The stable `key=value` fields of the end-of-session line; `-` marks what did not
-    /// happen (no login, no commit).
+    /// happen (no login, no commit). The session ran from `started` to `ended`: one reading
+    /// of the clock for both forms of the line, so they agree.
     pub(super) fn end_line(
         &self,
         tag: &Tag,
         user: Option<&str>,
         ending: Ending,
-        started: Instant,
+        (started, ended): (Instant, Instant),
     ) -> String {
         let dash = || "-".to_owned();
         let ms = |d: Duration| d.as_millis().to_string();
@@ -93,7 +94,7 @@ impl Stats {
             tag.peer.map_or_else(dash, |p| p.to_string()),
             user.map_or_else(dash, |u| crate::logsafe::token(u.as_bytes())),
             ending.as_str(),
-            started.elapsed().as_millis(),
+            ended.saturating_duration_since(started).as_millis(),
             self.logged_in
                 .map_or_else(dash, |t| ms(t.saturating_duration_since(started))),
             self.commit_time.map_or_else(dash, ms),
@@ -114,7 +115,7 @@ impl Stats {
         tag: &Tag,
         user: Option<&'a str>,
         ending: Ending,
-        started: Instant,
+        (started, ended): (Instant, Instant),
     ) -> Event<'a> {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let user = user.map_or(Field::Missing, |u| {
@@ -123,7 +124,7 @@ impl Stats {
         tag.event("session-end")
             .field("user", user)
             .text("reason", ending.as_str())
-            .num("duration_ms", ms(started.elapsed()))
+            .num("duration_ms", ms(ended.saturating_duration_since(started)))
             .opt_num(
                 "login_ms",
                 self.logged_in
