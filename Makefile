@@ -295,7 +295,7 @@ dist: dist-deps static-test $(foreach t,$(CROSS),build-$(t))
 # fuzz/corpus/. cargo-fuzz wants nightly flags (-Z sanitizer); RUSTC_BOOTSTRAP=1 lets the
 # stable toolchain accept them.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := parse sasl session index journal
+FUZZ_TARGETS := parse sasl session index journal faults
 
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
