@@ -80,10 +80,18 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// A string as a JSON string literal: quotes, backslashes and control characters escaped,
-/// and U+2028/U+2029, which some JavaScript parsers take for line ends.
+/// A string as a JSON string literal: see [`push_quoted`].
 pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
+    push_quoted(&mut out, s);
+    out
+}
+
+/// Appends `s` as a JSON string literal (RFC 8259 §7): quotes, backslashes, control
+/// characters and DEL escaped, and U+2028/U+2029, which some JavaScript parsers take for line
+/// ends; everything else as is. The one escaper for the API, the sessions log and JSON logs.
+pub fn push_quoted(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
     out.push('"');
     for c in s.chars() {
         match c {
@@ -92,14 +100,13 @@ pub fn quote(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
+            c if c < ' ' || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
         }
     }
     out.push('"');
-    out
 }
 
 /// Parses a whole document: one value, with only whitespace around it.
@@ -353,6 +360,20 @@ impl Parser<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn json_strings_escape_quotes_controls_and_line_separators() {
+        assert_eq!(
+            super::quote("a\"b\\c\n\u{1}\u{2028}é"),
+            "\"a\\\"b\\\\c\\n\\u0001\\u2028é\""
+        );
+    }
+
+    #[test]
+    fn strings_escape_quotes_backslashes_and_control_characters() {
+        let mut s = String::new();
+        super::push_quoted(&mut s, "a\"b\\c\nd\u{1}e\u{7f}é");
+        assert_eq!(s, "\"a\\\"b\\\\c\\nd\\u0001e\\u007fé\"");
+    }
     use super::*;
 
     fn ok(text: &str) -> Value {

@@ -13,6 +13,8 @@ use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::net::SocketAddr;
 
+use crate::json::push_quoted;
+
 /// How log lines are written (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -158,11 +160,11 @@ pub(crate) use emit;
 pub fn json_line(time: &str, record: &log::Record) -> String {
     let mut out = String::with_capacity(256);
     out.push_str("{\"time\":");
-    push_str(&mut out, time);
+    push_quoted(&mut out, time);
     out.push_str(",\"level\":");
-    push_str(&mut out, &record.level().as_str().to_ascii_lowercase());
+    push_quoted(&mut out, &record.level().as_str().to_ascii_lowercase());
     out.push_str(",\"target\":");
-    push_str(&mut out, record.target());
+    push_quoted(&mut out, record.target());
     let message = record.args().to_string();
     let mut fields = JsonFields {
         out: &mut out,
@@ -174,12 +176,12 @@ pub fn json_line(time: &str, record: &log::Record) -> String {
     {
         let _ = write!(out, ",\"session\":{id},\"peer\":");
         match peer {
-            Some(p) => push_str(&mut out, p),
+            Some(p) => push_quoted(&mut out, p),
             None => out.push_str("null"),
         }
     }
     out.push_str(",\"message\":");
-    push_str(&mut out, &message);
+    push_quoted(&mut out, &message);
     out.push('}');
     out
 }
@@ -205,7 +207,7 @@ impl<'kvs> log::kv::VisitSource<'kvs> for JsonFields<'_> {
         value: log::kv::Value<'kvs>,
     ) -> Result<(), log::kv::Error> {
         self.out.push(',');
-        push_str(self.out, key.as_str());
+        push_quoted(self.out, key.as_str());
         self.out.push(':');
         self.count += 1;
         value.visit(JsonValue(self.out))
@@ -218,7 +220,7 @@ struct JsonValue<'o>(&'o mut String);
 
 impl<'v> log::kv::VisitValue<'v> for JsonValue<'_> {
     fn visit_any(&mut self, value: log::kv::Value) -> Result<(), log::kv::Error> {
-        push_str(self.0, &value.to_string());
+        push_quoted(self.0, &value.to_string());
         Ok(())
     }
 
@@ -243,29 +245,9 @@ impl<'v> log::kv::VisitValue<'v> for JsonValue<'_> {
     }
 
     fn visit_str(&mut self, value: &str) -> Result<(), log::kv::Error> {
-        push_str(self.0, value);
+        push_quoted(self.0, value);
         Ok(())
     }
-}
-
-/// Appends `s` as a JSON string: quotes, backslashes and control characters escaped
-/// (RFC 8259 §7), everything else as is.
-fn push_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c < ' ' || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(test)]
@@ -317,13 +299,6 @@ mod tests {
         assert!(!line.contains("\"session\":"), "{line}");
         let line = record_json(None, format_args!("[x] y"));
         assert!(!line.contains("\"session\":"), "{line}");
-    }
-
-    #[test]
-    fn strings_escape_quotes_backslashes_and_control_characters() {
-        let mut s = String::new();
-        push_str(&mut s, "a\"b\\c\nd\u{1}e\u{7f}é");
-        assert_eq!(s, "\"a\\\"b\\\\c\\nd\\u0001e\\u007fé\"");
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! mailbox goes through the same store, session lock and delivery locks as POP3 sessions: a
 //! mailbox that a session holds answers 409 with the reason, never a torn file.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::net::SocketAddr;
@@ -22,6 +21,7 @@ use super::page;
 use super::sessions::SessionLog;
 use crate::auth::oauth::{self, BearerTokens};
 use crate::fault_rules;
+use crate::json;
 use crate::limits::MAX_BEARER_TOKEN;
 use crate::limits::MAX_FAULT_DOCUMENT;
 use crate::mailbox::append::{AppendError, append};
@@ -144,27 +144,6 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// A JSON string literal.
-pub fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// One message as the API and the page show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
@@ -186,12 +165,12 @@ impl Summary {
     fn json(&self) -> String {
         format!(
             "{{\"uidl\":{},\"size\":{},\"from\":{},\"to\":{},\"subject\":{},\"date\":{}}}",
-            json_str(&self.uidl),
+            json::quote(&self.uidl),
             self.size,
-            json_str(&self.from),
-            json_str(&self.to),
-            json_str(&self.subject),
-            json_str(&self.date)
+            json::quote(&self.from),
+            json::quote(&self.to),
+            json::quote(&self.subject),
+            json::quote(&self.date)
         )
     }
 }
@@ -224,7 +203,7 @@ impl Reply {
     }
 
     fn error(status: u16, why: &str) -> Reply {
-        Reply::json(status, format!("{{\"error\":{}}}", json_str(why)))
+        Reply::json(status, format!("{{\"error\":{}}}", json::quote(why)))
     }
 }
 
@@ -413,7 +392,7 @@ impl Api {
             Route::Message(..) => Err(Refusal(500, "a message is streamed by serve".into())),
             Route::Append(user) => self
                 .append(&user, req.as_reader())
-                .map(|uidl| Reply::json(201, format!("{{\"uidl\":{}}}", json_str(&uidl)))),
+                .map(|uidl| Reply::json(201, format!("{{\"uidl\":{}}}", json::quote(&uidl)))),
             Route::DeleteMessage(user, uidl) => self.delete_message(&user, &uidl),
             Route::DeleteMailbox(user) => self.delete_mailbox(&user),
             Route::Reset => self
@@ -449,11 +428,11 @@ impl Api {
             .map(|m| match m.counts {
                 Some((n, octets)) => format!(
                     "{{\"user\":{},\"messages\":{n},\"octets\":{octets},\"in_session\":false}}",
-                    json_str(&m.user)
+                    json::quote(&m.user)
                 ),
                 None => format!(
                     "{{\"user\":{},\"messages\":null,\"octets\":null,\"in_session\":true}}",
-                    json_str(&m.user)
+                    json::quote(&m.user)
                 ),
             })
             .collect();
@@ -555,7 +534,7 @@ impl Api {
             200,
             format!(
                 "{{\"user\":{},\"token_set\":{}}}",
-                json_str(user.as_str()),
+                json::quote(user.as_str()),
                 self.tokens.is_set(user)
             ),
         )
@@ -938,14 +917,6 @@ mod tests {
         assert_eq!(
             route("GET", "/api/v1/mailboxes/%ff/messages"),
             Route::BadPath
-        );
-    }
-
-    #[test]
-    fn json_strings_escape_quotes_controls_and_line_separators() {
-        assert_eq!(
-            json_str("a\"b\\c\n\u{1}\u{2028}é"),
-            "\"a\\\"b\\\\c\\n\\u0001\\u2028é\""
         );
     }
 

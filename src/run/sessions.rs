@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::api::json_str;
 use super::faults::{Faults, Fired};
+use crate::json;
 use crate::limits::{DEV_SESSION_COMMANDS_KEPT, DEV_SESSIONS_KEPT};
 use crate::session::{Ending, Fault, PhaseName, Seen, Stats, Tag, Watch, Watcher};
 
@@ -103,13 +103,13 @@ impl Record {
 
     /// The record as a JSON object.
     pub fn json(&self) -> String {
-        let opt_str = |s: Option<&str>| s.map_or_else(|| "null".to_owned(), json_str);
+        let opt_str = |s: Option<&str>| s.map_or_else(|| "null".to_owned(), json::quote);
         let mut commands = Vec::with_capacity(self.commands.len());
         for c in &self.commands {
             commands.push(format!(
                 "{{\"command\":{},\"phase\":\"{}\",\"status\":{},\"code\":{},\
                  \"pipelined\":{},\"fault\":{}}}",
-                json_str(&c.command),
+                json::quote(&c.command),
                 c.phase.as_str(),
                 opt_str(c.status),
                 opt_str(c.code.as_deref()),
@@ -129,7 +129,7 @@ impl Record {
             let _ = write!(
                 faults,
                 "{{\"command\":{},\"rule\":{rule},\"action\":\"{action}\"}}",
-                json_str(command)
+                json::quote(command)
             );
         }
         faults.push(']');
