@@ -3,13 +3,14 @@
 //! poplib, with the sessions log and the rule counts by curl.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
 use crate::common::Client;
 use crate::devserver::Dev;
-use crate::faults::{command_list, curl, ended_sessions, mail_dir, put_faults, python};
+use crate::faults::{
+    command_list, curl, ended_sessions, mail_dir, put_faults, python, refused_at_start,
+};
 
 /// A `--dev` server on `dir` with a test certificate for STLS and a POP3S port, and `extra`
 /// flags; and the CA file that trusts the certificate.
@@ -193,19 +194,10 @@ fn fail_handshake_on_another_command_is_refused() {
             "{body}"
         );
     }
-    let rules = dir.path().join("rules.json");
-    std::fs::write(
-        &rules,
+    let stderr = refused_at_start(
+        dir.path(),
         r#"{"rules": [{"command": "RETR", "action": "fail_handshake"}]}"#,
-    )
-    .unwrap();
-    let out = Command::new(crate::common::poplar_bin())
-        .args(["--dev", dir.path().join("other").to_str().unwrap()])
-        .args(["--dev-faults", rules.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    );
     assert!(
         stderr.contains("\"fail_handshake\" cannot apply to RETR"),
         "{stderr}"

@@ -210,6 +210,20 @@ fn mail_dirs(dir: &Path, users: &[&str]) -> std::path::PathBuf {
     mail
 }
 
+/// Starts `poplar --dev` in a directory under `dir` with the fault rules `doc` from a file,
+/// asserts it refuses them with exit status 2, and returns what it printed to stderr.
+pub(crate) fn refused_at_start(dir: &Path, doc: &str) -> String {
+    let rules = dir.join("refused-rules.json");
+    std::fs::write(&rules, doc).unwrap();
+    let out = Command::new(crate::common::poplar_bin())
+        .args(["--dev", dir.join("other").to_str().unwrap()])
+        .args(["--dev-faults", rules.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// PUTs `rules`, asserting they were taken.
 pub(crate) fn put_faults(dev: &Dev, rules: &str) {
     let (code, body) = curl(dev, "PUT", "/api/v1/faults", Some(rules));
@@ -506,18 +520,10 @@ fn bad_rules_get_400_with_the_reason_and_change_nothing() {
     assert_eq!(curl(&dev, "POST", "/api/v1/faults", Some("{}")).0, 405);
 
     // At start: a clear error and exit status 2.
-    std::fs::write(
-        &rules,
+    let stderr = refused_at_start(
+        dir.path(),
         r#"{"rules": [{"command": "FETCH", "action": "drop"}]}"#,
-    )
-    .unwrap();
-    let out = Command::new(crate::common::poplar_bin())
-        .args(["--dev", dir.path().join("other").to_str().unwrap()])
-        .args(["--dev-faults", rules.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    );
     assert!(
         stderr.contains("--dev-faults") && stderr.contains("rule 0: unknown command \"FETCH\""),
         "{stderr}"
